@@ -1,0 +1,208 @@
+"""Docker on the Kubernetes nodes: the Docker Hub mirror in daemon.json (runbook steps 1-2)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from fabric import Connection
+from invoke import task
+
+from . import daemon_config as dj
+from . import remote
+from .inventory import Host
+from .remote import RemoteError
+from .results import Result, Status
+from .session import HELP, READ_HELP, Run, session
+
+STEP = "docker.mirror"
+STATUS_STEP = "docker.status"
+DOCKER_WAIT = 60  # seconds docker may take to answer after a start or restart
+
+_PROBE = r'''conf=$1
+if [ -d /run/systemd/system ]; then echo manager=systemd; else echo manager=sysvinit; fi
+if command -v dockerd >/dev/null 2>&1; then echo dockerd=yes; else echo dockerd=no; fi
+sed -n 's/.*--container-runtime-endpoint=\([^ "]*\).*/endpoint=\1/p' /var/lib/kubelet/kubeadm-flags.env 2>/dev/null
+if m=$(docker info --format '{{json .RegistryConfig.Mirrors}}' 2>/dev/null); then echo "mirrors=$m"; fi
+if [ -e "$conf" ]; then echo ---; cat -- "$conf"; fi
+'''
+
+_WAIT = r'''i=0
+while [ "$i" -lt "$1" ]; do
+    if m=$(docker info --format '{{json .RegistryConfig.Mirrors}}' 2>/dev/null); then echo "$m"; exit 0; fi
+    sleep 0.5; i=$((i + 1))
+done
+echo "docker did not answer 'docker info' within $(($1 / 2)) s" >&2; exit 1
+'''
+
+_VALIDATE = r'''if dockerd --help 2>&1 | grep -q -- --validate; then exec dockerd --validate --config-file "$1"; fi'''
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What a node's docker looks like: service manager, runtime, live mirrors, the file."""
+
+    manager: str
+    has_dockerd: bool
+    kubelet_endpoint: str
+    mirrors: list[str] | None  # None: docker is not answering
+    text: str | None  # None: no daemon.json
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What converging one node takes: maybe a new file, then a service action."""
+
+    old_text: str | None
+    new_text: str
+    write: bool
+    manager: str
+    action: str  # reload, restart or start
+
+    @property
+    def diff(self) -> str:
+        return dj.diff(self.old_text, self.new_text) if self.write else ""
+
+
+def observe(conn: Connection, host: Host) -> NodeState:
+    """Probe a node in one command: service manager, kubelet runtime, docker info, daemon.json."""
+    out = remote.run(conn, host, remote.script(_PROBE, dj.PATH)).stdout
+    head, sep, text = out.partition("---\n")
+    facts = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    manager = host.vars["docker_service"]
+    return NodeState(
+        manager=facts["manager"] if manager == "auto" else manager,
+        has_dockerd=facts.get("dockerd") == "yes",
+        kubelet_endpoint=facts.get("endpoint", ""),
+        mirrors=(json.loads(facts["mirrors"]) or []) if "mirrors" in facts else None,
+        text=text if sep else None,
+    )
+
+
+def decide(host: Host, state: NodeState) -> Plan | Result:
+    """A Plan when the node needs a change, else the Result that says why not."""
+    wanted = host.vars["docker_mirrors"]
+    if "containerd" in state.kubelet_endpoint:
+        return Result(host.name, STEP, Status.SKIPPED,
+                      f"kubelet uses containerd ({state.kubelet_endpoint}), not docker: daemon.json "
+                      "would change nothing; set the mirror in /etc/containerd/config.toml")
+    if not state.has_dockerd:
+        return Result(host.name, STEP, Status.SKIPPED, "docker is not installed on this node")
+    try:
+        current = dj.parse(state.text)
+    except dj.DaemonJsonError as exc:
+        return Result(host.name, STEP, Status.FAILED, str(exc))
+    merged = dj.merge(current, wanted)
+    write = merged != current
+    if not write and dj.same_mirrors(state.mirrors, wanted):
+        return Result(host.name, STEP, Status.OK, f"docker uses {', '.join(wanted)}")
+    if state.mirrors is None:
+        action = "start"
+    elif state.manager == "systemd" and not dj.needs_restart(current, merged):
+        action = "reload"
+    else:
+        action = "restart"
+    return Plan(state.text, dj.render(merged), write, state.manager, action)
+
+
+def _service(conn: Connection, host: Host, manager: str, action: str) -> None:
+    argv = ["systemctl", action, "docker"] if manager == "systemd" else ["service", "docker", action]
+    remote.run(conn, host, argv)
+
+
+def _wait_for_docker(conn: Connection, host: Host) -> list[str]:
+    out = remote.run(conn, host, remote.script(_WAIT, str(DOCKER_WAIT * 2)),
+                     timeout=DOCKER_WAIT + 30).stdout
+    return json.loads(out.strip().splitlines()[-1]) or []
+
+
+def apply(conn: Connection, host: Host, plans: dict[str, Plan]) -> Result:
+    """Write the file if needed, reload or restart docker, and verify with docker info;
+    when docker does not come back, put the old file back and bring docker up again."""
+    plan = plans[host.name]
+    wanted = host.vars["docker_mirrors"]
+    backup = None
+    if plan.write:
+        backup = remote.write(conn, host, dj.PATH, plan.new_text, "0644",
+                              validate=lambda path: remote.script(_VALIDATE, path))
+    try:
+        _service(conn, host, plan.manager, plan.action)
+        mirrors = _wait_for_docker(conn, host)
+        if not dj.same_mirrors(mirrors, wanted):
+            raise RemoteError(f"docker info reports mirrors {mirrors} after the {plan.action}")
+    except RemoteError as exc:
+        if not plan.write:
+            return Result(host.name, STEP, Status.FAILED, str(exc))
+        return Result(host.name, STEP, Status.FAILED, f"{exc}; {_roll_back(conn, host, plan, backup)}")
+    what = "wrote daemon.json, " if plan.write else ""
+    return Result(host.name, STEP, Status.CHANGED,
+                  f"{what}docker {plan.action}ed, docker info shows {', '.join(mirrors)}", plan.diff)
+
+
+def _roll_back(conn: Connection, host: Host, plan: Plan, backup: str | None) -> str:
+    """Restore the previous daemon.json and restart docker on it; say how that went."""
+    restored = f"restored the previous daemon.json{f' from {backup}' if backup else ' (removed the new one)'}"
+    try:
+        remote.restore(conn, host, dj.PATH, backup)
+        state = observe(conn, host)
+        _service(conn, host, plan.manager, "start" if state.mirrors is None else "restart")
+        _wait_for_docker(conn, host)
+    except RemoteError as exc:
+        return f"{restored}, but docker is still down: {exc}"
+    return f"{restored}; docker runs again on it"
+
+
+def converge_mirrors(run: Run) -> list[Result]:
+    """Probe every node in parallel, then change the ones that differ: reloads in parallel,
+    restarts one node at a time, stopping the rollout at the first failure."""
+    nodes = run.hosts("node")
+    states = run.gather(nodes, STEP, observe)
+    plans: dict[str, Plan] = {}
+    results: list[Result] = []
+    for host in nodes:
+        if host.name not in states:
+            continue
+        outcome = decide(host, states[host.name])
+        if isinstance(outcome, Result):
+            results.append(run.reporter.emit(outcome))
+        elif run.dry_run:
+            results.append(run.reporter.emit(Result(
+                host.name, STEP, Status.CHANGED,
+                f"{'write daemon.json and ' if outcome.write else ''}{outcome.action} docker",
+                outcome.diff)))
+        else:
+            plans[host.name] = outcome
+    reloads = [h for h in nodes if h.name in plans and plans[h.name].action == "reload"]
+    rolling = [h for h in nodes if h.name in plans and plans[h.name].action != "reload"]
+    results += run.each(reloads, STEP, apply, plans)
+    results += run.serially(rolling, STEP, apply, plans)
+    return results
+
+
+def status(conn: Connection, host: Host) -> Result:
+    """Read-only: the mirrors docker reports and whether daemon.json matches the inventory."""
+    state = observe(conn, host)
+    outcome = decide(host, state)
+    if isinstance(outcome, Result):
+        return Result(host.name, STATUS_STEP, outcome.status, outcome.detail)
+    reported = "docker is not answering" if state.mirrors is None else \
+        f"docker reports {', '.join(state.mirrors) or 'no mirror'}"
+    file_state = "daemon.json differs from the inventory" if outcome.write else "daemon.json matches"
+    return Result(host.name, STATUS_STEP, Status.FAILED,
+                  f"drift: {reported}; {file_state}; run docker.mirror", outcome.diff)
+
+
+@task(help=HELP)
+def mirror(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None,
+           accept_new_host_keys=False):
+    """Set the Docker Hub mirror in daemon.json on every node and apply it, node by node."""
+    with session(c, env, STEP, limit=limit, dry_run=dry_run, parallel=parallel,
+                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
+        converge_mirrors(run)
+
+
+@task(name="status", help=READ_HELP)
+def status_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+    """Show the mirrors docker reports on every node and whether daemon.json matches."""
+    with session(c, env, STATUS_STEP, limit=limit, parallel=parallel,
+                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
+        run.each(run.hosts("node"), STATUS_STEP, status)

@@ -1,0 +1,106 @@
+"""Remote commands built from quoted argv words, and safe remote file reads and writes."""
+from __future__ import annotations
+
+import io
+import shlex
+import time
+from typing import Callable, Sequence
+
+from fabric import Connection
+from invoke.exceptions import CommandTimedOut
+from invoke.runners import Result as CommandResult
+
+from .inventory import Host
+
+BACKUPS_KEPT = 5
+
+
+class RemoteError(Exception):
+    """A remote command failed; the message holds its exit code and the end of its stderr."""
+
+
+def command(host: Host, argv: Sequence[str], sudo: bool) -> str:
+    """The shell line for `argv`, every word quoted, behind `sudo -n` when the host needs it."""
+    prefix = ["sudo", "-n", "--"] if sudo and host.sudo else []
+    return shlex.join([*prefix, *argv])
+
+
+def script(text: str, *args: str) -> list[str]:
+    """argv running a fixed POSIX sh script; values travel as positional arguments."""
+    return ["sh", "-c", text, "sh", *args]
+
+
+def run(conn: Connection, host: Host, argv: Sequence[str], *, sudo: bool = True,
+        check: bool = True, timeout: float | None = None) -> CommandResult:
+    """Run `argv` on `host`; raise RemoteError on a non-zero exit when `check`."""
+    try:
+        result = conn.run(command(host, argv, sudo), hide=True, warn=True, in_stream=False,
+                          timeout=timeout or host.command_timeout)
+    except CommandTimedOut as exc:
+        raise RemoteError(f"`{argv[0]}` timed out after {exc.timeout:g} s") from None
+    if check and result.failed:
+        raise RemoteError(f"`{argv[0]}` exited {result.exited}: {tail(result.stderr or result.stdout)}")
+    return result
+
+
+def tail(text: str, lines: int = 3) -> str:
+    """The last lines of command output, joined on one line."""
+    return " / ".join(text.strip().splitlines()[-lines:]) or "(no output)"
+
+
+_READ = 'test -e "$1" || exit 3; cat -- "$1"'
+
+
+def read(conn: Connection, host: Host, path: str) -> str | None:
+    """The text of a remote file, or None when it does not exist."""
+    result = run(conn, host, script(_READ, path), check=False)
+    if result.exited == 3:
+        return None
+    if result.failed:
+        raise RemoteError(f"cannot read {path}: {tail(result.stderr)}")
+    return result.stdout
+
+
+_INSTALL = r'''set -eu
+tmp=$1 path=$2 mode=$3 backup=$4 keep=$5
+dir=$(dirname -- "$path") name=$(basename -- "$path")
+mkdir -p -- "$dir"
+if [ -e "$path" ]; then
+    cp -p -- "$path" "$backup"
+    echo "$backup"
+    ls -1t -- "$path".bhops-*.bak | tail -n +$((keep + 1)) | xargs -r rm -f --
+fi
+install -m "$mode" -o root -g root "$tmp" "$dir/.$name.bhops-new"
+mv -f -- "$dir/.$name.bhops-new" "$path"
+'''
+
+Validator = Callable[[str], Sequence[str]]
+
+
+def write(conn: Connection, host: Host, path: str, content: str, mode: str = "0644",
+          validate: Validator | None = None) -> str | None:
+    """Replace a remote file atomically: upload to a private temp file, validate it, back up
+    the old file, install beside the target and rename over it. Returns the backup's path."""
+    tmp = run(conn, host, ["mktemp", "/tmp/bhops.XXXXXXXX"], sudo=False).stdout.strip()
+    try:
+        conn.put(io.BytesIO(content.encode()), remote=tmp)
+        if validate:
+            run(conn, host, validate(tmp))
+        backup = f"{path}.bhops-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.bak"
+        out = run(conn, host, script(_INSTALL, tmp, path, mode, backup, str(BACKUPS_KEPT))).stdout
+        return out.strip() or None
+    finally:
+        run(conn, host, ["rm", "-f", "--", tmp], sudo=False, check=False)
+
+
+_RESTORE = r'''set -eu
+path=$1 backup=$2
+if [ -z "$backup" ]; then rm -f -- "$path"; exit 0; fi
+cp -p -- "$backup" "$path.bhops-restore"
+mv -f -- "$path.bhops-restore" "$path"
+'''
+
+
+def restore(conn: Connection, host: Host, path: str, backup: str | None) -> None:
+    """Put `backup` back in place of `path` atomically (no backup: the file did not exist)."""
+    run(conn, host, script(_RESTORE, path, backup or ""))

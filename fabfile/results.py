@@ -1,0 +1,85 @@
+"""Per-host step results, printed live one line each, and the recap table that ends a run."""
+from __future__ import annotations
+
+import sys
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from enum import Enum
+from typing import TextIO
+
+
+class Status(str, Enum):
+    """What a step did on one host."""
+
+    OK = "ok"
+    CHANGED = "changed"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One host's outcome of one step; `diff` is shown under the line when given."""
+
+    host: str
+    step: str
+    status: Status
+    detail: str = ""
+    diff: str = ""
+
+
+_COLORS = {Status.OK: "32", Status.CHANGED: "33", Status.FAILED: "31",
+           Status.UNREACHABLE: "31", Status.SKIPPED: "36"}
+
+
+class Reporter:
+    """Prints results as they come (thread-safe) and keeps them for the recap."""
+
+    def __init__(self, dry_run: bool = False, stream: TextIO | None = None):
+        self.dry_run = dry_run
+        self.stream = stream or sys.stdout
+        self.color = self.stream.isatty()
+        self.results: list[Result] = []
+        self._lock = threading.Lock()
+
+    def label(self, status: Status) -> str:
+        """The word shown for a status: in a dry run, `changed` reads `would change`."""
+        return "would change" if self.dry_run and status is Status.CHANGED else status.value
+
+    def _paint(self, status: Status, text: str) -> str:
+        return f"\033[{_COLORS[status]}m{text}\033[0m" if self.color else text
+
+    def emit(self, result: Result) -> Result:
+        """Record `result` and print it, with its diff indented under it."""
+        line = f"{result.host} | {result.step} | {self._paint(result.status, self.label(result.status))}"
+        if result.detail:
+            line += f" | {result.detail}"
+        lines = [line] + [f"{result.host} |   {d}" for d in result.diff.splitlines()]
+        with self._lock:
+            self.results.append(result)
+            print("\n".join(lines), file=self.stream, flush=True)
+        return result
+
+    def note(self, host: str, text: str) -> None:
+        """Print a progress line for a host that is not a result."""
+        with self._lock:
+            print(f"{host} | {text}", file=self.stream, flush=True)
+
+    @property
+    def failed(self) -> bool:
+        """Whether any host failed or could not be reached."""
+        return any(r.status in (Status.FAILED, Status.UNREACHABLE) for r in self.results)
+
+    def recap(self, title: str) -> str:
+        """The PLAY RECAP-like table: one row per host, one column per status."""
+        counts: dict[str, Counter] = defaultdict(Counter)
+        for r in self.results:
+            counts[r.host][r.status] += 1
+        headers = ["HOST"] + [self.label(s).upper() for s in Status]
+        rows = [[host] + [str(c[s]) for s in Status] for host, c in counts.items()]
+        widths = [max(len(row[i]) for row in [headers] + rows) for i in range(len(headers))]
+        fmt = lambda row: "  ".join(  # noqa: E731
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        return "\n".join([f"RECAP {title}", fmt(headers)] + [fmt(row) for row in rows])

@@ -1,0 +1,127 @@
+"""A run of one task on one environment: inventory, connections, parallel steps, recap."""
+from __future__ import annotations
+
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import paramiko
+from fabric import Connection
+from invoke import Context, Exit
+
+from . import inventory
+from .connections import ConnectError, Pool
+from .inventory import Environment, Host, InventoryError
+from .remote import RemoteError
+from .results import Reporter, Result, Status
+
+T = TypeVar("T")
+
+#: The `help=` entries of the flags every host task takes.
+HELP = {
+    "env": "environment in hosts.yaml to work on (e.g. lab, staging, prod)",
+    "limit": "only these hosts, comma-separated (names as in hosts.yaml)",
+    "dry_run": "probe for real, change nothing, and show what would change",
+    "parallel": "how many hosts to work on at once (default 10)",
+    "inventory": "inventory file (default: hosts.yaml beside tasks.py, or $BHOPS_INVENTORY)",
+    "accept_new_host_keys": "trust host keys missing from known_hosts, for this run only",
+}
+#: The same for read-only tasks, which have no --dry-run.
+READ_HELP = {k: v for k, v in HELP.items() if k != "dry_run"}
+
+#: Failures of the connection itself during a step: the host is reported unreachable.
+_LOST = (EOFError, socket.error, paramiko.SSHException)
+
+
+@dataclass
+class Run:
+    """What the steps of one task run share: hosts, connections and the reporter."""
+
+    env: Environment
+    dry_run: bool = False
+    parallel: int = 10
+    pool: Pool = field(default_factory=Pool)
+    reporter: Reporter = field(default_factory=Reporter)
+
+    def hosts(self, role: str) -> tuple[Host, ...]:
+        """The hosts of the environment holding `role`."""
+        return self.env.with_role(role)
+
+    def _call(self, host: Host, step: str, fn: Callable[..., T], *args: Any) -> T | Result:
+        """`fn(conn, host, *args)`, or a failed/unreachable Result when it cannot complete."""
+        try:
+            conn: Connection = self.pool.get(host)
+            return fn(conn, host, *args)
+        except ConnectError as exc:
+            status = Status.UNREACHABLE if exc.unreachable else Status.FAILED
+            return Result(host.name, step, status, str(exc))
+        except RemoteError as exc:
+            return Result(host.name, step, Status.FAILED, str(exc))
+        except _LOST as exc:
+            return Result(host.name, step, Status.UNREACHABLE, f"connection lost: {exc or type(exc).__name__}")
+
+    def _parallel(self, hosts: Sequence[Host], step: str, fn: Callable[..., T], *args: Any) -> list[T | Result]:
+        if not hosts:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.parallel, len(hosts))) as pool:
+            return list(pool.map(lambda h: self._call(h, step, fn, *args), hosts))
+
+    def each(self, hosts: Sequence[Host], step: str, fn: Callable[..., Result], *args: Any) -> list[Result]:
+        """Run a step on every host in parallel and report each result as it comes."""
+        return [self.reporter.emit(r) for r in self._parallel(hosts, step, fn, *args)]
+
+    def gather(self, hosts: Sequence[Host], step: str, fn: Callable[..., T], *args: Any) -> dict[str, T]:
+        """Run a probe on every host in parallel; report the hosts where it failed, return the rest."""
+        found = {}
+        for host, value in zip(hosts, self._parallel(hosts, step, fn, *args)):
+            if isinstance(value, Result):
+                self.reporter.emit(value)
+            else:
+                found[host.name] = value
+        return found
+
+    def serially(self, hosts: Sequence[Host], step: str, fn: Callable[..., Result], *args: Any) -> list[Result]:
+        """Run a step host after host; after a failure the remaining hosts are skipped."""
+        results: list[Result] = []
+        stopped_by = None
+        for host in hosts:
+            if stopped_by:
+                result = Result(host.name, step, Status.SKIPPED,
+                                f"not touched: rollout stopped after {stopped_by} failed")
+            else:
+                result = self._call(host, step, fn, *args)
+                if result.status in (Status.FAILED, Status.UNREACHABLE):
+                    stopped_by = host.name
+            results.append(self.reporter.emit(result))
+        return results
+
+
+@contextmanager
+def session(c: Context, env: str | None, title: str, *, limit: str | None = None,
+            dry_run: bool = False, parallel: int = 10, inventory_path: str | None = None,
+            accept_new_host_keys: bool = False) -> Iterator[Run]:
+    """Open a Run for a task; print the recap at the end and exit 1 if any host failed."""
+    if c.config.run.dry:
+        raise Exit("Invoke's --dry would skip the probes and still upload; use the task's --dry-run")
+    if parallel < 1:
+        raise Exit(f"--parallel must be at least 1, not {parallel}")
+    try:
+        environment = inventory.load(env or "", inventory_path)
+        if limit:
+            environment = environment.limited([n.strip() for n in limit.split(",") if n.strip()])
+    except InventoryError as exc:
+        raise Exit(str(exc)) from None
+    run = Run(environment, dry_run=dry_run, parallel=parallel,
+              pool=Pool(accept_new_host_keys), reporter=Reporter(dry_run=dry_run))
+    try:
+        yield run
+    except InventoryError as exc:
+        raise Exit(str(exc)) from None
+    finally:
+        run.pool.close()
+        if run.reporter.results:
+            print(run.reporter.recap(f"{title} ({environment.name}{', dry run' if dry_run else ''})"))
+    if run.reporter.failed:
+        raise Exit(code=1)
