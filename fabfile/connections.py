@@ -32,8 +32,8 @@ def _load_known_hosts(conn: Connection, accept_new: bool) -> None:
         paramiko.AutoAddPolicy() if accept_new else paramiko.RejectPolicy())
 
 
-def _describe(host: Host, exc: Exception) -> ConnectError:
-    target = f"{host.user + '@' if host.user else ''}{host.hostname}"
+def _describe(conn: Connection, exc: Exception) -> ConnectError:
+    target = f"{conn.user}@{conn.host}" + (f":{conn.port}" if conn.port != 22 else "")
     if isinstance(exc, paramiko.BadHostKeyException):
         return ConnectError(
             f"host key of {target} does not match known_hosts: if the host was rebuilt, "
@@ -81,7 +81,7 @@ class Pool:
             conn.open()
         except Exception as exc:  # paramiko and socket raise many kinds; all mean "not usable"
             conn.close()
-            error = _describe(host, exc)
+            error = _describe(conn, exc)
             with self._lock:
                 self._errors[host.name] = error
             raise error from None

@@ -52,10 +52,94 @@ def _choice(*choices: str) -> Callable[[Any, str], str]:
     return check
 
 
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InventoryError(f"{where}: must be a non-empty string")
+    return value
+
+
+def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    return lambda value, where: None if value is None else check(value, where)
+
+
+def _url(value: Any, where: str) -> str:
+    return _mirrors([value], where)[0]
+
+
+def _url_path(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not (value.startswith("/") and value.endswith("/")):
+        raise InventoryError(f"{where}: {value!r} must start and end with '/', like /binderhub/")
+    return value
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InventoryError(f"{where}: {value!r} must be true or false")
+    return value
+
+
+def _node_port(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 30000 <= value <= 32767:
+        raise InventoryError(f"{where}: {value!r} is outside Kubernetes' NodePort range 30000-32767")
+    return value
+
+
+def _shape(fields: Mapping[str, Callable[[Any, str], Any]], required: tuple[str, ...] = ()):
+    """A check for a mapping with these keys (the `required` ones must be given; others default to None)."""
+    def check(value: Any, where: str) -> Mapping[str, Any]:
+        if not isinstance(value, dict):
+            raise InventoryError(f"{where}: must be a mapping with keys {', '.join(fields)}")
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            raise InventoryError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
+        missing = [k for k in required if k not in value]
+        if missing:
+            raise InventoryError(f"{where}: missing {', '.join(missing)}")
+        return MappingProxyType({k: None if value.get(k) is None else check(value[k], f"{where}.{k}")
+                                 for k, check in fields.items()})
+    return check
+
+
+def _list_of(check: Callable[[Any, str], Any]) -> Callable[[Any, str], tuple]:
+    def check_list(value: Any, where: str) -> tuple:
+        if not isinstance(value, list):
+            raise InventoryError(f"{where}: must be a list")
+        return tuple(check(v, f"{where}[{i}]") for i, v in enumerate(value))
+    return check_list
+
+
+_AUTH = _shape({
+    "login_service": _text, "client_id": _text, "authorize_url": _url, "token_url": _url,
+    "userdata_url": _url, "username_key": _text, "scope": _list_of(_text),
+}, required=("client_id", "authorize_url", "token_url", "userdata_url"))
+_STORAGE = _shape({
+    "per_user": _shape({"storage_class": _text, "capacity": _text, "mount_path": _text},
+                       required=("capacity",)),
+    "shared": _shape({"claim": _text, "mount_path": _text}, required=("claim", "mount_path")),
+})
+_PROFILE = _shape({"display_name": _text, "description": _text, "image": _text, "default": _flag},
+                  required=("display_name",))
+
 #: Every variable the tasks read, with its default and its check.
 VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "docker_mirrors": (["https://dockerhub.stfc.ac.uk"], _mirrors),
     "docker_service": ("auto", _choice("auto", "systemd", "sysvinit")),
+    "namespace": ("binder", _text),
+    "release": ("binder", _text),
+    "chart_repo_name": ("jupyterhub", _text),
+    "chart_repo_url": ("https://jupyterhub.github.io/helm-chart/", _url),
+    "chart_version": ("0.2.0-n600.h36369a7", _text),
+    "public_url": (None, _optional(_url)),
+    "binder_base_url": ("/binderhub/", _url_path),
+    "hub_base_url": ("/jupyterhub/", _url_path),
+    "binder_node_port": (32574, _node_port),
+    "use_registry": (True, _flag),
+    "image_prefix": ("binder-", _text),
+    "registry_url": (None, _optional(_url)),
+    "registry_username": (None, _optional(_text)),
+    "auth": (None, _optional(_AUTH)),
+    "storage": (None, _optional(_STORAGE)),
+    "profiles": ([], _list_of(_PROFILE)),
 })
 
 

@@ -1,0 +1,101 @@
+"""docker.mirror on 1, 3 and 10 lab nodes: converging, the no-op re-run, SSH connections per host
+per run, and a bare Fabric ThreadingGroup doing the same probe as the floor. Run as root:
+
+    .venv/bin/python bench/nodes.py [--runs 5]
+
+Targets (issue 2): the no-op on 10 nodes within 1.5x the no-op on 1 node and within 2x the
+floor; exactly one SSH connection per host per run.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fabric import Config, ThreadingGroup  # noqa: E402
+from invoke import Program  # noqa: E402
+
+from fabfile import daemon_config, labhosts, ns, remote  # noqa: E402
+from fabfile.docker import _PROBE  # noqa: E402
+
+RESET = ("printf '%s\\n' '{\"log-driver\": \"json-file\"}' > /etc/docker/daemon.json; "
+         "service docker stop >/dev/null 2>&1; service docker start >/dev/null; "
+         "for i in $(seq 1 120); do docker info >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1")
+
+
+def task(inventory: Path, *args: str) -> float:
+    """Seconds one in-process `invoke` run takes; fails loudly if the task failed."""
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        try:
+            Program(namespace=ns).run(["invoke", *args, "--env", "lab", "--inventory", str(inventory)])
+        except SystemExit as exc:
+            if exc.code:
+                raise RuntimeError(f"{args} failed:\n{out.getvalue()}") from None
+    return time.perf_counter() - start
+
+
+def group(names: list[str]) -> ThreadingGroup:
+    config = Config(runtime_ssh_path=str(labhosts.state_dir() / "ssh_config"))
+    return ThreadingGroup(*names, config=config)
+
+
+def reset(names: list[str]) -> None:
+    g = group(names)
+    g.run("sudo -n sh -c " + json.dumps(RESET), hide=True)
+    g.close()
+
+
+def floor(names: list[str]) -> float:
+    """The same probe the task runs, by a bare ThreadingGroup: connect, run once, close."""
+    start = time.perf_counter()
+    g = group(names)
+    g.run(shlex.join(["sudo", "-n", "--", *remote.script(_PROBE, daemon_config.PATH)]), hide=True)
+    g.close()
+    return time.perf_counter() - start
+
+
+def accepted(names: list[str]) -> dict[str, int]:
+    logs = labhosts.state_dir() / "hosts"
+    return {n: (logs / n.removeprefix("lab-") / "sshd.log").read_text().count("Accepted publickey")
+            for n in names}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="repetitions of each measurement")
+    args = parser.parse_args()
+    rows = {}
+    for count in (1, 3, 10):
+        labhosts.up(nodes=count)
+        inventory = labhosts.state_dir() / "hosts.yaml"
+        names = [f"lab-node{i}" for i in range(1, count + 1)]
+        converge = []
+        for _ in range(max(1, args.runs // 2)):
+            reset(names)
+            converge.append(task(inventory, "docker.mirror"))
+        before = accepted(names)
+        noop = [task(inventory, "docker.mirror") for _ in range(args.runs)]
+        after = accepted(names)
+        per_host = {(after[n] - before[n]) / args.runs for n in names}
+        floors = [floor(names) for _ in range(args.runs)]
+        rows[count] = (statistics.median(converge), statistics.median(noop), statistics.median(floors), per_host)
+    labhosts.up(nodes=3)
+    print(f"{'nodes':>5}  {'converge s':>10}  {'no-op s':>8}  {'floor s':>8}  connections/host/run")
+    for count, (conv, noop, flo, per_host) in rows.items():
+        print(f"{count:>5}  {conv:>10.2f}  {noop:>8.2f}  {flo:>8.2f}  {sorted(per_host)}")
+    noop1, noop10, floor10 = rows[1][1], rows[10][1], rows[10][2]
+    print(f"no-op 10 / no-op 1 = {noop10 / noop1:.2f} (target <= 1.5)")
+    print(f"no-op 10 / floor 10 = {noop10 / floor10:.2f} (target <= 2)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The per-environment secrets file: made once, mode 0600, outside git, never printed.
+
+`secrets/<env>.yaml` beside hosts.yaml (or in `$BHOPS_SECRETS_DIR`) holds the chart's secrets.
+Values are wrapped in `Secret`, whose repr and str never show them.
+"""
+from __future__ import annotations
+
+import os
+import secrets as token
+import stat
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+MASK = "********"
+
+#: Made here like the runbook's `openssl rand -hex 32`, and what rotating each one breaks.
+GENERATED = {
+    "binder_api_token": "BinderHub's token at the hub (jupyterhub.hub.services.binder.apiToken): "
+                        "launches fail until helm.upgrade has rolled both binder and hub",
+    "proxy_secret_token": "the hub's token at the proxy (jupyterhub.proxy.secretToken): hub and "
+                          "proxy restart on the next helm.upgrade; users' open sessions drop briefly",
+}
+#: Given by the operator, from these environment variables or a prompt.
+PROVIDED = {
+    "registry_password": "BHOPS_REGISTRY_PASSWORD",
+    "oauth_client_secret": "BHOPS_OAUTH_CLIENT_SECRET",
+}
+
+
+class SecretsError(Exception):
+    """The secrets file cannot be used; the message says how to fix it."""
+
+
+class Secret:
+    """A secret value that does not show itself; `reveal()` is the only way to read it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def path_for(env: str) -> Path:
+    """Where environment `env` keeps its secrets."""
+    return Path(os.environ.get("BHOPS_SECRETS_DIR") or REPO / "secrets") / f"{env}.yaml"
+
+
+def load(path: Path) -> dict[str, Secret]:
+    """The secrets in `path`; refuses a file others can read or one that does not parse."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise SecretsError(f"{path} does not exist; create it with `invoke secrets.init --env "
+                           f"{path.stem}`") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SecretsError(f"{path} is open to other users (mode {stat.S_IMODE(mode):o}); "
+                           f"run `chmod 600 {path}`, and rotate its secrets if others could read them")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SecretsError(f"{path} is not valid YAML{where}; fix it by hand (it was not changed)") from None
+    known = set(GENERATED) | set(PROVIDED)
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise SecretsError(f"{path} must map secret names to strings; fix it by hand (it was not changed)")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SecretsError(f"{path}: unknown secret(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return {k: Secret(v) for k, v in data.items()}
+
+
+def save(path: Path, values: Mapping[str, Secret]) -> None:
+    """Write the file atomically with mode 0600, in a 0700 directory."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    text = "# binderhub-ops chart secrets: mode 0600, never commit, never paste.\n" + yaml.safe_dump(
+        {k: v.reveal() for k, v in sorted(values.items())}, default_flow_style=False)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def ensure(path: Path, provided: Iterable[str], ask: Callable[[str], str | None],
+           rotate: str | None = None) -> list[str]:
+    """Make the missing secrets (generated ones by random, `provided` ones by `ask`), rotate
+    one if told; never regenerate anything else. Returns lines saying what was done."""
+    values = load(path) if path.exists() else {}
+    if rotate and rotate not in GENERATED:
+        raise SecretsError(f"--rotate takes one of {', '.join(GENERATED)}, not {rotate!r}"
+                           f"{'; give a new value through $' + PROVIDED[rotate] if rotate in PROVIDED else ''}")
+    report = []
+    for name in GENERATED:
+        if name not in values or name == rotate:
+            report.append(f"{'rotated' if name in values else 'created'} {name}"
+                          + (f" (effect: {GENERATED[name]})" if name in values else ""))
+            values[name] = Secret(token.token_hex(32))
+    for name in provided:
+        if name not in values:
+            value = ask(name)
+            if not value:
+                raise SecretsError(f"{name} is needed: set ${PROVIDED[name]} or run in a terminal to be asked")
+            values[name] = Secret(value)
+            report.append(f"stored {name}")
+    if report:
+        save(path, values)
+    return report or ["all secrets present; nothing changed"]
+
+
+def mask(text: str, values: Iterable[Secret]) -> str:
+    """`text` with every secret value replaced by the mask."""
+    for value in values:
+        if value.reveal():
+            text = text.replace(value.reveal(), MASK)
+    return text

@@ -1,0 +1,72 @@
+"""The chart's values files, `config.yaml` and `secret.yaml`, rendered from templates/."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import jinja2
+import yaml
+
+from .inventory import Host, InventoryError
+from .secretfile import MASK, Secret
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                            keep_trailing_newline=True, autoescape=False)
+
+
+@dataclass(frozen=True)
+class Values:
+    """The two values files; `secret` is only ever written to 0600 files."""
+
+    config: str
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"Values(config={len(self.config)} chars, secret={MASK!r})"
+
+    def merged(self) -> dict:
+        """Both files merged as helm merges its -f files, later ones winning."""
+        return deep_merge(yaml.safe_load(self.config) or {}, yaml.safe_load(self.secret) or {})
+
+
+def public_url(host: Host) -> str:
+    """The URL users reach the proxy at, without a trailing slash."""
+    url = host.vars["public_url"]
+    if not url:
+        raise InventoryError(f"host {host.name}: vars.public_url is not set; give the URL users reach "
+                             "the proxy at, like http://binder.example.org")
+    return url.rstrip("/")
+
+
+def hub_url(host: Host) -> str:
+    """BinderHub's `hub_url`: JupyterHub's public URL including its base URL."""
+    return public_url(host) + host.vars["hub_base_url"]
+
+
+def needed_secrets(host: Host) -> list[str]:
+    """The operator-provided secrets this host's values use."""
+    return ((["registry_password"] if host.vars["use_registry"] else [])
+            + (["oauth_client_secret"] if host.vars["auth"] else []))
+
+
+def render(host: Host, env: str, secrets: Mapping[str, Secret], floating_ip: str | None = None) -> Values:
+    """Render both files for the control-plane `host` of environment `env`."""
+    missing = [n for n in ("binder_api_token", "proxy_secret_token", *needed_secrets(host)) if n not in secrets]
+    if missing:
+        raise InventoryError(f"the secrets file of {env} lacks {', '.join(missing)}; "
+                             f"run `invoke secrets.init --env {env}`")
+    context = {"env": env, "v": host.vars, "hub_url": hub_url(host), "public_url": public_url(host) + "/",
+               "floating_ip": floating_ip}
+    revealed = {k: v.reveal() for k, v in secrets.items()}
+    return Values(_jinja.get_template("config.yaml.j2").render(context),
+                  _jinja.get_template("secret.yaml.j2").render(context, s=revealed))
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` merged into `base`: mappings key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

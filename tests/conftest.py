@@ -1,0 +1,78 @@
+"""Shared fixtures: the network guard, the lab's hosts, and running tasks as a user would."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from invoke import Program
+
+from fabfile import labhosts, ns
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_NETWORK = ipaddress.ip_network("10.77.0.0/24")
+_real_connect, _real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+
+def _allowed(address) -> bool:
+    if not isinstance(address, tuple):
+        return True  # a unix socket path
+    ip = ipaddress.ip_address(address[0])
+    return ip.is_loopback or ip in LAB_NETWORK
+
+
+def _guarded(real):
+    def connect(self, address):
+        if not _allowed(address):
+            raise ConnectionRefusedError(f"test guard: {address[0]} is outside the lab; refused")
+        return real(self, address)
+    return connect
+
+
+@pytest.fixture(scope="session", autouse=True)
+def network_guard():
+    """Any connection outside the lab's network and loopback fails the test that makes it."""
+    socket.socket.connect = _guarded(_real_connect)
+    socket.socket.connect_ex = _guarded(_real_connect_ex)
+    yield
+    socket.socket.connect, socket.socket.connect_ex = _real_connect, _real_connect_ex
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The lab's hosts, brought up for the session (and taken down if this session made them)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces)")
+    was_up = all(h.running for h in labhosts.status()) if labhosts.status() else False
+    labhosts.up(nodes=3)
+    yield labhosts.state_dir()
+    if not was_up and not os.environ.get("BHOPS_KEEP_LAB"):
+        labhosts.down()
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `invoke ARGS...` in this process (under the guard); return (exit code, stdout+stderr)."""
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        try:
+            Program(namespace=ns, name="binderhub-ops", binary="invoke").run(["invoke", *args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return code, out.out + out.err
+    return run
+
+
+def ssh(host: str, command: str, check: bool = True) -> str:
+    """Run a shell command on a lab host with plain OpenSSH, to see the host as it is."""
+    proc = subprocess.run(
+        ["ssh", "-F", str(labhosts.state_dir() / "ssh_config"), host, command],
+        capture_output=True, text=True, timeout=120)
+    if check and proc.returncode:
+        raise AssertionError(f"ssh {host} {command!r}: rc {proc.returncode}: {proc.stderr}")
+    return proc.stdout
