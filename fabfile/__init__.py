@@ -1,9 +1,9 @@
 """binderhub-ops: the BinderHub-on-bare-metal runbook as Invoke tasks run over SSH."""
 from invoke import Collection
 
-from . import deploy, docker, lab
+from . import cluster, deploy, docker, helm, lab, secrets
 
 ns = Collection()
 ns.add_task(deploy.deploy)
-ns.add_collection(Collection.from_module(docker), name="docker")
-ns.add_collection(Collection.from_module(lab), name="lab")
+for module in (cluster, docker, helm, lab, secrets):
+    ns.add_collection(Collection.from_module(module), name=module.__name__.rsplit(".", 1)[1])

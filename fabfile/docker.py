@@ -29,6 +29,11 @@ if [ -e "$conf" ]; then echo ---; cat -- "$conf"; fi
 _WAIT = r'''i=0
 while [ "$i" -lt "$1" ]; do
     if m=$(docker info --format '{{json .RegistryConfig.Mirrors}}' 2>/dev/null); then echo "$m"; exit 0; fi
+    if [ "$i" -ge 4 ] && ! pidof dockerd >/dev/null 2>&1; then
+        echo "dockerd exited instead of starting" >&2
+        [ -r /var/log/docker.log ] && tail -n 1 /var/log/docker.log >&2
+        exit 1
+    fi
     sleep 0.5; i=$((i + 1))
 done
 echo "docker did not answer 'docker info' within $(($1 / 2)) s" >&2; exit 1
@@ -110,8 +115,11 @@ def _service(conn: Connection, host: Host, manager: str, action: str) -> None:
 
 
 def _wait_for_docker(conn: Connection, host: Host) -> list[str]:
-    out = remote.run(conn, host, remote.script(_WAIT, str(DOCKER_WAIT * 2)),
-                     timeout=DOCKER_WAIT + 30).stdout
+    done = remote.run(conn, host, remote.script(_WAIT, str(DOCKER_WAIT * 2)),
+                      check=False, timeout=DOCKER_WAIT + 30)
+    if done.failed:
+        raise RemoteError(remote.tail(done.stderr))
+    out = done.stdout
     return json.loads(out.strip().splitlines()[-1]) or []
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import io
 import shlex
 import time
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping, Sequence
 
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
@@ -104,3 +105,20 @@ mv -f -- "$path.bhops-restore" "$path"
 def restore(conn: Connection, host: Host, path: str, backup: str | None) -> None:
     """Put `backup` back in place of `path` atomically (no backup: the file did not exist)."""
     run(conn, host, script(_RESTORE, path, backup or ""))
+
+
+_PRIVATE_FILES = 'umask 077; dir=$1; shift; for f in "$@"; do : > "$dir/$f"; done'
+
+
+@contextmanager
+def private_files(conn: Connection, host: Host, files: Mapping[str, str]) -> Iterator[str]:
+    """Upload `files` (name: text) into a fresh 0700 directory of 0600 files owned by the login
+    user; yield the directory, and remove it afterwards whatever happens."""
+    directory = run(conn, host, ["mktemp", "-d", "/tmp/bhops.XXXXXXXX"], sudo=False).stdout.strip()
+    try:
+        run(conn, host, script(_PRIVATE_FILES, directory, *files), sudo=False)
+        for name, text in files.items():
+            conn.put(io.BytesIO(text.encode()), remote=f"{directory}/{name}")
+        yield directory
+    finally:
+        run(conn, host, ["rm", "-rf", "--", directory], sudo=False, check=False)

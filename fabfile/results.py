@@ -6,7 +6,9 @@ import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from enum import Enum
-from typing import TextIO
+from typing import Iterable, TextIO
+
+MASK = "********"
 
 
 class Status(str, Enum):
@@ -42,7 +44,17 @@ class Reporter:
         self.stream = stream or sys.stdout
         self.color = self.stream.isatty()
         self.results: list[Result] = []
+        self._hidden: list[str] = []
         self._lock = threading.Lock()
+
+    def hide(self, values: Iterable[str]) -> None:
+        """Mask these values wherever they would appear in what this reporter prints."""
+        self._hidden.extend(v for v in values if v)
+
+    def _masked(self, text: str) -> str:
+        for value in self._hidden:
+            text = text.replace(value, MASK)
+        return text
 
     def label(self, status: Status) -> str:
         """The word shown for a status: in a dry run, `changed` reads `would change`."""
@@ -59,13 +71,14 @@ class Reporter:
         lines = [line] + [f"{result.host} |   {d}" for d in result.diff.splitlines()]
         with self._lock:
             self.results.append(result)
-            print("\n".join(lines), file=self.stream, flush=True)
+            print(self._masked("\n".join(lines)), file=self.stream, flush=True)
         return result
 
     def note(self, host: str, text: str) -> None:
-        """Print a progress line for a host that is not a result."""
+        """Print lines for a host that are not a result (progress, a table)."""
         with self._lock:
-            print(f"{host} | {text}", file=self.stream, flush=True)
+            print(self._masked("\n".join(f"{host} | {line}" for line in text.splitlines())),
+                  file=self.stream, flush=True)
 
     @property
     def failed(self) -> bool:

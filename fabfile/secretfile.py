@@ -13,8 +13,9 @@ from typing import Callable, Iterable, Mapping
 
 import yaml
 
+from .results import MASK
+
 REPO = Path(__file__).resolve().parent.parent
-MASK = "********"
 
 #: Made here like the runbook's `openssl rand -hex 32`, and what rotating each one breaks.
 GENERATED = {
@@ -125,11 +126,3 @@ def ensure(path: Path, provided: Iterable[str], ask: Callable[[str], str | None]
     if report:
         save(path, values)
     return report or ["all secrets present; nothing changed"]
-
-
-def mask(text: str, values: Iterable[Secret]) -> str:
-    """`text` with every secret value replaced by the mask."""
-    for value in values:
-        if value.reveal():
-            text = text.replace(value.reveal(), MASK)
-    return text

@@ -11,11 +11,12 @@ import paramiko
 from fabric import Connection
 from invoke import Context, Exit
 
-from . import inventory
+from . import inventory, secretfile
 from .connections import ConnectError, Pool
 from .inventory import Environment, Host, InventoryError
 from .remote import RemoteError
 from .results import Reporter, Result, Status
+from .secretfile import Secret, SecretsError
 
 T = TypeVar("T")
 
@@ -45,9 +46,22 @@ class Run:
     pool: Pool = field(default_factory=Pool)
     reporter: Reporter = field(default_factory=Reporter)
 
+    def secrets(self) -> dict[str, Secret]:
+        """The environment's chart secrets, masked from now on in everything printed."""
+        try:
+            values = secretfile.load(secretfile.path_for(self.env.name))
+        except SecretsError as exc:
+            raise Exit(str(exc)) from None
+        self.reporter.hide(v.reveal() for v in values.values())
+        return values
+
     def hosts(self, role: str) -> tuple[Host, ...]:
         """The hosts of the environment holding `role`."""
         return self.env.with_role(role)
+
+    def control_plane(self) -> tuple[Host]:
+        """The first control-plane host: kubectl and helm run there."""
+        return self.env.with_role("control-plane")[:1]
 
     def _call(self, host: Host, step: str, fn: Callable[..., T], *args: Any) -> T | Result:
         """`fn(conn, host, *args)`, or a failed/unreachable Result when it cannot complete."""
@@ -68,9 +82,11 @@ class Run:
         with ThreadPoolExecutor(max_workers=min(self.parallel, len(hosts))) as pool:
             return list(pool.map(lambda h: self._call(h, step, fn, *args), hosts))
 
-    def each(self, hosts: Sequence[Host], step: str, fn: Callable[..., Result], *args: Any) -> list[Result]:
-        """Run a step on every host in parallel and report each result as it comes."""
-        return [self.reporter.emit(r) for r in self._parallel(hosts, step, fn, *args)]
+    def each(self, hosts: Sequence[Host], step: str, fn: Callable[..., Result | list[Result]],
+             *args: Any) -> list[Result]:
+        """Run a step on every host in parallel and report its result(s)."""
+        done = self._parallel(hosts, step, fn, *args)
+        return [self.reporter.emit(r) for out in done for r in (out if isinstance(out, list) else [out])]
 
     def gather(self, hosts: Sequence[Host], step: str, fn: Callable[..., T], *args: Any) -> dict[str, T]:
         """Run a probe on every host in parallel; report the hosts where it failed, return the rest."""

@@ -1,6 +1,8 @@
 """The chart's values files, `config.yaml` and `secret.yaml`, rendered from templates/."""
 from __future__ import annotations
 
+import copy
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -70,3 +72,38 @@ def deep_merge(base: dict, over: dict) -> dict:
     for key, value in over.items():
         out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
+
+
+#: Where the values hold secrets; `masked` blanks these in anything shown.
+SECRET_PATHS = (
+    ("jupyterhub", "hub", "services", "binder", "apiToken"),
+    ("jupyterhub", "proxy", "secretToken"),
+    ("jupyterhub", "hub", "config", "GenericOAuthenticator", "client_secret"),
+    ("registry", "password"),
+)
+
+
+def _get(data: dict, path: tuple[str, ...]):
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def masked(data: dict, against: dict | None = None) -> dict:
+    """A copy with every secret masked; one that differs from `against` reads as changed."""
+    out = copy.deepcopy(data)
+    for path in SECRET_PATHS:
+        value = _get(out, path)
+        if value is not None:
+            changed = against is not None and _get(against, path) != value
+            _get(out, path[:-1])[path[-1]] = MASK + (" (changed)" if changed else "")
+    return out
+
+
+def diff(deployed: dict, wanted: dict) -> str:
+    """A unified diff from the deployed values to the rendered ones, secrets masked."""
+    dump = lambda d: yaml.safe_dump(d, sort_keys=True, default_flow_style=False).splitlines(keepends=True)  # noqa: E731
+    return "".join(difflib.unified_diff(dump(masked(deployed)), dump(masked(wanted, deployed)),
+                                        fromfile="deployed (helm get values)", tofile="rendered"))

@@ -167,6 +167,12 @@ def test_unsafe_or_broken_secrets_files_are_refused_and_kept(tmp_path):
         secretfile.ensure(tmp_path / "new.yaml", ["registry_password"], lambda n: None)
 
 
-def test_mask_hides_every_value():
-    s = secrets()
-    assert secretfile.mask(f"token={MARKER}-binder_api_token ok", s.values()) == "token=******** ok"
+def test_values_diff_masks_secrets_old_and_new(tmp_path):
+    wanted = values.render(host(tmp_path), "prod", secrets()).merged()
+    deployed = values.deep_merge(wanted, {"jupyterhub": {"proxy": {"secretToken": "OLD-" + MARKER}},
+                                          "config": {"BinderHub": {"base_url": "/old/"}}})
+    patch = values.diff(deployed, wanted)
+    assert MARKER not in patch
+    assert "-    base_url: /old/" in patch and "+    base_url: /binderhub/" in patch
+    assert "+    secretToken: '******** (changed)'" in patch
+    assert "apiToken: '******** (changed)'" not in patch

@@ -1,0 +1,178 @@
+"""The BinderHub helm release: chart repository, values, install/upgrade, rollback (steps 3-5, 11-12)."""
+from __future__ import annotations
+
+import json
+
+import yaml
+from fabric import Connection
+from invoke import task
+
+from . import kube, remote, values
+from .inventory import Host
+from .remote import RemoteError
+from .results import Result, Status
+from .session import HELP, READ_HELP, Run, session
+
+CHART = "binderhub"
+
+
+def _chart(host: Host) -> str:
+    return f"{host.vars['chart_repo_name']}/{CHART}"
+
+
+def _find_chart(conn: Connection, host: Host) -> bool:
+    rows = kube.read_json(conn, host, kube.helm(host, "search", "repo", _chart(host), "--version",
+                                                host.vars["chart_version"], "--devel", "--output", "json"))
+    return any(r["version"] == host.vars["chart_version"] for r in rows or [])
+
+
+def repo(conn: Connection, host: Host, dry_run: bool) -> Result:
+    """Add the chart repository (or re-point it), and update it only if the pinned chart is missing."""
+    step, name, url = "helm.repo", host.vars["chart_repo_name"], host.vars["chart_repo_url"]
+    listed = kube.run(conn, host, kube.helm(host, "repo", "list", "--output", "json"), check=False)
+    current = {r["name"]: r["url"] for r in (json.loads(listed.stdout) if listed.ok else [])}
+    done = []
+    if current.get(name, "").rstrip("/") != url.rstrip("/"):
+        if dry_run:
+            return Result(host.name, step, Status.CHANGED, f"add repository {name} at {url}")
+        kube.run(conn, host, kube.helm(host, "repo", "add", "--force-update", name, url))
+        done.append(f"added {name} at {url}")
+    if not _find_chart(conn, host):
+        if dry_run:
+            return Result(host.name, step, Status.CHANGED, f"update repository {name}")
+        kube.run(conn, host, kube.helm(host, "repo", "update", name))
+        done.append(f"updated {name}")
+        if not _find_chart(conn, host):
+            listed = kube.read_json(conn, host, kube.helm(host, "search", "repo", _chart(host), "--versions",
+                                                          "--devel", "--output", "json"))
+            latest = ", ".join(r["version"] for r in (listed or [])[:5]) or "none"
+            return Result(host.name, step, Status.FAILED,
+                          f"chart {_chart(host)} version {host.vars['chart_version']} is not in {url} "
+                          f"(newest there: {latest}); fix chart_version in hosts.yaml")
+    if done:
+        return Result(host.name, step, Status.CHANGED, "; ".join(done))
+    return Result(host.name, step, Status.OK, f"{_chart(host)} {host.vars['chart_version']} available")
+
+
+def _stuck(conn: Connection, host: Host, release: dict, env: str) -> Result:
+    revisions = kube.history(conn, host)
+    good = [r["revision"] for r in revisions if r["status"] in ("deployed", "superseded")]
+    trail = ", ".join(f"{r['revision']} {r['status']}" for r in revisions[-5:])
+    fix = (f"`invoke helm.rollback --env {env} --revision {good[-1]}`" if good
+           else f"`helm uninstall {release['name']} -n {host.vars['namespace']}` (no revision ever deployed)")
+    return Result(host.name, "helm.upgrade", Status.FAILED,
+                  f"release {release['name']} is stuck in {release['status']} (history: {trail}); "
+                  f"nothing was changed; recover with {fix}, then re-run")
+
+
+def upgrade(conn: Connection, host: Host, rendered: values.Values, env: str, dry_run: bool) -> Result:
+    """Install or upgrade the release when the chart version or the values differ from the
+    deployed revision: upload privately, validate with `helm template`, then upgrade."""
+    step, name, namespace = "helm.upgrade", host.vars["release"], host.vars["namespace"]
+    version = host.vars["chart_version"]
+    kube.preflight(conn, host)
+    release = kube.release(conn, host)
+    if release and release["status"] in kube.PENDING:
+        return _stuck(conn, host, release, env)
+    wanted = rendered.merged()
+    deployed = kube.deployed_values(conn, host) if release else {}
+    if (release and release["status"] == "deployed" and release["chart"] == f"{CHART}-{version}"
+            and deployed == wanted):
+        return Result(host.name, step, Status.OK,
+                      f"revision {release['revision']} already runs {CHART} {version} with these values")
+    verb = "upgrade" if release else "install"
+    patch = values.diff(deployed, wanted)
+    if release and release["chart"] != f"{CHART}-{version}":
+        patch = f"chart: {release['chart']} -> {CHART}-{version}\n" + patch
+    if dry_run:
+        return Result(host.name, step, Status.CHANGED, f"{verb} {name} with {CHART} {version}", patch)
+    chart = [_chart(host), "--version", version, "--namespace", namespace]
+    with remote.private_files(conn, host, {"secret.yaml": rendered.secret,
+                                                 "config.yaml": rendered.config}) as tmp:
+        files = ["-f", f"{tmp}/secret.yaml", "-f", f"{tmp}/config.yaml"]
+        try:
+            kube.run(conn, host, kube.helm(host, "template", name, *chart, *files))
+        except RemoteError as exc:
+            return Result(host.name, step, Status.FAILED, f"values rejected before any change: {exc}")
+        kube.run(conn, host, kube.helm(host, "upgrade", "--install", name, *chart, *files,
+                                       "--cleanup-on-fail"), timeout=host.command_timeout + 600)
+    after = kube.release(conn, host) or {}
+    return Result(host.name, step, Status.CHANGED,
+                  f"{verb}ed {name}: revision {after.get('revision')} {after.get('status')}", patch)
+
+
+def show_values(conn: Connection, host: Host, rendered: values.Values) -> Result:
+    """Read-only: the rendered values, secrets masked, and the diff against the release."""
+    release = kube.release(conn, host)
+    deployed = kube.deployed_values(conn, host) if release else {}
+    wanted = rendered.merged()
+    state = "match the deployed revision" if deployed == wanted else (
+        "differ from the deployed revision" if release else "not deployed yet (no release)")
+    text = yaml.safe_dump(values.masked(wanted), sort_keys=False)
+    return Result(host.name, "helm.values", Status.OK, f"rendered values {state}",
+                  text + (values.diff(deployed, wanted) if deployed != wanted else ""))
+
+
+def rollback(conn: Connection, host: Host, revision: int | None, dry_run: bool) -> Result:
+    """Roll the release back to `revision` (default: the last deployed one before now)."""
+    step = "helm.rollback"
+    kube.preflight(conn, host)
+    revisions = kube.history(conn, host)
+    if not revisions:
+        return Result(host.name, step, Status.FAILED, f"release {host.vars['release']} does not exist")
+    good = [r["revision"] for r in revisions[:-1] if r["status"] in ("deployed", "superseded")]
+    target = revision or (good[-1] if good else None)
+    if target is None or target not in [r["revision"] for r in revisions]:
+        return Result(host.name, step, Status.FAILED,
+                      f"no revision to roll back to (history: {[r['revision'] for r in revisions]}); "
+                      "pass --revision N with one of them")
+    if dry_run:
+        return Result(host.name, step, Status.CHANGED, f"roll back to revision {target}")
+    kube.run(conn, host, kube.helm(host, "rollback", host.vars["release"], str(target),
+                                   "--namespace", host.vars["namespace"]))
+    after = kube.release(conn, host) or {}
+    return Result(host.name, step, Status.CHANGED,
+                  f"rolled back to revision {target}: now revision {after.get('revision')} {after.get('status')}")
+
+
+def release_stage(run: Run) -> None:
+    """helm.repo then helm.upgrade on the control-plane host (used by deploy)."""
+    host = run.control_plane()
+    rendered = values.render(host[0], run.env.name, run.secrets())
+    if all(r.status is not Status.FAILED for r in run.each(host, "helm.repo", repo, run.dry_run)):
+        run.each(host, "helm.upgrade", upgrade, rendered, run.env.name, run.dry_run)
+
+
+@task(name="repo", help=HELP)
+def repo_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+    """Add and update the chart repository on the control plane, as the pinned chart needs."""
+    with session(c, env, "helm.repo", limit=limit, dry_run=dry_run, parallel=parallel,
+                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
+        run.each(run.control_plane(), "helm.repo", repo, dry_run)
+
+
+@task(name="upgrade", help=HELP)
+def upgrade_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+    """Install or upgrade the BinderHub release when its chart or values differ."""
+    with session(c, env, "helm.upgrade", limit=limit, dry_run=dry_run, parallel=parallel,
+                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
+        release_stage(run)
+
+
+@task(name="values", help=READ_HELP)
+def values_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+    """Show the rendered chart values, secrets masked, and their diff against the release."""
+    with session(c, env, "helm.values", limit=limit, parallel=parallel,
+                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
+        host = run.control_plane()
+        run.each(host, "helm.values", show_values, values.render(host[0], run.env.name, run.secrets()))
+
+
+@task(name="rollback", help={**HELP, "revision": "revision to roll back to (default: the last deployed one)"})
+def rollback_task(c, env=None, revision=None, limit=None, dry_run=False, parallel=10, inventory=None,
+                  accept_new_host_keys=False):
+    """Roll the BinderHub release back, e.g. out of a stuck pending-upgrade."""
+    with session(c, env, "helm.rollback", limit=limit, dry_run=dry_run, parallel=parallel,
+                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
+        run.each(run.control_plane(), "helm.rollback", rollback,
+                 int(revision) if revision else None, dry_run)

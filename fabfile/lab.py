@@ -1,0 +1,48 @@
+"""Bring up, inspect and tear down the local lab of namespace hosts."""
+from invoke import Exit, task
+
+from . import labhosts
+
+
+def _call(function, *args):
+    """Run a labhosts function; its LabError becomes Invoke's Exit (message, exit code 1)."""
+    try:
+        return function(*args)
+    except labhosts.LabError as e:
+        raise Exit(str(e)) from None
+
+
+def _print_table(hosts: list[labhosts.HostInfo]) -> None:
+    if not hosts:
+        print("The lab is down.")
+        return
+    rows = [("HOST", "ADDRESS", "ROLES", "RUNNING", "SSH", "SERVICE")] + [
+        (h.alias, h.address, ",".join(h.roles),
+         *("yes" if ok else "no" for ok in (h.running, h.ssh_ok, h.service_ok)))
+        for h in hosts
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@task(help={"nodes": f"number of nodes, 1 to {labhosts.MAX_NODES} (default 3), besides the proxy"})
+def up(c, nodes=3):
+    """Start the lab's hosts (idempotent); write its hosts.yaml and ssh_config.
+
+    Running hosts are kept; a changed --nodes adds or removes nodes. The state
+    (keys, ssh_config, hosts.yaml, per-host files) is in .lab/ or $BHOPS_LAB_DIR.
+    """
+    _print_table(_call(labhosts.up, nodes))
+
+
+@task
+def down(c):
+    """Stop every lab host and remove its network, mounts and files."""
+    _call(labhosts.down)
+
+
+@task
+def status(c):
+    """Show each lab host: running, sshd answering, service (dockerd/nginx) answering."""
+    _print_table(labhosts.status())

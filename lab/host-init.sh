@@ -1,0 +1,63 @@
+#!/bin/sh
+# Init of one lab host, run by tini (PID 1) inside the host's own network, mount,
+# UTS and PID namespaces; fabfile/labhosts.py starts it and has already made the
+# network (eth0 with the host's address) and the host's directory.
+#
+# Usage: host-init.sh NAME ROLE HOST_DIR TEMPLATE_DIR CLIENT_PUBKEY
+#   ROLE      "node" (runs dockerd) or "proxy" (runs nginx)
+#   HOST_DIR  the host's state: upper/ and work/ (overlays), root/, home/,
+#             docker/ (/var/lib/docker), sshd.log
+set -eu
+name=$1 role=$2 dir=$3 template=$4 pubkey=$5
+
+# Private files. /etc, /var, /usr and /opt are overlays: the template layer over
+# the machine's directory, the host's writes in its own upper dir (the template
+# hides /usr/local). /run, /tmp and /dev/shm are fresh; /root and /home are the
+# host's own.
+for d in etc var usr opt; do
+	mount -t overlay overlay \
+		-o "lowerdir=$template/$d:/$d,upperdir=$dir/upper/$d,workdir=$dir/work/$d" "/$d"
+done
+# Drop this namespace's copies of the lab's netns handles, so `ip netns del`
+# in the root namespace really frees a removed host's network.
+umount -l /run/netns 2>/dev/null || true
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
+mount --bind "$dir/root" /root
+mount --bind "$dir/home" /home
+# dockerd's overlay2 cannot sit on overlayfs: give it a plain directory.
+mkdir -p /var/lib/docker
+mount --bind "$dir/docker" /var/lib/docker
+mkdir -p /run/lock /run/sshd
+
+hostname "$name"
+echo "$name" >/etc/hostname
+printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
+	"$name" >/etc/hosts
+
+# First boot (no deploy user yet): users, keys, and the node's daemon.json.
+if ! id deploy >/dev/null 2>&1; then
+	# Password "*": no password login, yet not a locked account.
+	useradd --create-home --shell /bin/bash --password '*' deploy
+	install -d -m 700 /root/.ssh
+	install -m 600 "$pubkey" /root/.ssh/authorized_keys
+	install -d -m 700 -o deploy -g deploy /home/deploy/.ssh
+	install -m 600 -o deploy -g deploy "$pubkey" /home/deploy/.ssh/authorized_keys
+	# Only the host's own ed25519 key (see sshd_config.d/bhlab.conf) is served.
+	rm -f /etc/ssh/ssh_host_rsa_key* /etc/ssh/ssh_host_ecdsa_key*
+	if [ "$role" = node ]; then
+		mkdir -p /etc/docker
+		echo '{"log-driver": "json-file", "log-opts": {"max-size": "10m"}}' \
+			>/etc/docker/daemon.json
+	fi
+fi
+
+/usr/sbin/sshd -E "$dir/sshd.log"
+case $role in
+node) service docker start ;;
+proxy) service nginx start ;;
+esac
+
+# Stay up as tini's child; tini reaps the daemons' orphans.
+exec sleep infinity

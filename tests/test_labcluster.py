@@ -1,0 +1,246 @@
+"""The lab's Kubernetes API emulator, driven by the real pinned kubectl and helm, as a user would."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labcluster import chartrepo
+
+REPO = Path(__file__).resolve().parent.parent
+KUBECTL = REPO / ".tools" / "bin" / "kubectl"
+HELM = REPO / ".tools" / "bin" / "helm"
+CHART = REPO / "lab" / "charts" / "binderhub"
+PINNED = "0.2.0-n600.h36369a7"
+
+pytestmark = pytest.mark.skipif(
+    not (KUBECTL.exists() and HELM.exists()),
+    reason="pinned kubectl/helm missing: run scripts/install-k8s-tools")
+
+
+class Lab:
+    """A running emulator and the environment kubectl and helm use to reach it."""
+
+    def __init__(self, workdir: Path, kubeconfig: Path):
+        self.kubeconfig = kubeconfig
+        self.env = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir), "KUBECONFIG": str(kubeconfig),
+                    "HELM_CACHE_HOME": str(workdir / "helm-cache"), "HELM_CONFIG_HOME": str(workdir / "helm-config"),
+                    "HELM_DATA_HOME": str(workdir / "helm-data")}
+
+    def run(self, tool: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(tool), *args], input=stdin, capture_output=True, text=True, env=self.env, timeout=60)
+        if check and proc.returncode:
+            raise AssertionError(f"{tool.name} {' '.join(args)}: rc {proc.returncode}\n{proc.stderr}")
+        return proc
+
+    def kubectl(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.run(KUBECTL, *args, **kwargs)
+
+    def helm(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        return self.run(HELM, *args, **kwargs)
+
+    def json(self, *kubectl_args: str) -> dict:
+        return json.loads(self.kubectl(*kubectl_args, "-o", "json").stdout)
+
+
+def _start(argv: list[str], ready: Path, log: Path) -> subprocess.Popen:
+    """Start a server process; wait until it creates `ready`."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"{argv[2:4]} did not start:\n{log.read_text()}")
+        time.sleep(0.02)
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The emulator on 127.0.0.1 (a free port it picks), stopped by its PID at the end."""
+    workdir = tmp_path_factory.mktemp("labcluster")
+    kubeconfig = workdir / "kubeconfig"
+    proc = _start([sys.executable, "-m", "labcluster", "serve", "--address", "127.0.0.1", "--port", "0",
+                   "--kubeconfig", str(kubeconfig), "--ready-delay", "0.2"], kubeconfig, workdir / "server.log")
+    yield Lab(workdir, kubeconfig)
+    _stop(proc)
+    assert proc.returncode == 0, (workdir / "server.log").read_text()
+
+
+def _server_url(lab: Lab) -> str:
+    return yaml.safe_load(lab.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+
+
+def test_kubeconfig_points_at_loopback_and_kubectl_sees_a_server(lab):
+    assert _server_url(lab).startswith("http://127.0.0.1:")
+    version = json.loads(lab.kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"].startswith("v1.")
+    assert "default" in lab.kubectl("get", "ns").stdout
+
+
+def test_creating_a_namespace_twice_fails_with_already_exists(lab):
+    assert lab.kubectl("create", "namespace", "twice").stdout.strip() == "namespace/twice created"
+    again = lab.kubectl("create", "namespace", "twice", check=False)
+    assert again.returncode == 1
+    assert 'Error from server (AlreadyExists): namespaces "twice" already exists' in again.stderr
+    assert lab.json("get", "namespace", "twice")["status"]["phase"] == "Active"
+
+
+def _nodeport_service(name: str, node_port: int | None = None) -> str:
+    port = {"port": 80, "targetPort": 8080, **({"nodePort": node_port} if node_port else {})}
+    return json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "ports"},
+                       "spec": {"type": "NodePort", "selector": {"app": name}, "ports": [port]}})
+
+
+def test_node_ports_are_allocated_in_range_and_a_taken_one_is_refused(lab):
+    lab.kubectl("create", "namespace", "ports")
+    lab.kubectl("apply", "-f", "-", stdin=_nodeport_service("first"))
+    first = lab.json("get", "svc", "first", "-n", "ports")
+    allocated = first["spec"]["ports"][0]["nodePort"]
+    assert 30000 <= allocated <= 32767
+    assert ipaddress.ip_address(first["spec"]["clusterIP"]) in ipaddress.ip_network("10.96.0.0/12")
+
+    taken = lab.kubectl("apply", "-f", "-", stdin=_nodeport_service("second", allocated), check=False)
+    assert taken.returncode != 0
+    assert f"spec.ports[0].nodePort: Invalid value: {allocated}: provided port is already allocated" in taken.stderr
+    assert lab.kubectl("get", "svc", "second", "-n", "ports", check=False).returncode != 0
+
+    wanted = 30000 if allocated != 30000 else 30001
+    lab.kubectl("apply", "-f", "-", stdin=_nodeport_service("third", wanted))
+    assert lab.json("get", "svc", "third", "-n", "ports")["spec"]["ports"][0]["nodePort"] == wanted
+
+
+def test_patching_a_service_merge_and_json(lab):
+    lab.kubectl("create", "namespace", "patches")
+    lab.kubectl("apply", "-f", "-", stdin=_nodeport_service("web").replace('"ports"}', '"patches"}'))
+    lab.kubectl("patch", "svc", "web", "-n", "patches", "--type", "merge", "-p", '{"spec":{"type":"LoadBalancer"}}')
+    table = lab.kubectl("get", "svc", "web", "-n", "patches").stdout
+    assert "LoadBalancer" in table and "<pending>" in table  # no load-balancer implementation yet
+    lab.kubectl("patch", "svc", "web", "-n", "patches", "--type", "json",
+                "-p", '[{"op":"replace","path":"/spec/type","value":"ClusterIP"}]')
+    spec = lab.json("get", "svc", "web", "-n", "patches")["spec"]
+    assert spec["type"] == "ClusterIP" and "nodePort" not in spec["ports"][0]
+
+
+VALUES = {
+    "config": {"BinderHub": {"hub_url": "http://hub.lab.invalid/jupyterhub/", "base_url": "/binderhub/",
+                             "use_registry": False}},
+    "service": {"type": "NodePort", "nodePort": 30574},
+    "jupyterhub": {"hub": {"baseUrl": "/jupyterhub/", "services": {"binder": {"apiToken": "a" * 64}}},
+                   "proxy": {"secretToken": "b" * 64, "service": {"type": "NodePort"}}},
+}
+
+
+def _helm_upgrade(lab: Lab, values: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    return lab.helm("upgrade", "--install", "binder", str(CHART), "--namespace", "binder", "-f", str(values),
+                    "--wait", "--cleanup-on-fail", "--timeout", "30s", *extra, check=check)
+
+
+def _release(lab: Lab) -> dict:
+    return json.loads(lab.helm("status", "binder", "-n", "binder", "-o", "json").stdout)
+
+
+@pytest.fixture(scope="module")
+def release(lab, tmp_path_factory):
+    """The stand-in chart installed as release `binder` in namespace `binder`, as in the runbook."""
+    values = tmp_path_factory.mktemp("values") / "values.yaml"
+    values.write_text(yaml.safe_dump(VALUES))
+    lab.kubectl("create", "namespace", "binder")
+    _helm_upgrade(lab, values)
+    return values
+
+
+def test_install_is_revision_1_and_creates_the_charts_services(lab, release):
+    history = json.loads(lab.helm("history", "binder", "-n", "binder", "-o", "json").stdout)
+    assert history[0]["revision"] == 1 and history[0]["description"] == "Install complete"
+    listed = json.loads(lab.helm("list", "-n", "binder", "-o", "json").stdout)
+    assert [(r["name"], r["chart"]) for r in listed] == [("binder", f"binderhub-{PINNED}")]
+    services = {s["metadata"]["name"]: s["spec"] for s in lab.json("get", "svc", "-n", "binder")["items"]}
+    assert set(services) == {"binder", "hub", "proxy-api", "proxy-public"}
+    assert services["binder"]["type"] == "NodePort" and services["binder"]["ports"][0]["nodePort"] == 30574
+    assert services["hub"]["ports"][0]["port"] == 8081 and services["proxy-api"]["ports"][0]["port"] == 8001
+
+
+def test_upgrade_with_a_changed_value_is_the_next_revision(lab, release):
+    before = _release(lab)["version"]
+    _helm_upgrade(lab, release, "--set", "config.BinderHub.base_url=/changed/")
+    assert _release(lab)["version"] == before + 1
+    config = lab.json("get", "configmap", "binder-config", "-n", "binder")["data"]["binderhub_config.json"]
+    assert json.loads(config)["BinderHub"]["base_url"] == "/changed/"
+    assert json.loads(lab.helm("get", "values", "binder", "-n", "binder", "-o", "json").stdout)[
+        "config"]["BinderHub"]["base_url"] == "/changed/"
+
+
+def test_unknown_top_level_value_fails_and_leaves_the_release_as_it_was(lab, release):
+    before = _release(lab)
+    failed = _helm_upgrade(lab, release, "--set", "notAChartKey=1", check=False)
+    assert failed.returncode != 0
+    assert "Additional property notAChartKey is not allowed" in failed.stderr
+    after = _release(lab)
+    assert (after["version"], after["info"]["status"]) == (before["version"], "deployed")
+
+
+def test_rollout_status_succeeds_for_each_workload(lab, release):
+    for workload in ("deployment/hub", "deployment/binder", "deployment/proxy", "daemonset/binder-image-cleaner"):
+        done = lab.kubectl("rollout", "status", workload, "-n", "binder", "--timeout", "30s")
+        assert "successfully rolled out" in done.stdout
+
+
+def test_pods_are_listed_running_like_the_runbooks_step_6(lab, release):
+    lines = lab.kubectl("get", "pods", "-n", "binder").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    rows = [line.split() for line in lines[1:]]
+    assert all(row[1:4] == ["1/1", "Running", "0"] for row in rows), lines
+    # Pod names as controllers make them: <deployment>-<template hash>-<5>, <daemonset>-<5>.
+    owners = sorted(re.sub(r"(-[a-z0-9]{10})?-[a-z0-9]{5}$", "", row[0]) for row in rows)
+    assert owners == ["binder", "binder-image-cleaner", "hub", "proxy", "user-scheduler", "user-scheduler"]
+
+
+def test_label_selector_picks_binderhubs_own_workloads(lab, release):
+    names = lab.kubectl("get", "deploy,ds", "-n", "binder", "-l", "app=binder", "-o", "name").stdout.split()
+    assert sorted(names) == ["daemonset.apps/binder-image-cleaner", "deployment.apps/binder"]
+
+
+def test_chart_repository_offers_only_the_pinned_version(lab, tmp_path):
+    repo_dir = tmp_path / "repo"
+    log = tmp_path / "http.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0",
+                                   "--directory", str(repo_dir)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while "port" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        port = log.read_text().split(" port ")[1].split()[0]
+        url = f"http://127.0.0.1:{port}/"
+        chartrepo.build(repo_dir, url, helm=HELM)
+        lab.helm("repo", "add", "jupyterhub", url)
+        found = json.loads(lab.helm("search", "repo", "jupyterhub/binderhub", "--devel", "--versions",
+                                    "-o", "json").stdout)
+        assert [c["version"] for c in found] == [PINNED]
+        shown = lab.helm("show", "chart", "jupyterhub/binderhub", "--version", PINNED).stdout
+        assert f"version: {PINNED}" in shown
+        missing = lab.helm("show", "chart", "jupyterhub/binderhub", "--version", "0.2.0-n999.h0000000", check=False)
+        assert missing.returncode != 0 and "0.2.0-n999.h0000000" in missing.stderr
+    finally:
+        _stop(server)
