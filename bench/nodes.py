@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import shlex
 import statistics
 import sys
@@ -50,7 +49,7 @@ def group(names: list[str]) -> ThreadingGroup:
 
 def reset(names: list[str]) -> None:
     g = group(names)
-    g.run("sudo -n sh -c " + json.dumps(RESET), hide=True)
+    g.run("sudo -n sh -c " + shlex.quote(RESET), hide=True)
     g.close()
 
 

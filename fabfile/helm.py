@@ -135,12 +135,14 @@ def rollback(conn: Connection, host: Host, revision: int | None, dry_run: bool) 
                   f"rolled back to revision {target}: now revision {after.get('revision')} {after.get('status')}")
 
 
-def release_stage(run: Run) -> None:
-    """helm.repo then helm.upgrade on the control-plane host (used by deploy)."""
+def release_stage(run: Run) -> list[Result]:
+    """helm.repo, then helm.upgrade if the chart is there, on the control-plane host."""
     host = run.control_plane()
     rendered = values.render(host[0], run.env.name, run.secrets())
-    if all(r.status is not Status.FAILED for r in run.each(host, "helm.repo", repo, run.dry_run)):
-        run.each(host, "helm.upgrade", upgrade, rendered, run.env.name, run.dry_run)
+    found = run.each(host, "helm.repo", repo, run.dry_run)
+    if any(r.status in (Status.FAILED, Status.UNREACHABLE) for r in found):
+        return found
+    return found + run.each(host, "helm.upgrade", upgrade, rendered, run.env.name, run.dry_run)
 
 
 @task(name="repo", help=HELP)

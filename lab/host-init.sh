@@ -3,12 +3,15 @@
 # UTS and PID namespaces; fabfile/labhosts.py starts it and has already made the
 # network (eth0 with the host's address) and the host's directory.
 #
-# Usage: host-init.sh NAME ROLE HOST_DIR TEMPLATE_DIR CLIENT_PUBKEY
-#   ROLE      "node" (runs dockerd) or "proxy" (runs nginx)
+# Usage: host-init.sh NAME ROLE HOST_DIR TEMPLATE_DIR CLIENT_PUBKEY [NODE=IP...]
+#   ROLE      "node" (runs dockerd), "control-plane" (a node that also runs the lab's
+#             cluster, see cluster-init.sh, told of every NODE=IP) or "proxy" (runs nginx)
 #   HOST_DIR  the host's state: upper/ and work/ (overlays), root/, home/,
 #             docker/ (/var/lib/docker), sshd.log
 set -eu
 name=$1 role=$2 dir=$3 template=$4 pubkey=$5
+shift 5
+lab=$(cd "$(dirname "$0")" && pwd)
 
 # Private files. /etc, /var, /usr and /opt are overlays: the template layer over
 # the machine's directory, the host's writes in its own upper dir (the template
@@ -46,7 +49,7 @@ if ! id deploy >/dev/null 2>&1; then
 	install -m 600 -o deploy -g deploy "$pubkey" /home/deploy/.ssh/authorized_keys
 	# Only the host's own ed25519 key (see sshd_config.d/bhlab.conf) is served.
 	rm -f /etc/ssh/ssh_host_rsa_key* /etc/ssh/ssh_host_ecdsa_key*
-	if [ "$role" = node ]; then
+	if [ "$role" != proxy ]; then
 		mkdir -p /etc/docker
 		echo '{"log-driver": "json-file", "log-opts": {"max-size": "10m"}}' \
 			>/etc/docker/daemon.json
@@ -56,6 +59,10 @@ fi
 /usr/sbin/sshd -E "$dir/sshd.log"
 case $role in
 node) service docker start ;;
+control-plane)
+	service docker start
+	sh "$lab/cluster-init.sh" "$(dirname "$lab")" "$(ip -4 -o addr show eth0 | awk '{split($4, a, "/"); print a[1]}')" "$@"
+	;;
 proxy) service nginx start ;;
 esac
 

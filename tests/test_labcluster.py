@@ -1,6 +1,7 @@
 """The lab's Kubernetes API emulator, driven by the real pinned kubectl and helm, as a user would."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import os
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp.web
 import pytest
 import yaml
 
@@ -244,3 +246,37 @@ def test_chart_repository_offers_only_the_pinned_version(lab, tmp_path):
         assert missing.returncode != 0 and "0.2.0-n999.h0000000" in missing.stderr
     finally:
         _stop(server)
+
+
+def test_a_fault_injected_with_kmocks_dsl_reaches_kubectl(tmp_path):
+    """In-process use: kmock reactions answer before the emulator, e.g. to fail one endpoint."""
+    from labcluster.api import LabCluster
+    from labcluster.server import write_kubeconfig
+
+    async def scenario() -> tuple[int, str, str]:
+        emulator = LabCluster()
+        emulator.bootstrap()
+        emulator["get /api/v1/namespaces"] << 503 << {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                                      "reason": "ServiceUnavailable", "code": 503,
+                                                      "message": "injected by the test"}
+        runner = aiohttp.web.ServerRunner(aiohttp.web.Server(emulator))
+        await runner.setup()
+        await aiohttp.web.TCPSite(runner, "127.0.0.1", 0).start()
+        write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{runner.addresses[0][1]}")
+        lab = Lab(tmp_path, tmp_path / "kubeconfig")
+        try:
+            async with emulator:
+                async def kubectl(*args: str) -> tuple[int, str]:
+                    proc = await asyncio.create_subprocess_exec(str(KUBECTL), *args, env=lab.env,
+                                                                stdout=asyncio.subprocess.PIPE,
+                                                                stderr=asyncio.subprocess.STDOUT)
+                    return await proc.wait(), (await proc.stdout.read()).decode()
+                failed, message = await kubectl("get", "namespaces")
+                _, pods = await kubectl("get", "pods", "-A")
+                return failed, message, pods
+        finally:
+            await runner.cleanup()
+
+    failed, message, pods = asyncio.run(scenario())
+    assert failed == 1 and "injected by the test" in message
+    assert "No resources found" in pods  # everything else is still served

@@ -1,0 +1,40 @@
+#!/bin/sh
+# The lab's cluster, started by host-init.sh on the control-plane host: real helm and
+# kubectl on PATH, the Kubernetes API emulator (labcluster) on ADDRESS:6443 with the deploy
+# user's kubeconfig, and a Helm chart repository on ADDRESS:8879 holding the stand-in chart.
+#
+# Usage: cluster-init.sh REPO ADDRESS NODE=IP...
+set -eu
+repo=$1 address=$2
+shift 2
+python="$repo/.venv/bin/python"
+tools="$repo/.tools/bin"
+state=/var/lib/labcluster
+
+for tool in helm kubectl; do
+	[ -x "$tools/$tool" ] || { echo "cluster-init: $tools/$tool missing: run scripts/install-k8s-tools" >&2; exit 1; }
+	ln -sf "$tools/$tool" /usr/local/bin/$tool
+done
+mkdir -p "$state/charts"
+
+nodes=""
+for node in "$@"; do nodes="$nodes --node $node"; done
+# shellcheck disable=SC2086 # one word per --node option
+PYTHONPATH=$repo setsid "$python" -m labcluster serve --address "$address" --port 6443 \
+	--kubeconfig "$state/kubeconfig" --state "$state/objects.json" $nodes \
+	</dev/null >>/var/log/labcluster.log 2>&1 &
+
+PYTHONPATH=$repo "$python" -m labcluster chart-repo --out "$state/charts" \
+	--url "http://$address:8879/" --helm "$tools/helm" >>/var/log/labcluster.log 2>&1
+setsid "$python" -m http.server --bind "$address" --directory "$state/charts" 8879 \
+	</dev/null >>/var/log/chart-repo.log 2>&1 &
+
+# The emulator writes its kubeconfig once it listens; hand the deploy user a copy.
+i=0
+until [ -s "$state/kubeconfig" ]; do
+	i=$((i + 1))
+	[ "$i" -lt 200 ] || { echo "cluster-init: the API emulator did not start: see /var/log/labcluster.log" >&2; exit 1; }
+	sleep 0.05
+done
+install -d -o deploy -g deploy -m 700 /home/deploy/.kube
+install -o deploy -g deploy -m 600 "$state/kubeconfig" /home/deploy/.kube/config
