@@ -1,7 +1,7 @@
 """The whole runbook on one environment, stage after stage."""
 from invoke import task
 
-from . import cluster, docker, helm
+from . import cluster, docker, helm, secrets
 from .results import Status
 from .session import HELP, Run, session
 
@@ -22,6 +22,7 @@ def cluster_stage(run: Run) -> None:
 #: The runbook's stages in order, each a function of a Run; later stages join as they land.
 STAGES = {
     "nodes": docker.converge_mirrors,
+    "secrets": secrets.stage,
     "cluster": cluster_stage,
 }
 
@@ -29,7 +30,7 @@ STAGES = {
 @task(help=HELP)
 def deploy(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None,
            accept_new_host_keys=False):
-    """Run the runbook's stages in order on an environment (so far: nodes, cluster)."""
+    """Run the runbook's stages in order on an environment (so far: nodes, secrets, cluster)."""
     with session(c, env, "deploy", limit=limit, dry_run=dry_run, parallel=parallel,
                  inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
         for stage in STAGES.values():

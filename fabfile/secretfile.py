@@ -102,15 +102,26 @@ def save(path: Path, values: Mapping[str, Secret]) -> None:
     os.replace(tmp, path)
 
 
+def missing(path: Path, provided: Iterable[str]) -> list[str]:
+    """The secrets `ensure` would make or ask for."""
+    have = load(path) if path.exists() else {}
+    return [n for n in [*GENERATED, *provided] if n not in have]
+
+
 def ensure(path: Path, provided: Iterable[str], ask: Callable[[str], str | None],
-           rotate: str | None = None) -> list[str]:
-    """Make the missing secrets (generated ones by random, `provided` ones by `ask`), rotate
-    one if told; never regenerate anything else. Returns lines saying what was done."""
-    values = load(path) if path.exists() else {}
+           rotate: str | None = None, deployed: Mapping[str, str] | None = None) -> list[str]:
+    """Make the missing secrets: take them from the `deployed` release's values where it has
+    them (a lost file must not rotate what runs), else generate them or `ask` for them.
+    Rotate one if told; never regenerate anything else. Returns what was done (or nothing)."""
     if rotate and rotate not in GENERATED:
         raise SecretsError(f"--rotate takes one of {', '.join(GENERATED)}, not {rotate!r}"
                            f"{'; give a new value through $' + PROVIDED[rotate] if rotate in PROVIDED else ''}")
+    values = load(path) if path.exists() else {}
     report = []
+    for name, value in (deployed or {}).items():
+        if name not in values and name != rotate:
+            values[name] = Secret(value)
+            report.append(f"recovered {name} from the deployed release")
     for name in GENERATED:
         if name not in values or name == rotate:
             report.append(f"{'rotated' if name in values else 'created'} {name}"
@@ -125,4 +136,4 @@ def ensure(path: Path, provided: Iterable[str], ask: Callable[[str], str | None]
             report.append(f"stored {name}")
     if report:
         save(path, values)
-    return report or ["all secrets present; nothing changed"]
+    return report

@@ -5,11 +5,16 @@ import getpass
 import os
 import sys
 
-from invoke import Exit, task
+from fabric import Connection
+from invoke import task
 
-from . import secretfile, values
-from .inventory import InventoryError, load
+from . import kube, secretfile, values
+from .inventory import Host
+from .results import Result, Status
 from .secretfile import PROVIDED, SecretsError
+from .session import HELP, Run, session
+
+STEP = "secrets"
 
 
 def _ask(name: str) -> str | None:
@@ -20,17 +25,40 @@ def _ask(name: str) -> str | None:
     return getpass.getpass(f"{name} (not echoed): ")
 
 
-@task(help={
-    "env": "environment in hosts.yaml whose secrets to make",
-    "rotate": f"make a new value for this one secret ({', '.join(secretfile.GENERATED)})",
-    "inventory": "inventory file (default: hosts.yaml beside tasks.py, or $BHOPS_INVENTORY)",
-})
-def init(c, env=None, rotate=None, inventory=None):
-    """Create the chart secrets of an environment once; never regenerate them unless told."""
+def deployed_secrets(conn: Connection, host: Host) -> dict[str, str]:
+    """The secrets the running release was given, if there is one (they are never printed)."""
+    return values.secrets_in(kube.deployed_values(conn, host)) if kube.release(conn, host) else {}
+
+
+def stage(run: Run, rotate: str | None = None) -> list[Result]:
+    """Make the environment's missing chart secrets (runbook step 3): recovered from the
+    deployed release where it has them, else generated or asked for; never regenerated."""
+    path = secretfile.path_for(run.env.name)
+    control_plane = run.control_plane()
+    needed = values.needed_secrets(control_plane[0])
     try:
-        host = load(env or "", inventory).with_role("control-plane")[0]
-        path = secretfile.path_for(env)
-        for line in secretfile.ensure(path, values.needed_secrets(host), _ask, rotate=rotate):
-            print(f"secrets | {path} | {line}")
-    except (InventoryError, SecretsError) as exc:
-        raise Exit(str(exc)) from None
+        deployed = {}
+        if secretfile.missing(path, needed):
+            deployed = run.gather(control_plane, STEP, deployed_secrets).get(control_plane[0].name, {})
+            run.reporter.hide(deployed.values())
+        if run.dry_run:
+            todo = [n for n in secretfile.missing(path, needed) if n not in deployed] + ([rotate] if rotate else [])
+            found = [n for n in secretfile.missing(path, needed) if n in deployed]
+            plan = [f"recover {', '.join(found)} from the release"] * bool(found) + \
+                [f"make {', '.join(todo)}"] * bool(todo)
+            return [run.reporter.emit(Result("local", STEP, Status.CHANGED if plan else Status.OK,
+                                             f"{path}: {'; '.join(plan) or 'all secrets present'}"))]
+        report = secretfile.ensure(path, needed, _ask, rotate=rotate, deployed=deployed)
+    except SecretsError as exc:
+        return [run.reporter.emit(Result("local", STEP, Status.FAILED, str(exc)))]
+    return [run.reporter.emit(Result("local", STEP, Status.CHANGED if report else Status.OK,
+                                     f"{path}: {'; '.join(report) or 'all secrets present'}"))]
+
+
+@task(name="init", help={**HELP, "rotate": f"make a new value for this one secret ({', '.join(secretfile.GENERATED)})"})
+def init(c, env=None, rotate=None, limit=None, dry_run=False, parallel=10, inventory=None,
+         accept_new_host_keys=False):
+    """Create an environment's chart secrets once; never regenerate them unless told."""
+    with session(c, env, "secrets.init", limit=limit, dry_run=dry_run, parallel=parallel,
+                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
+        stage(run, rotate)

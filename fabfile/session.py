@@ -47,11 +47,15 @@ class Run:
     reporter: Reporter = field(default_factory=Reporter)
 
     def secrets(self) -> dict[str, Secret]:
-        """The environment's chart secrets, masked from now on in everything printed."""
+        """The environment's chart secrets, masked from now on in everything printed. A dry
+        run stands in placeholders for the ones a real run would make first."""
+        path = secretfile.path_for(self.env.name)
         try:
-            values = secretfile.load(secretfile.path_for(self.env.name))
+            values = secretfile.load(path) if path.exists() or not self.dry_run else {}
         except SecretsError as exc:
             raise Exit(str(exc)) from None
+        if self.dry_run:
+            values = {**{n: Secret("(made by the real run)") for n in secretfile.GENERATED}, **values}
         self.reporter.hide(v.reveal() for v in values.values())
         return values
 

@@ -74,13 +74,13 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-#: Where the values hold secrets; `masked` blanks these in anything shown.
-SECRET_PATHS = (
-    ("jupyterhub", "hub", "services", "binder", "apiToken"),
-    ("jupyterhub", "proxy", "secretToken"),
-    ("jupyterhub", "hub", "config", "GenericOAuthenticator", "client_secret"),
-    ("registry", "password"),
-)
+#: Where the values hold each secret; `masked` blanks these in anything shown.
+SECRET_PATHS = {
+    "binder_api_token": ("jupyterhub", "hub", "services", "binder", "apiToken"),
+    "proxy_secret_token": ("jupyterhub", "proxy", "secretToken"),
+    "oauth_client_secret": ("jupyterhub", "hub", "config", "GenericOAuthenticator", "client_secret"),
+    "registry_password": ("registry", "password"),
+}
 
 
 def _get(data: dict, path: tuple[str, ...]):
@@ -94,12 +94,18 @@ def _get(data: dict, path: tuple[str, ...]):
 def masked(data: dict, against: dict | None = None) -> dict:
     """A copy with every secret masked; one that differs from `against` reads as changed."""
     out = copy.deepcopy(data)
-    for path in SECRET_PATHS:
+    for path in SECRET_PATHS.values():
         value = _get(out, path)
         if value is not None:
             changed = against is not None and _get(against, path) != value
             _get(out, path[:-1])[path[-1]] = MASK + (" (changed)" if changed else "")
     return out
+
+
+def secrets_in(data: dict) -> dict[str, str]:
+    """The secrets a release's values hold, by name (to recover a lost secrets file)."""
+    found = {name: _get(data, path) for name, path in SECRET_PATHS.items()}
+    return {name: value for name, value in found.items() if isinstance(value, str) and value}
 
 
 def diff(deployed: dict, wanted: dict) -> str:
