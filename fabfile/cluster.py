@@ -16,11 +16,8 @@ def namespace(conn: Connection, host: Host, dry_run: bool) -> Result:
     """Create the release's namespace if it does not exist (runbook step 4)."""
     name = host.vars["namespace"]
     kube.preflight(conn, host)
-    probe = kube.run(conn, host, kube.kubectl(host, "get", "namespace", name, "-o", "name"), check=False)
-    if probe.ok:
+    if kube.namespace_exists(conn, host):
         return Result(host.name, "cluster.namespace", Status.OK, f"namespace {name} exists")
-    if "NotFound" not in probe.stderr:
-        return Result(host.name, "cluster.namespace", Status.FAILED, remote.tail(probe.stderr))
     if dry_run:
         return Result(host.name, "cluster.namespace", Status.CHANGED, f"create namespace {name}")
     kube.run(conn, host, kube.kubectl(host, "create", "namespace", name))

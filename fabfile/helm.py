@@ -29,6 +29,7 @@ def _find_chart(conn: Connection, host: Host) -> bool:
 def repo(conn: Connection, host: Host, dry_run: bool) -> Result:
     """Add the chart repository (or re-point it), and update it only if the pinned chart is missing."""
     step, name, url = "helm.repo", host.vars["chart_repo_name"], host.vars["chart_repo_url"]
+    kube.require_tools(conn, host)
     listed = kube.run(conn, host, kube.helm(host, "repo", "list", "--output", "json"), check=False)
     current = {r["name"]: r["url"] for r in (json.loads(listed.stdout) if listed.ok else [])}
     done = []
@@ -86,6 +87,9 @@ def upgrade(conn: Connection, host: Host, rendered: values.Values, env: str, dry
         patch = f"chart: {release['chart']} -> {CHART}-{version}\n" + patch
     if dry_run:
         return Result(host.name, step, Status.CHANGED, f"{verb} {name} with {CHART} {version}", patch)
+    if not kube.namespace_exists(conn, host):
+        return Result(host.name, step, Status.FAILED, f"namespace {namespace} does not exist; create it "
+                      f"with `invoke cluster.namespace --env {env}` (deploy does it first)")
     chart = [_chart(host), "--version", version, "--namespace", namespace]
     with remote.private_files(conn, host, {"secret.yaml": rendered.secret,
                                                  "config.yaml": rendered.config}) as tmp:
@@ -98,7 +102,8 @@ def upgrade(conn: Connection, host: Host, rendered: values.Values, env: str, dry
                                        "--cleanup-on-fail"), timeout=host.command_timeout + 600)
     after = kube.release(conn, host) or {}
     return Result(host.name, step, Status.CHANGED,
-                  f"{verb}ed {name}: revision {after.get('revision')} {after.get('status')}", patch)
+                  f"{'upgraded' if release else 'installed'} {name}: revision {after.get('revision')} "
+                  f"{after.get('status')}", patch)
 
 
 def show_values(conn: Connection, host: Host, rendered: values.Values) -> Result:

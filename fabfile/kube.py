@@ -40,13 +40,18 @@ def read_json(conn: Connection, host: Host, argv: list[str]) -> Any:
     return json.loads(run(conn, host, argv).stdout or "null")
 
 
-def preflight(conn: Connection, host: Host) -> None:
-    """Fail with the fix when kubectl or helm is missing or the cluster cannot be reached."""
+def require_tools(conn: Connection, host: Host) -> None:
+    """Fail with the fix when kubectl or helm is missing on the host."""
     out = run(conn, host, remote.script(_PREFLIGHT)).stdout.strip()
     if out.startswith("missing="):
         tool = out.split("=", 1)[1]
         raise RemoteError(f"{tool} is not installed on {host.name} (or not on the login user's PATH); "
                           f"install it there, or give the control-plane role to a host that has it")
+
+
+def preflight(conn: Connection, host: Host) -> None:
+    """Fail with the fix when kubectl or helm is missing or the cluster cannot be reached."""
+    require_tools(conn, host)
     probe = run(conn, host, kubectl(host, "get", "namespaces", "-o", "name", "--request-timeout", "10s"),
                 check=False)
     if probe.failed:
@@ -72,3 +77,11 @@ def deployed_values(conn: Connection, host: Host) -> dict:
     """The user-supplied values of the deployed revision (they hold secrets: never print)."""
     return read_json(conn, host, helm(host, "get", "values", host.vars["release"], "--namespace",
                                       host.vars["namespace"], "--output", "json")) or {}
+
+
+def namespace_exists(conn: Connection, host: Host) -> bool:
+    """Whether the release's namespace exists; other kubectl errors raise."""
+    probe = run(conn, host, kubectl(host, "get", "namespace", host.vars["namespace"], "-o", "name"), check=False)
+    if probe.failed and "NotFound" not in probe.stderr:
+        raise RemoteError(remote.tail(probe.stderr))
+    return probe.ok

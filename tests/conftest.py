@@ -8,6 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
+from fabric import Connection
 from invoke import Program
 
 from fabfile import labhosts, ns
@@ -76,3 +78,29 @@ def ssh(host: str, command: str, check: bool = True) -> str:
     if check and proc.returncode:
         raise AssertionError(f"ssh {host} {command!r}: rc {proc.returncode}: {proc.stderr}")
     return proc.stdout
+
+
+def lab_inventory(directory: Path, hosts: dict | None = None, **variables) -> Path:
+    """A copy of the lab's inventory in `directory`, with other hosts/roles or variables."""
+    data = yaml.safe_load((labhosts.state_dir() / "hosts.yaml").read_text())
+    lab = data["environments"]["lab"]
+    lab["ssh_config"] = str(labhosts.state_dir() / "ssh_config")
+    lab["vars"] = {**lab.get("vars", {}), **variables}
+    if hosts is not None:
+        lab["hosts"] = hosts
+    path = directory / "hosts.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def commands(monkeypatch):
+    """Every command line the tasks send to a host during the test."""
+    sent: list[str] = []
+    real = Connection.run
+
+    def record(self, command, **kwargs):
+        sent.append(command)
+        return real(self, command, **kwargs)
+    monkeypatch.setattr(Connection, "run", record)
+    return sent
