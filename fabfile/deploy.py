@@ -2,20 +2,16 @@
 from invoke import task
 
 from . import cluster, docker, helm, secrets
-from .results import Status
+from .results import succeeded
 from .session import HELP, Run, session
-
-
-def _ok(results) -> bool:
-    return all(r.status not in (Status.FAILED, Status.UNREACHABLE) for r in results)
 
 
 def cluster_stage(run: Run) -> None:
     """Namespace, chart repository, release, rollout: runbook steps 3-6, 11 and 12."""
     control_plane = run.control_plane()
-    if not _ok(run.each(control_plane, "cluster.namespace", cluster.namespace, run.dry_run)):
+    if not succeeded(run.each(control_plane, "cluster.namespace", cluster.namespace, run.dry_run)):
         return
-    if _ok(helm.release_stage(run)) and not run.dry_run:
+    if helm.release_stage(run) and not run.dry_run:
         run.each(control_plane, "cluster.wait", cluster.wait, cluster.ROLLOUT_TIMEOUT)
 
 

@@ -10,49 +10,40 @@ from invoke import task
 from . import kube, remote, values
 from .inventory import Host
 from .remote import RemoteError
-from .results import Result, Status
+from .results import Result, Status, succeeded
 from .session import HELP, READ_HELP, Run, session
 
-CHART = "binderhub"
-
-
-def _chart(host: Host) -> str:
-    return f"{host.vars['chart_repo_name']}/{CHART}"
-
-
 def _find_chart(conn: Connection, host: Host) -> bool:
-    rows = kube.read_json(conn, host, kube.helm(host, "search", "repo", _chart(host), "--version",
+    rows = kube.read_json(conn, host, kube.helm(host, "search", "repo", kube.chart(host), "--version",
                                                 host.vars["chart_version"], "--devel", "--output", "json"))
     return any(r["version"] == host.vars["chart_version"] for r in rows or [])
 
 
-def repo(conn: Connection, host: Host, dry_run: bool) -> Result:
+def repo(conn: Connection, host: Host, states: dict[str, kube.RepoState], dry_run: bool) -> Result:
     """Add the chart repository (or re-point it), and update it only if the pinned chart is missing."""
     step, name, url = "helm.repo", host.vars["chart_repo_name"], host.vars["chart_repo_url"]
-    kube.require_tools(conn, host)
-    listed = kube.run(conn, host, kube.helm(host, "repo", "list", "--output", "json"), check=False)
-    current = {r["name"]: r["url"] for r in (json.loads(listed.stdout) if listed.ok else [])}
+    state = states[host.name]
     done = []
-    if current.get(name, "").rstrip("/") != url.rstrip("/"):
+    if state.repos.get(name, "").rstrip("/") != url.rstrip("/"):
         if dry_run:
             return Result(host.name, step, Status.CHANGED, f"add repository {name} at {url}")
         kube.run(conn, host, kube.helm(host, "repo", "add", "--force-update", name, url))
         done.append(f"added {name} at {url}")
-    if not _find_chart(conn, host):
+    if done or not state.chart_found:
         if dry_run:
             return Result(host.name, step, Status.CHANGED, f"update repository {name}")
         kube.run(conn, host, kube.helm(host, "repo", "update", name))
         done.append(f"updated {name}")
         if not _find_chart(conn, host):
-            listed = kube.read_json(conn, host, kube.helm(host, "search", "repo", _chart(host), "--versions",
+            listed = kube.read_json(conn, host, kube.helm(host, "search", "repo", kube.chart(host), "--versions",
                                                           "--devel", "--output", "json"))
             latest = ", ".join(r["version"] for r in (listed or [])[:5]) or "none"
             return Result(host.name, step, Status.FAILED,
-                          f"chart {_chart(host)} version {host.vars['chart_version']} is not in {url} "
+                          f"chart {kube.chart(host)} version {host.vars['chart_version']} is not in {url} "
                           f"(newest there: {latest}); fix chart_version in hosts.yaml")
     if done:
         return Result(host.name, step, Status.CHANGED, "; ".join(done))
-    return Result(host.name, step, Status.OK, f"{_chart(host)} {host.vars['chart_version']} available")
+    return Result(host.name, step, Status.OK, f"{kube.chart(host)} {host.vars['chart_version']} available")
 
 
 def _stuck(conn: Connection, host: Host, release: dict, env: str) -> Result:
@@ -66,31 +57,39 @@ def _stuck(conn: Connection, host: Host, release: dict, env: str) -> Result:
                   f"nothing was changed; recover with {fix}, then re-run")
 
 
-def upgrade(conn: Connection, host: Host, rendered: values.Values, env: str, dry_run: bool) -> Result:
+def current(host: Host, state: kube.ReleaseState, rendered: values.Values) -> bool:
+    """Whether the deployed revision already runs the pinned chart with these values."""
+    release = state.release
+    return bool(release and release["status"] == "deployed"
+                and release["chart"] == f"{kube.CHART}-{host.vars['chart_version']}"
+                and state.values == rendered.merged())
+
+
+def upgrade(conn: Connection, host: Host, states: dict[str, kube.ReleaseState], namespaces: dict[str, bool],
+            rendered: values.Values, env: str, dry_run: bool) -> Result:
     """Install or upgrade the release when the chart version or the values differ from the
     deployed revision: upload privately, validate with `helm template`, then upgrade."""
     step, name, namespace = "helm.upgrade", host.vars["release"], host.vars["namespace"]
     version = host.vars["chart_version"]
-    kube.preflight(conn, host)
-    release = kube.release(conn, host)
+    chart_id = f"{kube.CHART}-{version}"
+    state = states[host.name]
+    release, deployed = state.release, state.values
     if release and release["status"] in kube.PENDING:
         return _stuck(conn, host, release, env)
     wanted = rendered.merged()
-    deployed = kube.deployed_values(conn, host) if release else {}
-    if (release and release["status"] == "deployed" and release["chart"] == f"{CHART}-{version}"
-            and deployed == wanted):
+    if current(host, state, rendered):
         return Result(host.name, step, Status.OK,
-                      f"revision {release['revision']} already runs {CHART} {version} with these values")
+                      f"revision {release['revision']} already runs {kube.CHART} {version} with these values")
     verb = "upgrade" if release else "install"
     patch = values.diff(deployed, wanted)
-    if release and release["chart"] != f"{CHART}-{version}":
-        patch = f"chart: {release['chart']} -> {CHART}-{version}\n" + patch
+    if release and release["chart"] != chart_id:
+        patch = f"chart: {release['chart']} -> {chart_id}\n" + patch
     if dry_run:
-        return Result(host.name, step, Status.CHANGED, f"{verb} {name} with {CHART} {version}", patch)
-    if not kube.namespace_exists(conn, host):
+        return Result(host.name, step, Status.CHANGED, f"{verb} {name} with {kube.CHART} {version}", patch)
+    if not namespaces[host.name]:
         return Result(host.name, step, Status.FAILED, f"namespace {namespace} does not exist; create it "
                       f"with `invoke cluster.namespace --env {env}` (deploy does it first)")
-    chart = [_chart(host), "--version", version, "--namespace", namespace]
+    chart = [kube.chart(host), "--version", version, "--namespace", namespace]
     with remote.private_files(conn, host, {"secret.yaml": rendered.secret,
                                                  "config.yaml": rendered.config}) as tmp:
         files = ["-f", f"{tmp}/secret.yaml", "-f", f"{tmp}/config.yaml"]
@@ -108,8 +107,8 @@ def upgrade(conn: Connection, host: Host, rendered: values.Values, env: str, dry
 
 def show_values(conn: Connection, host: Host, rendered: values.Values) -> Result:
     """Read-only: the rendered values, secrets masked, and the diff against the release."""
-    release = kube.release(conn, host)
-    deployed = kube.deployed_values(conn, host) if release else {}
+    state = kube.observe_release(conn, host)
+    release, deployed = state.release, state.values
     wanted = rendered.merged()
     state = "match the deployed revision" if deployed == wanted else (
         "differ from the deployed revision" if release else "not deployed yet (no release)")
@@ -140,14 +139,24 @@ def rollback(conn: Connection, host: Host, revision: int | None, dry_run: bool) 
                   f"rolled back to revision {target}: now revision {after.get('revision')} {after.get('status')}")
 
 
-def release_stage(run: Run) -> list[Result]:
-    """helm.repo, then helm.upgrade if the chart is there, on the control-plane host."""
+def release_stage(run: Run) -> bool:
+    """helm.repo, then helm.upgrade if the chart is there, on the control-plane host; whether
+    both succeeded. A release already current needs no repository: it is not consulted."""
     host = run.control_plane()
     rendered = values.render(host[0], run.env.name, run.secrets())
-    found = run.each(host, "helm.repo", repo, run.dry_run)
-    if any(r.status in (Status.FAILED, Status.UNREACHABLE) for r in found):
-        return found
-    return found + run.each(host, "helm.upgrade", upgrade, rendered, run.env.name, run.dry_run)
+    releases = run.gather(host, "helm.upgrade", kube.observe_release)
+    if not releases:
+        return False
+    if current(host[0], releases[host[0].name], rendered):
+        run.reporter.emit(Result(host[0].name, "helm.repo", Status.OK,
+                                 "not consulted: the release already runs the pinned chart"))
+        return succeeded(run.each(host, "helm.upgrade", upgrade, releases, {}, rendered, run.env.name,
+                                  run.dry_run))
+    repos = run.gather(host, "helm.repo", kube.observe_repo)
+    namespaces = {name: state.namespace for name, state in repos.items()}
+    return bool(repos) and succeeded(run.each(host, "helm.repo", repo, repos, run.dry_run)) and \
+        succeeded(run.each(host, "helm.upgrade", upgrade, releases, namespaces, rendered, run.env.name,
+                           run.dry_run))
 
 
 @task(name="repo", help=HELP)
@@ -155,7 +164,8 @@ def repo_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=Non
     """Add and update the chart repository on the control plane, as the pinned chart needs."""
     with session(c, env, "helm.repo", limit=limit, dry_run=dry_run, parallel=parallel,
                  inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        run.each(run.control_plane(), "helm.repo", repo, dry_run)
+        host = run.control_plane()
+        run.each(host, "helm.repo", repo, run.gather(host, "helm.repo", kube.observe_repo), dry_run)
 
 
 @task(name="upgrade", help=HELP)

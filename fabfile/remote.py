@@ -5,6 +5,7 @@ import io
 import shlex
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
 from fabric import Connection
@@ -47,6 +48,46 @@ def run(conn: Connection, host: Host, argv: Sequence[str], *, sudo: bool = True,
 def tail(text: str, lines: int = 3) -> str:
     """The last lines of command output, joined on one line."""
     return " / ".join(text.strip().splitlines()[-lines:]) or "(no output)"
+
+
+@dataclass(frozen=True)
+class Output:
+    """What one command of `run_many` did."""
+
+    exited: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+
+_MANY = r'''d=$(mktemp -d) || exit 1
+trap 'rm -rf "$d"' EXIT
+{jobs}
+wait
+for f in "$d"/*.rc; do
+    i=${{f%.rc}}
+    printf '\036%s %s\n' "${{i##*/}}" "$(cat "$f")"; cat "$i.out"; printf '\037'; cat "$i.err"
+done
+'''
+
+
+def run_many(conn: Connection, host: Host, commands: Mapping[str, Sequence[str]], *,
+             sudo: bool = False) -> dict[str, Output]:
+    """Run several read-only commands at once on the host, in one round trip."""
+    names = list(commands)
+    jobs = "\n".join(f'{{ {shlex.join(argv)} >"$d/{i}.out" 2>"$d/{i}.err" </dev/null; echo $? >"$d/{i}.rc"; }} &'
+                     for i, argv in enumerate(commands.values()))
+    out = run(conn, host, script(_MANY.format(jobs=jobs)), sudo=sudo).stdout
+    results = {}
+    for record in out.split("\036")[1:]:
+        head, _, rest = record.partition("\n")
+        index, code = head.split()
+        stdout, _, stderr = rest.partition("\037")
+        results[names[int(index)]] = Output(int(code), stdout, stderr)
+    return results
 
 
 _READ = 'test -e "$1" || exit 3; cat -- "$1"'

@@ -32,6 +32,11 @@ class Result:
     diff: str = ""
 
 
+def succeeded(results: Iterable[Result]) -> bool:
+    """Whether no result failed or was unreachable."""
+    return all(r.status not in (Status.FAILED, Status.UNREACHABLE) for r in results)
+
+
 _COLORS = {Status.OK: "32", Status.CHANGED: "33", Status.FAILED: "31",
            Status.UNREACHABLE: "31", Status.SKIPPED: "36"}
 
@@ -83,7 +88,7 @@ class Reporter:
     @property
     def failed(self) -> bool:
         """Whether any host failed or could not be reached."""
-        return any(r.status in (Status.FAILED, Status.UNREACHABLE) for r in self.results)
+        return not succeeded(self.results)
 
     def recap(self, title: str) -> str:
         """The PLAY RECAP-like table: one row per host, one column per status."""

@@ -27,7 +27,7 @@ def _ask(name: str) -> str | None:
 
 def deployed_secrets(conn: Connection, host: Host) -> dict[str, str]:
     """The secrets the running release was given, if there is one (they are never printed)."""
-    return values.secrets_in(kube.deployed_values(conn, host)) if kube.release(conn, host) else {}
+    return values.secrets_in(kube.observe_release(conn, host).values)
 
 
 def stage(run: Run, rotate: str | None = None) -> list[Result]:

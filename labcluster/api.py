@@ -24,7 +24,7 @@ import attrs
 import kmock
 import yaml
 
-from labcluster import discovery, errors, patching, protobuf, tables
+from labcluster import discovery, errors, nodes, patching, protobuf, tables
 from labcluster.cluster import Cluster
 from labcluster.controllers import CustomResourceController, GarbageCollector, NamespaceController, bootstrap
 from labcluster.selectors import field_selector, label_selector
@@ -108,8 +108,9 @@ class LabCluster(kmock.KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         # Deliberately not KubernetesEmulator's: its fallback reactions are replaced by `_serve`.
-        controllers = [ServiceAllocator(), self.load_balancer, WorkloadController(self.nodes, self.ready_delay),
-                       NamespaceController(), GarbageCollector(), CustomResourceController()]
+        controllers = [ServiceAllocator(), self.load_balancer, nodes.NodeLifecycleController(),
+                       WorkloadController(self.nodes, self.ready_delay), NamespaceController(), GarbageCollector(),
+                       CustomResourceController()]
         self.cluster = Cluster(discovery.Registry(), Store(self.objects), controllers)
 
     def bootstrap(self) -> None:
@@ -178,7 +179,7 @@ class LabCluster(kmock.KubernetesEmulator):
         resource = self.cluster.resource(target.group, target.version, target.plural)
         if target.namespace is not None and not resource.namespaced:
             raise errors.resource_not_found(path)
-        if target.subresource and target.subresource not in resource.subresources & {"status", "scale"}:
+        if target.subresource and target.subresource not in resource.subresources & {"status", "scale", "eviction"}:
             raise errors.resource_not_found(path)
         return await self._serve_resource(request, resource, target)
 
@@ -224,6 +225,10 @@ class LabCluster(kmock.KubernetesEmulator):
         method, name = request.method, target.name
         if target.subresource == "scale":
             return self._scale(request, resource, namespace, name, dry_run)
+        if target.subresource == "eviction":  # POST only, as the apiserver routes it
+            if method != "POST":
+                raise errors.method_not_allowed()
+            return _json(nodes.evict(cluster, namespace, name, self._object(request), dry_run), 201)
         if method == "GET" and name is None:
             if params.get("watch") in ("true", "1"):
                 return await self._watch(request, resource, namespace)

@@ -28,6 +28,12 @@ KUBERNETES_VERSION = {
     "platform": "linux/amd64",
 }
 _SKIPPED_GROUPS = {"metrics.k8s.io"}
+# Served subresources whose kind is not their parent's, as the apiserver lists them (`kubectl drain`
+# evicts only if `pods/eviction` names the policy group's Eviction; else it deletes the pods).
+_SUBRESOURCE_KINDS = {
+    "eviction": {"group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]},
+    "scale": {"group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]},
+}
 OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
 
 
@@ -114,7 +120,7 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
         resources.append(entry)
         for sub in sorted(t.subresources):
             resources.append({"name": f"{t.plural}/{sub}", "singularName": "", "namespaced": t.namespaced,
-                              "kind": t.kind, "verbs": ["get", "patch", "update"]})
+                              **_SUBRESOURCE_KINDS.get(sub, {"kind": t.kind, "verbs": ["get", "patch", "update"]})})
     return {"kind": "APIResourceList", "apiVersion": "v1",
             "groupVersion": f"{group}/{version}" if group else version, "resources": resources}
 

@@ -1,10 +1,11 @@
 """Decode the Kubernetes protobuf request bodies that kubectl and helm send, into JSON dicts.
 
-client-go's typed clients (kubectl `create namespace`, helm's release Secrets) encode bodies as
-`application/vnd.kubernetes.protobuf`: the magic `k8s\\0`, then a `runtime.Unknown` envelope whose
-`raw` field holds the object's message. Answers may be JSON (clients decode by the response's
-Content-Type), so only decoding is needed, and only for the kinds typed clients write. Field
-numbers are those of k8s.io/api `generated.proto`; fields not listed here are skipped.
+client-go's typed clients (kubectl `create namespace` and `drain`'s Evictions, helm's release
+Secrets) encode bodies as `application/vnd.kubernetes.protobuf`: the magic `k8s\\0`, then a
+`runtime.Unknown` envelope whose `raw` field holds the object's message. Answers may be JSON
+(clients decode by the response's Content-Type), so only decoding is needed, and only for the
+kinds typed clients write. Field numbers are those of k8s.io/api `generated.proto`; fields not
+listed here are skipped.
 """
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ OBJECT_META: Schema = {
     13: ("ownerReferences",) + _repeated(_sub(OWNER_REFERENCE)),
     14: ("finalizers",) + _repeated(_string),
 }
+DELETE_OPTIONS: Schema = {
+    1: ("gracePeriodSeconds", _int),
+    2: ("preconditions", _sub({1: ("uid", _string), 2: ("resourceVersion", _string)})),
+    3: ("orphanDependents", _bool), 4: ("propagationPolicy", _string), 5: ("dryRun",) + _repeated(_string),
+}
 KINDS: dict[str, Schema] = {
     "Namespace": {1: ("metadata", _sub(OBJECT_META)),
                   2: ("spec", _sub({1: ("finalizers",) + _repeated(_string)}))},
@@ -78,6 +84,7 @@ KINDS: dict[str, Schema] = {
                3: ("type", _string), 4: ("stringData",) + _map_of(_string), 5: ("immutable", _bool)},
     "ConfigMap": {1: ("metadata", _sub(OBJECT_META)), 2: ("data",) + _map_of(_string),
                   3: ("binaryData",) + _map_of(_bytes), 4: ("immutable", _bool)},
+    "Eviction": {1: ("metadata", _sub(OBJECT_META)), 2: ("deleteOptions", _sub(DELETE_OPTIONS))},
 }
 UNKNOWN: Schema = {1: ("typeMeta", _sub({1: ("apiVersion", _string), 2: ("kind", _string)})),
                    2: ("raw", bytes)}

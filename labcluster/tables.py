@@ -127,8 +127,11 @@ def _node_row(node: dict[str, Any]) -> Row:
     roles = sorted(k.split("/", 1)[1] for k in _meta(node).get("labels", {})
                    if k.startswith("node-role.kubernetes.io/"))
     info = (node.get("status") or {}).get("nodeInfo") or {}
-    return ["Ready" if ready.get("status") == "True" else "NotReady", ",".join(roles) or "<none>",
-            age(_meta(node).get("creationTimestamp")), info.get("kubeletVersion", "")]
+    status = "Ready" if ready.get("status") == "True" else "NotReady"
+    if (node.get("spec") or {}).get("unschedulable"):
+        status += ",SchedulingDisabled"  # a cordoned node
+    return [status, ",".join(roles) or "<none>", age(_meta(node).get("creationTimestamp")),
+            info.get("kubeletVersion", "")]
 
 
 _NAME: _Column = ("Name", "string", 0)

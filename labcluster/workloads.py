@@ -5,11 +5,15 @@ healthy cluster leave them, `ready_delay` seconds after each change (no containe
   and owned by the Deployment; a new template scales the old ReplicaSets to 0 (revision
   annotations count up, so `kubectl rollout history` and `helm --wait`'s new-ReplicaSet lookup
   work). Status: replicas, updated/ready/available replicas, observedGeneration, and the
-  `Available` and `Progressing` conditions a finished rollout has.
+  `Available` and `Progressing` conditions (those of a finished rollout once all pods are ready).
 - ReplicaSet controller: `spec.replicas` Pods named `<replicaset>-<5 chars>`.
-- DaemonSet controller: one Pod per node; status numbers (desired/current/ready/updated/available).
-- Kubelet: every Pod is scheduled to a node, `Running`, all containers ready, with a pod IP from
-  10.244.0.0/16. A Pod deleted through the API is replaced by its controller.
+- DaemonSet controller: one Pod per node, with the tolerations the controller adds (so they stay
+  on cordoned nodes); status numbers (desired/current/ready/updated/available).
+- Scheduler: a ReplicaSet's Pod goes to a schedulable node (`nodes.schedulable`), the one with the
+  fewest of its ReplicaSet's Pods (first in `--node` order on a tie); with none, it stays `Pending`
+  (PodScheduled False, Unschedulable) until a node takes pods again (uncordon).
+- Kubelet: every scheduled Pod is `Running`, all containers ready, with a pod IP from
+  10.244.0.0/16. A Pod deleted through the API (or evicted) is replaced by its controller.
 Defaults the apiserver applies (replicas 1, RollingUpdate 25%/25%, revisionHistoryLimit 10,
 progressDeadlineSeconds 600, DaemonSet maxUnavailable 1) are set, since clients read them.
 """
@@ -22,11 +26,17 @@ import json
 from typing import Any
 
 from labcluster.cluster import Cluster, Controller, random_suffix
+from labcluster.nodes import UNSCHEDULABLE_TAINT, schedulable
 from labcluster.selectors import matches_label_selector
 from labcluster.store import ResourceType, now
 
 POD_CIDR = ipaddress.ip_network("10.244.0.0/16")
 _HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+# The tolerations the DaemonSet controller adds to its pods (AddOrUpdateDaemonPodTolerations).
+_DAEMON_TOLERATIONS = [("node.kubernetes.io/not-ready", "NoExecute"), ("node.kubernetes.io/unreachable", "NoExecute"),
+                       ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+                       ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+                       ("node.kubernetes.io/pid-pressure", "NoSchedule"), (UNSCHEDULABLE_TAINT, "NoSchedule")]
 
 
 def template_hash(template: dict[str, Any]) -> str:
@@ -50,6 +60,17 @@ def _revision(replicaset: dict[str, Any]) -> int:
 
 def _owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
     return any(ref.get("uid") == owner["metadata"]["uid"] for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def _max_unavailable(spec: dict[str, Any]) -> int:
+    """A Deployment's maxUnavailable in pods (a percentage rounds down); 0 for Recreate."""
+    strategy = spec.get("strategy") or {}
+    if strategy.get("type") != "RollingUpdate":
+        return 0
+    value = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", "25%")
+    if isinstance(value, str) and value.endswith("%"):
+        return spec["replicas"] * int(value[:-1]) // 100
+    return min(int(value), spec["replicas"])
 
 
 class WorkloadController(Controller):
@@ -84,13 +105,21 @@ class WorkloadController(Controller):
     def stored(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
         if resource.group == "apps" and resource.plural in ("deployments", "daemonsets", "replicasets"):
             self._schedule(cluster, resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        elif (resource.group, resource.plural) == ("", "nodes") and not (obj.get("spec") or {}).get("unschedulable"):
+            # A node takes pods (again): the scheduler retries the Pending ones.
+            for pod in cluster.store.list(cluster.core("pods")):
+                if not pod["spec"].get("nodeName"):
+                    self._requeue_owner(cluster, pod)
 
     def deleted(self, cluster: Cluster, resource: ResourceType, obj: dict) -> None:
         """A Pod deleted through the API is replaced by its controller."""
-        if (resource.group, resource.plural) != ("", "pods"):
-            return
-        namespace = obj["metadata"].get("namespace")
-        for ref in obj["metadata"].get("ownerReferences") or []:
+        if (resource.group, resource.plural) == ("", "pods"):
+            self._requeue_owner(cluster, obj)
+
+    def _requeue_owner(self, cluster: Cluster, pod: dict[str, Any]) -> None:
+        """Reconcile the Pod's controller soon: its Deployment, or else its ReplicaSet or DaemonSet."""
+        namespace = pod["metadata"].get("namespace")
+        for ref in pod["metadata"].get("ownerReferences") or []:
             plural = {"ReplicaSet": "replicasets", "DaemonSet": "daemonsets"}.get(ref.get("kind"))
             if plural is None:
                 continue
@@ -146,20 +175,23 @@ class WorkloadController(Controller):
                 self._reconcile_replicaset(cluster, cluster.write_status(replicasets, old))
         ready = self._reconcile_replicaset(cluster, current)
         meta.setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(revision)
-        stamp = now()
+        stamp, wanted, rs_name = now(), spec["replicas"], current["metadata"]["name"]
+        if ready >= wanted - _max_unavailable(spec):
+            available = ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+        else:
+            available = ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+        if ready == wanted:
+            progressing = ("True", "NewReplicaSetAvailable", f'ReplicaSet "{rs_name}" has successfully progressed.')
+        else:
+            progressing = ("True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.')
+        counts = {"replicas": wanted, "updatedReplicas": wanted, "readyReplicas": ready, "availableReplicas": ready,
+                  "unavailableReplicas": wanted - ready}
         dep["status"] = {
-            "observedGeneration": meta.get("generation", 1), "replicas": ready, "updatedReplicas": ready,
-            "readyReplicas": ready, "availableReplicas": ready,
-            "conditions": [
-                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                 "message": "Deployment has minimum availability.", "lastUpdateTime": stamp,
-                 "lastTransitionTime": stamp},
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                 "message": f'ReplicaSet "{current["metadata"]["name"]}" has successfully progressed.',
-                 "lastUpdateTime": stamp, "lastTransitionTime": stamp}]}
-        if not ready:
-            for key in ("readyReplicas", "availableReplicas", "updatedReplicas", "replicas"):
-                dep["status"].pop(key)
+            "observedGeneration": meta.get("generation", 1), **{k: v for k, v in counts.items() if v},
+            "conditions": [{"type": kind, "status": status, "reason": reason, "message": message,
+                            "lastUpdateTime": stamp, "lastTransitionTime": stamp}
+                           for kind, (status, reason, message) in (("Available", available),
+                                                                   ("Progressing", progressing))]}
         cluster.write_status(cluster.resource("apps", "v1", "deployments"), dep)
 
     @staticmethod
@@ -174,21 +206,37 @@ class WorkloadController(Controller):
                 "spec": {"replicas": dep["spec"]["replicas"], "selector": selector, "template": template}}
 
     def _reconcile_replicaset(self, cluster: Cluster, rs: dict[str, Any]) -> int:
-        """Make the ReplicaSet's pods match its replicas; return how many are ready."""
-        pods = self._owned_pods(cluster, rs)
+        """Make the ReplicaSet's pods match its replicas, schedule Pending ones; return how many are ready."""
+        # Scaling down removes Pending pods first, then the newest, as the controller ranks them.
+        pods = sorted(self._owned_pods(cluster, rs), key=lambda p: not p["spec"].get("nodeName"))
         wanted = rs["spec"].get("replicas", 1)
         for pod in pods[wanted:]:
             cluster.store.remove(cluster.core("pods"), pod["metadata"]["namespace"], pod["metadata"]["name"])
-        nodes = list(self.nodes)
-        for index in range(len(pods), wanted):
-            pod = self._create_pod(cluster, rs, rs["spec"]["template"], nodes[index % len(nodes)])
+        pods = pods[:wanted]
+        placed = [p["spec"]["nodeName"] for p in pods if p["spec"].get("nodeName")]
+        for pod in pods:
+            if not pod["spec"].get("nodeName") and (node := self._pick_node(cluster, pod["spec"], placed)):
+                self._bind(cluster, pod, node)
+                placed.append(node)
+        for _ in range(len(pods), wanted):
+            node = self._pick_node(cluster, rs["spec"]["template"].get("spec") or {}, placed)
+            pod = self._create_pod(cluster, rs, rs["spec"]["template"], node)
+            placed += [node] if node else []
             cluster.record_event(rs, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
                                  "replicaset-controller")
-        rs["status"] = {"replicas": wanted, "observedGeneration": rs["metadata"].get("generation", 1)}
-        if wanted:
-            rs["status"].update(fullyLabeledReplicas=wanted, readyReplicas=wanted, availableReplicas=wanted)
+        ready = len(placed)
+        counts = {"fullyLabeledReplicas": wanted, "readyReplicas": ready, "availableReplicas": ready}
+        rs["status"] = {"replicas": wanted, "observedGeneration": rs["metadata"].get("generation", 1),
+                        **{k: v for k, v in counts.items() if v}}
         cluster.write_status(cluster.resource("apps", "v1", "replicasets"), rs)
-        return wanted
+        return ready
+
+    def _pick_node(self, cluster: Cluster, pod_spec: dict[str, Any], placed: list[str]) -> str | None:
+        """The scheduler's choice for a ReplicaSet's pod (see the module docstring); None: it stays Pending."""
+        nodes = cluster.core("nodes")
+        fitting = [name for name in self.nodes
+                   if (node := cluster.store.get(nodes, None, name)) and schedulable(node, pod_spec)]
+        return min(fitting, key=placed.count, default=None)
 
     def _reconcile_daemonset(self, cluster: Cluster, ds: dict[str, Any]) -> None:
         template = ds["spec"].get("template") or {}
@@ -203,6 +251,9 @@ class WorkloadController(Controller):
                     if all(self._node_labels(cluster, node).get(k) == v for k, v in selector.items())]
         labelled = copy.deepcopy(template)
         labelled.setdefault("metadata", {}).setdefault("labels", {})["controller-revision-hash"] = revision_hash
+        tolerations = labelled.setdefault("spec", {}).setdefault("tolerations", [])
+        tolerations += [{"key": key, "operator": "Exists", "effect": effect} for key, effect in _DAEMON_TOLERATIONS
+                        if not any((t.get("key"), t.get("effect")) == (key, effect) for t in tolerations)]
         for node in eligible:
             if node not in on_nodes:
                 pod = self._create_pod(cluster, ds, labelled, node)
@@ -226,11 +277,32 @@ class WorkloadController(Controller):
                 if _owned_by(p, owner) and matches_label_selector(selector, p["metadata"].get("labels") or {})]
 
     def _create_pod(self, cluster: Cluster, owner: dict[str, Any], template: dict[str, Any],
-                    node: str) -> dict[str, Any]:
+                    node: str | None) -> dict[str, Any]:
+        """A controller's new Pod, bound to `node`, or Pending as the scheduler leaves it when none fits."""
         spec = copy.deepcopy(template.get("spec") or {})
-        spec.update(nodeName=node)
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("schedulerName", "default-scheduler")
+        pod = {"metadata": {"generateName": f"{owner['metadata']['name']}-",
+                            "labels": copy.deepcopy((template.get("metadata") or {}).get("labels") or {}),
+                            "annotations": copy.deepcopy((template.get("metadata") or {}).get("annotations") or {}),
+                            "ownerReferences": [_owner_ref(owner)]},
+               "spec": spec}
+        pod = cluster.create(cluster.core("pods"), pod, owner["metadata"]["namespace"])
+        if node:
+            return self._bind(cluster, pod, node)
+        count = len(cluster.store.list(cluster.core("nodes")))
+        message = (f"0/{count} nodes are available: {count} node(s) were unschedulable. preemption: "
+                   f"0/{count} nodes are available: {count} Preemption is not helpful for scheduling.")
+        pod["status"] = {"phase": "Pending", "qosClass": "BestEffort", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+             "lastTransitionTime": now()}]}
+        cluster.write_status(cluster.core("pods"), pod)
+        cluster.record_event(pod, "FailedScheduling", message, "default-scheduler", "Warning")
+        return pod
+
+    def _bind(self, cluster: Cluster, pod: dict[str, Any], node: str) -> dict[str, Any]:
+        """The scheduler binds the Pod to `node`, whose kubelet runs it: Running, all containers ready."""
+        pod["spec"]["nodeName"] = node
         started = now()
         pod_ip = str(POD_CIDR[self._next_pod_ip])
         self._next_pod_ip = self._next_pod_ip % (POD_CIDR.num_addresses - 2) + 1
@@ -238,13 +310,7 @@ class WorkloadController(Controller):
                       for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
         statuses = [{"name": c.get("name"), "image": c.get("image"), "imageID": "", "ready": True, "started": True,
                      "restartCount": 0, "containerID": f"containerd://{random_suffix(64)}",
-                     "state": {"running": {"startedAt": started}}} for c in spec.get("containers") or []]
-        pod = {"metadata": {"generateName": f"{owner['metadata']['name']}-",
-                            "labels": copy.deepcopy((template.get("metadata") or {}).get("labels") or {}),
-                            "annotations": copy.deepcopy((template.get("metadata") or {}).get("annotations") or {}),
-                            "ownerReferences": [_owner_ref(owner)]},
-               "spec": spec}
-        pod = cluster.create(cluster.core("pods"), pod, owner["metadata"]["namespace"])
+                     "state": {"running": {"startedAt": started}}} for c in pod["spec"].get("containers") or []]
         pod["status"] = {"phase": "Running", "conditions": conditions, "containerStatuses": statuses,
                          "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "startTime": started, "qosClass": "BestEffort"}
         if self.nodes.get(node):

@@ -1,0 +1,79 @@
+"""helm.upgrade on the lab: median wall time when it installs, when it is a no-op, and when a
+value changes and it upgrades. Run as root with the lab up (`invoke lab.up`):
+
+    .venv/bin/python bench/cluster.py [--runs 5]
+
+Target (issue 3): the no-op costs no more than its probes, under a third of the install.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml  # noqa: E402
+from invoke import Program  # noqa: E402
+
+from fabfile import labhosts, ns  # noqa: E402
+
+
+def task(*args: str) -> float:
+    """Seconds one in-process `invoke` run takes; fails loudly if the task failed."""
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        try:
+            Program(namespace=ns).run(["invoke", *args])
+        except SystemExit as exc:
+            if exc.code:
+                raise RuntimeError(f"{args} failed:\n{out.getvalue()}") from None
+    return time.perf_counter() - start
+
+
+def inventory(directory: Path, prefix: str) -> str:
+    data = yaml.safe_load((labhosts.state_dir() / "hosts.yaml").read_text())
+    lab = data["environments"]["lab"]
+    lab["ssh_config"] = str(labhosts.state_dir() / "ssh_config")
+    lab["vars"]["image_prefix"] = prefix
+    path = directory / f"{prefix.strip('/').replace('/', '-')}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def uninstall() -> None:
+    subprocess.run(["ssh", "-F", str(labhosts.state_dir() / "ssh_config"), "lab-node1",
+                    "helm uninstall binder -n binder --wait >/dev/null 2>&1; kubectl create namespace binder "
+                    ">/dev/null 2>&1; true"], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="repetitions of each measurement")
+    runs = parser.parse_args().runs
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["BHOPS_SECRETS_DIR"] = tmp
+        first, second = inventory(Path(tmp), "lab/a-"), inventory(Path(tmp), "lab/b-")
+        task("secrets.init", "--env", "lab", "--inventory", first)
+        install, noop, upgrade = [], [], []
+        for _ in range(runs):
+            uninstall()
+            install.append(task("helm.upgrade", "--env", "lab", "--inventory", first))
+            noop.append(task("helm.upgrade", "--env", "lab", "--inventory", first))
+            upgrade.append(task("helm.upgrade", "--env", "lab", "--inventory", second))
+    rows = {"install": install, "no-op": noop, "upgrade": upgrade}
+    for name, times in rows.items():
+        print(f"{name:>8}: median {statistics.median(times):.2f} s  (min {min(times):.2f}, max {max(times):.2f})")
+    ratio = statistics.median(noop) / statistics.median(install)
+    print(f"no-op / install = {ratio:.2f} (target < 0.33)")
+
+
+if __name__ == "__main__":
+    main()
