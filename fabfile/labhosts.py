@@ -31,7 +31,8 @@ CONTROL_PLANE = "node1"  # also runs the lab's cluster: API emulator :6443, char
 TIMEOUT = 60.0
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 ENV = {"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8"}  # for commands and hosts
-# Hosts get these directories privately, so lab state under them is not visible inside.
+# Hosts get these directories privately, so lab state under them is not visible inside
+# (unless it is in the checkout, which host-init.sh shows to hosts wherever it is).
 PRIVATE_DIRS = ("/etc", "/var", "/usr", "/opt", "/run", "/tmp", "/root", "/home")
 OVERLAID = ("etc", "var", "usr", "opt")
 PREREQUISITES = {  # binary: Debian package
@@ -183,7 +184,7 @@ def _prepare(state: Path | None) -> Path:
     """Check prerequisites; make the state dir, client key and template layer."""
     _check_prerequisites()
     state = Path(state or state_dir()).resolve()
-    if any(state.is_relative_to(d) for d in PRIVATE_DIRS):
+    if any(state.is_relative_to(d) for d in PRIVATE_DIRS) and not state.is_relative_to(REPO):
         raise LabError(
             f"lab state dir {state} is under one of {', '.join(PRIVATE_DIRS)}, which hosts "
             "get privately; set BHOPS_LAB_DIR to a directory elsewhere (e.g. under /work)"

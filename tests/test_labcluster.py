@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -77,16 +78,24 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+@contextlib.contextmanager
+def _emulator(workdir: Path, *args: str):
     """The emulator on 127.0.0.1 (a free port it picks), stopped by its PID at the end."""
-    workdir = tmp_path_factory.mktemp("labcluster")
     kubeconfig = workdir / "kubeconfig"
     proc = _start([sys.executable, "-m", "labcluster", "serve", "--address", "127.0.0.1", "--port", "0",
-                   "--kubeconfig", str(kubeconfig), "--ready-delay", "0.2"], kubeconfig, workdir / "server.log")
-    yield Lab(workdir, kubeconfig)
-    _stop(proc)
+                   "--kubeconfig", str(kubeconfig), "--ready-delay", "0.2", *args], kubeconfig, workdir / "server.log")
+    try:
+        yield Lab(workdir, kubeconfig)
+    finally:
+        _stop(proc)
     assert proc.returncode == 0, (workdir / "server.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The emulator with its default single node."""
+    with _emulator(tmp_path_factory.mktemp("labcluster")) as running:
+        yield running
 
 
 def _server_url(lab: Lab) -> str:
@@ -280,3 +289,139 @@ def test_a_fault_injected_with_kmocks_dsl_reaches_kubectl(tmp_path):
     failed, message, pods = asyncio.run(scenario())
     assert failed == 1 and "injected by the test" in message
     assert "No resources found" in pods  # everything else is still served
+
+
+# Cordon, drain and uncordon, on an emulator with three nodes.
+NODES = {"lab-node-1": "10.77.0.11", "lab-node-2": "10.77.0.12", "lab-node-3": "10.77.0.13"}
+WORKLOADS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: maint}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx}]
+      volumes: [{name: scratch, emptyDir: {}}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: maint}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      containers: [{name: agent, image: busybox}]
+"""
+DRAIN = ("--ignore-daemonsets", "--delete-emptydir-data", "--timeout", "60s")
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory):
+    """Three nodes running a 3-replica Deployment `web` (one pod per node) and a DaemonSet `agent`."""
+    node_args = [f"--node={name}={ip}" for name, ip in NODES.items()]
+    with _emulator(tmp_path_factory.mktemp("nodes"), *node_args) as running:
+        running.kubectl("create", "namespace", "maint")
+        running.kubectl("apply", "-f", "-", stdin=WORKLOADS)
+        running.kubectl("rollout", "status", "deployment/web", "-n", "maint", "--timeout", "30s")
+        yield running
+
+
+def _pods(lab: Lab, app: str) -> dict[str, tuple[str, str | None]]:
+    """Pod name -> (phase, node) for the pods of `app` in namespace maint."""
+    items = lab.json("get", "pods", "-n", "maint", "-l", f"app={app}")["items"]
+    return {p["metadata"]["name"]: (p["status"]["phase"], p["spec"].get("nodeName")) for p in items}
+
+
+def _web_pods_once(lab: Lab, ok) -> dict[str, tuple[str, str | None]]:
+    """The `web` pods once `ok(pods)` holds (polled for up to 10 s; then as they are)."""
+    deadline = time.monotonic() + 10
+    while not ok(pods := _pods(lab, "web")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return pods
+
+
+def _node_status(lab: Lab) -> dict[str, str]:
+    return dict(line.split()[:2] for line in lab.kubectl("get", "nodes").stdout.splitlines()[1:])
+
+
+def test_cordon_shows_scheduling_disabled_and_uncordon_clears_it(nodes):
+    assert nodes.kubectl("cordon", "lab-node-3").stdout.strip() == "node/lab-node-3 cordoned"
+    assert _node_status(nodes) == {"lab-node-1": "Ready", "lab-node-2": "Ready",
+                                   "lab-node-3": "Ready,SchedulingDisabled"}
+    spec = nodes.json("get", "node", "lab-node-3")["spec"]
+    assert spec["unschedulable"] is True
+    assert [(t["key"], t["effect"]) for t in spec["taints"]] == [("node.kubernetes.io/unschedulable", "NoSchedule")]
+
+    assert nodes.kubectl("uncordon", "lab-node-3").stdout.strip() == "node/lab-node-3 uncordoned"
+    assert _node_status(nodes)["lab-node-3"] == "Ready"
+    assert nodes.json("get", "node", "lab-node-3").get("spec", {}) == {}
+
+
+def test_drain_evicts_deployment_pods_to_other_nodes_and_leaves_daemonset_pods(nodes):
+    agents = _pods(nodes, "agent")
+    on_node = [name for name, (_, node) in _pods(nodes, "web").items() if node == "lab-node-2"]
+    assert len(on_node) == 1 and "lab-node-2" in {node for _, node in agents.values()}
+    try:
+        drained = nodes.kubectl("drain", "lab-node-2", *DRAIN)
+        assert f"pod/{on_node[0]} evicted" in drained.stdout  # the eviction API, not a plain delete
+        assert "node/lab-node-2 drained" in drained.stdout
+        assert "Warning: ignoring DaemonSet-managed Pods: maint/agent-" in drained.stderr
+        assert _node_status(nodes)["lab-node-2"] == "Ready,SchedulingDisabled"
+
+        web = _web_pods_once(nodes, lambda pods: len(pods) == 3 and on_node[0] not in pods)
+        assert sorted(node for _, node in web.values()) == ["lab-node-1", "lab-node-1", "lab-node-3"]
+        assert {phase for phase, _ in web.values()} == {"Running"}
+        nodes.kubectl("rollout", "status", "deployment/web", "-n", "maint", "--timeout", "30s")
+        assert _pods(nodes, "agent") == agents  # DaemonSet pods stay, on the drained node too
+    finally:
+        nodes.kubectl("uncordon", "lab-node-2")
+
+
+def test_drain_with_force_evicts_a_pod_no_controller_manages(nodes):
+    bare = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare", "namespace": "maint"},
+            "spec": {"nodeName": "lab-node-3", "containers": [{"name": "bare", "image": "busybox"}]}}
+    nodes.kubectl("apply", "-f", "-", stdin=json.dumps(bare))
+    try:
+        refused = nodes.kubectl("drain", "lab-node-3", *DRAIN, check=False)
+        assert refused.returncode == 1
+        assert "cannot delete Pods that declare no controller (use --force to override): maint/bare" in refused.stderr
+        forced = nodes.kubectl("drain", "lab-node-3", *DRAIN, "--force")
+        assert "pod/bare evicted" in forced.stdout and "node/lab-node-3 drained" in forced.stdout
+        assert "NotFound" in nodes.kubectl("get", "pod", "bare", "-n", "maint", check=False).stderr
+        web = _web_pods_once(nodes, lambda pods: len(pods) == 3 and None not in (node for _, node in pods.values()))
+        assert "lab-node-3" not in {node for _, node in web.values()}
+    finally:
+        nodes.kubectl("uncordon", "lab-node-3")
+
+
+def test_with_every_node_cordoned_a_replacement_waits_pending_until_uncordon(nodes):
+    for node in NODES:
+        nodes.kubectl("cordon", node)
+    try:
+        nodes.kubectl("delete", "pod", next(iter(_pods(nodes, "web"))), "-n", "maint")
+        web = _web_pods_once(nodes, lambda pods: len(pods) == 3)
+        pending = [name for name, (phase, _) in web.items() if phase == "Pending"]
+        assert len(pending) == 1 and web[pending[0]][1] is None
+        scheduled = next(c for c in nodes.json("get", "pod", pending[0], "-n", "maint")["status"]["conditions"]
+                         if c["type"] == "PodScheduled")
+        assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
+        assert "3 node(s) were unschedulable" in scheduled["message"]
+        assert nodes.kubectl("get", "deployment", "web", "-n", "maint").stdout.split()[6] == "2/3"
+
+        nodes.kubectl("uncordon", "lab-node-2")
+        web = _web_pods_once(nodes, lambda pods: pods[pending[0]][0] == "Running")
+        assert web[pending[0]] == ("Running", "lab-node-2")
+        nodes.kubectl("rollout", "status", "deployment/web", "-n", "maint", "--timeout", "30s")
+    finally:
+        for node in NODES:
+            nodes.kubectl("uncordon", node)
+
+
+def test_draining_a_node_that_does_not_exist_fails_with_not_found(nodes):
+    missing = nodes.kubectl("drain", "lab-node-9", *DRAIN, check=False)
+    assert missing.returncode == 1
+    assert 'Error from server (NotFound): nodes "lab-node-9" not found' in missing.stderr
