@@ -1,11 +1,11 @@
 """labcluster: a Kubernetes API emulator that real kubectl and helm work against, for the lab.
 
-It is an emulator, not a cluster: nothing is scheduled or run, there is no RBAC, TLS or
-authentication. What the lab relies on behaves as the real components document it: the API
-(`api`, `cluster`, `store`), Service IP and NodePort allocation (`services`), Deployments,
-DaemonSets and their Pods becoming ready (`workloads`), namespaces, garbage collection and CRDs
-(`controllers`). `chartrepo` builds a Helm chart repository for the stand-in chart in lab/charts.
-Run it with `python -m labcluster serve`.
+It is an emulator, not a cluster: no container runs, there is no RBAC, TLS or authentication.
+What the lab relies on behaves as the real components document it: the API (`api`, `cluster`,
+`store`), Service IP and NodePort allocation (`services`), Deployments, DaemonSets and their Pods
+becoming ready (`workloads`), cordoning and draining nodes (`nodes`), namespaces, garbage
+collection and CRDs (`controllers`). `chartrepo` builds a Helm chart repository for the stand-in
+chart in lab/charts. Run it with `python -m labcluster serve`.
 """
 from labcluster.api import LabCluster
 from labcluster.services import LoadBalancerController

@@ -53,9 +53,10 @@ class NodeLifecycleController(Controller):
             return
         if spec.get("unschedulable"):
             taints.append({"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule", "timeAdded": now()})
-        spec["taints"] = taints
-        if not taints:
-            del spec["taints"]
+        if taints:
+            spec["taints"] = taints
+        else:
+            spec.pop("taints")
         cluster.write_status(resource, obj)
 
 

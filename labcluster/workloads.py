@@ -221,7 +221,8 @@ class WorkloadController(Controller):
         for _ in range(len(pods), wanted):
             node = self._pick_node(cluster, rs["spec"]["template"].get("spec") or {}, placed)
             pod = self._create_pod(cluster, rs, rs["spec"]["template"], node)
-            placed += [node] if node else []
+            if node:
+                placed.append(node)
             cluster.record_event(rs, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
                                  "replicaset-controller")
         ready = len(placed)

@@ -381,10 +381,15 @@ def test_drain_evicts_deployment_pods_to_other_nodes_and_leaves_daemonset_pods(n
         nodes.kubectl("uncordon", "lab-node-2")
 
 
+def _bare_pod(lab: Lab, name: str, node: str) -> None:
+    """A pod no controller manages, bound to `node` by its spec."""
+    lab.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "maint"},
+        "spec": {"nodeName": node, "containers": [{"name": name, "image": "busybox"}]}}))
+
+
 def test_drain_with_force_evicts_a_pod_no_controller_manages(nodes):
-    bare = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare", "namespace": "maint"},
-            "spec": {"nodeName": "lab-node-3", "containers": [{"name": "bare", "image": "busybox"}]}}
-    nodes.kubectl("apply", "-f", "-", stdin=json.dumps(bare))
+    _bare_pod(nodes, "bare", "lab-node-3")
     try:
         refused = nodes.kubectl("drain", "lab-node-3", *DRAIN, check=False)
         assert refused.returncode == 1
@@ -410,7 +415,7 @@ def test_with_every_node_cordoned_a_replacement_waits_pending_until_uncordon(nod
                          if c["type"] == "PodScheduled")
         assert (scheduled["status"], scheduled["reason"]) == ("False", "Unschedulable")
         assert "3 node(s) were unschedulable" in scheduled["message"]
-        assert nodes.kubectl("get", "deployment", "web", "-n", "maint").stdout.split()[6] == "2/3"
+        assert nodes.kubectl("get", "deployment", "web", "-n", "maint").stdout.splitlines()[1].split()[1] == "2/3"
 
         nodes.kubectl("uncordon", "lab-node-2")
         web = _web_pods_once(nodes, lambda pods: pods[pending[0]][0] == "Running")
@@ -425,3 +430,18 @@ def test_draining_a_node_that_does_not_exist_fails_with_not_found(nodes):
     missing = nodes.kubectl("drain", "lab-node-9", *DRAIN, check=False)
     assert missing.returncode == 1
     assert 'Error from server (NotFound): nodes "lab-node-9" not found' in missing.stderr
+
+
+def test_the_eviction_subresource_answers_as_the_apiserver_does(nodes):
+    _bare_pod(nodes, "evictee", "lab-node-1")
+    url = "/api/v1/namespaces/maint/pods/{}/eviction"
+
+    def evict(pod: str, named: str) -> subprocess.CompletedProcess:
+        body = json.dumps({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": named}})
+        return nodes.kubectl("create", "--raw", url.format(pod), "-f", "-", stdin=body, check=False)
+
+    mismatched = evict("evictee", "other")
+    assert "(BadRequest): name in URL does not match name in Eviction object" in mismatched.stderr
+    assert json.loads(evict("evictee", "evictee").stdout) == {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
+    assert 'Error from server (NotFound): pods "evictee" not found' in evict("evictee", "evictee").stderr
