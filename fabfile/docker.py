@@ -8,7 +8,8 @@ from fabric import Connection
 from invoke import task
 
 from . import daemon_config as dj
-from . import remote
+from . import kube, remote
+from .connections import ConnectError
 from .inventory import Host
 from .remote import RemoteError
 from .results import Result, Status
@@ -123,11 +124,33 @@ def _wait_for_docker(conn: Connection, host: Host) -> list[str]:
     return json.loads(out.strip().splitlines()[-1]) or []
 
 
-def apply(conn: Connection, host: Host, plans: dict[str, Plan]) -> Result:
+@dataclass(frozen=True)
+class Drain:
+    """Moves a node's pods away (kubectl on the control plane) while its docker restarts."""
+
+    conn: Connection
+    host: Host
+
+    def _kubectl(self, *args: str) -> None:
+        kube.run(self.conn, self.host, kube.kubectl(self.host, *args), timeout=self.host.command_timeout + 180)
+
+    def out(self, node: Host) -> str:
+        name = node.vars["k8s_node_name"] or node.name
+        self._kubectl("cordon", name)
+        self._kubectl("drain", name, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=180s")
+        return name
+
+    def back(self, name: str) -> None:
+        self._kubectl("uncordon", name)
+
+
+def apply(conn: Connection, host: Host, plans: dict[str, Plan], drain: Drain | None = None) -> Result:
     """Write the file if needed, reload or restart docker, and verify with docker info;
-    when docker does not come back, put the old file back and bring docker up again."""
+    when docker does not come back, put the old file back and bring docker up again.
+    With `drain`, a node is cordoned and drained before a restart, uncordoned after it."""
     plan = plans[host.name]
     wanted = host.vars["docker_mirrors"]
+    drained = drain.out(host) if drain and plan.action != "reload" else None
     backup = None
     if plan.write:
         backup = remote.write(conn, host, dj.PATH, plan.new_text, "0644",
@@ -138,12 +161,16 @@ def apply(conn: Connection, host: Host, plans: dict[str, Plan]) -> Result:
         if not dj.same_mirrors(mirrors, wanted):
             raise RemoteError(f"docker info reports mirrors {mirrors} after the {plan.action}")
     except RemoteError as exc:
-        if not plan.write:
-            return Result(host.name, STEP, Status.FAILED, str(exc))
-        return Result(host.name, STEP, Status.FAILED, f"{exc}; {_roll_back(conn, host, plan, backup)}")
-    what = "wrote daemon.json, " if plan.write else ""
+        undo = f"; {_roll_back(conn, host, plan, backup)}" if plan.write else ""
+        left = f"; node {drained} left cordoned: `kubectl uncordon {drained}` once docker is healthy" \
+            if drained else ""
+        return Result(host.name, STEP, Status.FAILED, f"{exc}{undo}{left}")
+    if drained:
+        drain.back(drained)
+    what = ("wrote daemon.json, " if plan.write else "") + (f"drained {drained}, " if drained else "")
+    again = f", uncordoned {drained}" if drained else ""
     return Result(host.name, STEP, Status.CHANGED,
-                  f"{what}docker {plan.action}ed, docker info shows {', '.join(mirrors)}", plan.diff)
+                  f"{what}docker {plan.action}ed, docker info shows {', '.join(mirrors)}{again}", plan.diff)
 
 
 def _roll_back(conn: Connection, host: Host, plan: Plan, backup: str | None) -> str:
@@ -159,9 +186,10 @@ def _roll_back(conn: Connection, host: Host, plan: Plan, backup: str | None) -> 
     return f"{restored}; docker runs again on it"
 
 
-def converge_mirrors(run: Run) -> list[Result]:
+def converge_mirrors(run: Run, drain: bool = False) -> list[Result]:
     """Probe every node in parallel, then change the ones that differ: reloads in parallel,
-    restarts one node at a time, stopping the rollout at the first failure."""
+    restarts one node at a time (drained first, with `drain`), stopping the rollout at the
+    first failure."""
     nodes = run.hosts("node")
     states = run.gather(nodes, STEP, observe)
     plans: dict[str, Plan] = {}
@@ -182,8 +210,16 @@ def converge_mirrors(run: Run) -> list[Result]:
     reloads = [h for h in nodes if h.name in plans and plans[h.name].action == "reload"]
     rolling = [h for h in nodes if h.name in plans and plans[h.name].action != "reload"]
     results += run.each(reloads, STEP, apply, plans)
-    results += run.serially(rolling, STEP, apply, plans)
-    return results
+    if rolling and drain:
+        control_plane = run.control_plane()[0]
+        try:
+            drainer = Drain(run.pool.get(control_plane), control_plane)
+        except ConnectError as exc:
+            return results + [run.reporter.emit(Result(h.name, STEP, Status.SKIPPED,
+                                                       f"not touched: cannot drain without the control plane: {exc}"))
+                              for h in rolling]
+        return results + run.serially(rolling, STEP, apply, plans, drainer)
+    return results + run.serially(rolling, STEP, apply, plans)
 
 
 def status(conn: Connection, host: Host) -> Result:
@@ -199,13 +235,14 @@ def status(conn: Connection, host: Host) -> Result:
                   f"drift: {reported}; {file_state}; run docker.mirror", outcome.diff)
 
 
-@task(help=HELP)
-def mirror(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None,
+@task(help={**HELP, "drain": "cordon and drain each node (kubectl on the control plane) before its "
+                             "docker restarts; uncordon it once docker is back"})
+def mirror(c, env=None, drain=False, limit=None, dry_run=False, parallel=10, inventory=None,
            accept_new_host_keys=False):
     """Set the Docker Hub mirror in daemon.json on every node and apply it, node by node."""
     with session(c, env, STEP, limit=limit, dry_run=dry_run, parallel=parallel,
                  inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        converge_mirrors(run)
+        converge_mirrors(run, drain)
 
 
 @task(name="status", help=READ_HELP)

@@ -124,6 +124,7 @@ _PROFILE = _shape({"display_name": _text, "description": _text, "image": _text, 
 VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "docker_mirrors": (["https://dockerhub.stfc.ac.uk"], _mirrors),
     "docker_service": ("auto", _choice("auto", "systemd", "sysvinit")),
+    "k8s_node_name": (None, _optional(_text)),
     "kubeconfig": (None, _optional(_text)),
     "namespace": ("binder", _text),
     "release": ("binder", _text),

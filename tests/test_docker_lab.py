@@ -190,3 +190,28 @@ def test_the_guard_refuses_addresses_outside_the_lab():
     import socket
     with pytest.raises(ConnectionRefusedError, match="outside the lab"):
         socket.create_connection(("192.0.2.10", 22), timeout=1)
+
+
+def test_drain_moves_pods_off_each_node_while_its_docker_restarts(fresh, cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(tmp_path))
+    ssh("lab-node1", "kubectl create namespace binder >/dev/null 2>&1; true")
+    assert cli("secrets.init", "--env", "lab")[0] == 0
+    assert cli("helm.upgrade", "--env", "lab")[0] == 0
+
+    def pods_on(node):
+        listed = json.loads(ssh("lab-node1", f"kubectl get pods -n binder --field-selector spec.nodeName={node} -o json"))
+        return {p["metadata"]["name"]: p["metadata"]["ownerReferences"][0]["kind"] for p in listed["items"]}
+
+    before = pods_on("lab-node2")
+    assert "ReplicaSet" in before.values(), "the test needs a deployment pod on lab-node2"
+    code, out = cli("docker.mirror", "--env", "lab", "--drain")
+    assert code == 0, out
+    for node in NODES:
+        assert f"drained {node}, docker restarted" in out and f"uncordoned {node}" in out
+    nodes = ssh("lab-node1", "kubectl get nodes --no-headers")
+    assert "SchedulingDisabled" not in nodes and nodes.count(" Ready ") == 3
+    after = pods_on("lab-node2")
+    moved = [p for p, kind in before.items() if kind == "ReplicaSet" and p in after]
+    assert not moved, f"deployment pods {moved} stayed on lab-node2 through its drain"
+    kept = [p for p, kind in before.items() if kind == "DaemonSet"]
+    assert all(p in after for p in kept), "daemonset pods are not drained"
