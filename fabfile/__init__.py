@@ -1,9 +1,9 @@
 """binderhub-ops: the BinderHub-on-bare-metal runbook as Invoke tasks run over SSH."""
 from invoke import Collection
 
-from . import cluster, deploy, docker, helm, lab, secrets
+from . import cluster, deploy, docker, helm, lab, metallb, nginx, secrets
 
 ns = Collection()
 ns.add_task(deploy.deploy)
-for module in (cluster, docker, helm, lab, secrets):
+for module in (cluster, docker, helm, lab, metallb, nginx, secrets):
     ns.add_collection(Collection.from_module(module), name=module.__name__.rsplit(".", 1)[1])

@@ -1,15 +1,19 @@
 """The cluster seen from the control plane: namespace, rollout, and the pods and services view."""
 from __future__ import annotations
 
+import json
+import time
+
 from fabric import Connection
 from invoke import task
 
-from . import kube, remote
+from . import helm, kube, metallb, remote
 from .inventory import Host
 from .results import Result, Status
 from .session import HELP, READ_HELP, session
 
 ROLLOUT_TIMEOUT = 300
+IP_TIMEOUT = 120
 
 
 def namespace(conn: Connection, host: Host, dry_run: bool) -> Result:
@@ -82,6 +86,82 @@ def status(conn: Connection, host: Host) -> Result:
         _table([["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]] + [_service_row(s) for s in svcs])
     return Result(host.name, "cluster.status", Status.OK,
                   f"namespace {ns}: {len(pods)} pods ({running} running), {len(svcs)} services", table)
+
+
+def _patch_type(conn: Connection, host: Host, service: dict, kind: str) -> None:
+    meta = service["metadata"]
+    kube.run(conn, host, kube.kubectl(host, "patch", "service", meta["name"], "-n", meta["namespace"],
+                                      "--type", "merge", "-p", json.dumps({"spec": {"type": kind}})))
+
+
+def _wait_for_ip(conn: Connection, host: Host, name: str, ip: str, timeout: int) -> dict | None:
+    """Poll until service `name` (ns/name) holds `ip`; the service then, or None on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        service = next((s for s in metallb.load_balancers(conn, host) if metallb.name_of(s) == name), None)
+        if service and metallb.external_ip(service) == ip:
+            return service
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(1)
+
+
+def _pending_reason(conn: Connection, host: Host, name: str) -> str:
+    events = [e for e in metallb.allocation_failures(conn, host)
+              if f"{e['involvedObject'].get('namespace')}/{e['involvedObject']['name']}" == name]
+    return f"AllocationFailed: {events[-1].get('message', '').strip()}" if events else \
+        "no AllocationFailed event: is MetalLB installed (metallb.install) and the IP in its pool (metallb.pool)?"
+
+
+def floating_ip(conn: Connection, host: Host, fix: bool, dry_run: bool, timeout: int) -> Result:
+    """Make proxy-public hold the floating IP. When other LoadBalancers hold it, name them;
+    with `fix`, switch them to NodePort and re-apply proxy-public (runbook step 9)."""
+    step, ip = "cluster.floating-ip", metallb.floating_ip(host)
+    public_name = f"{host.vars['namespace']}/proxy-public"
+    services = metallb.load_balancers(conn, host)
+    public = next((s for s in services if metallb.name_of(s) == public_name), None)
+    if public is None:
+        return Result(host.name, step, Status.FAILED, f"{public_name} is not a LoadBalancer service; run helm.upgrade")
+    if metallb.external_ip(public) == ip:
+        return Result(host.name, step, Status.OK, f"{public_name} holds {ip}")
+    holders = [s for s in services if metallb.external_ip(s) == ip and s is not public]
+    if not holders:
+        if dry_run:
+            return Result(host.name, step, Status.CHANGED, f"wait for {public_name} to get {ip}")
+        if _wait_for_ip(conn, host, public_name, ip, timeout):
+            return Result(host.name, step, Status.CHANGED, f"{public_name} got {ip}")
+        return Result(host.name, step, Status.FAILED, f"waited {timeout} s for {public_name} to get {ip}; it holds "
+                      f"{metallb.external_ip(public) or 'nothing'}; {_pending_reason(conn, host, public_name)}")
+    names = ", ".join(metallb.name_of(s) for s in holders)
+    if not fix:
+        return Result(host.name, step, Status.FAILED,
+                      f"{ip} is held by {names}; re-run with --fix to switch {'them' if len(holders) > 1 else 'it'} "
+                      "to NodePort so proxy-public can take it (the runbook's step 9 workaround)")
+    undo = "\n".join(f"undo: kubectl patch service {s['metadata']['name']} -n {s['metadata']['namespace']} "
+                     "--type merge -p '{\"spec\":{\"type\":\"LoadBalancer\"}}' (it then waits for a free address)"
+                     for s in holders)
+    if dry_run:
+        return Result(host.name, step, Status.CHANGED, f"switch {names} to NodePort, re-apply {public_name}", undo)
+    for service in holders:
+        _patch_type(conn, host, service, "NodePort")
+    _patch_type(conn, host, public, "NodePort")
+    _patch_type(conn, host, public, "LoadBalancer")
+    if not _wait_for_ip(conn, host, public_name, ip, timeout):
+        return Result(host.name, step, Status.FAILED, f"switched {names} to NodePort and re-applied {public_name}, "
+                      f"but it did not get {ip} within {timeout} s; {_pending_reason(conn, host, public_name)}", undo)
+    return Result(host.name, step, Status.CHANGED,
+                  f"switched {names} to NodePort, re-applied {public_name}: it holds {ip}", undo)
+
+
+@task(name="floating-ip", help={**HELP, "fix": "switch other LoadBalancers holding the IP to NodePort",
+                                "timeout": f"seconds to wait for the IP (default {IP_TIMEOUT})"})
+def floating_ip_task(c, env=None, fix=False, timeout=IP_TIMEOUT, limit=None, dry_run=False, parallel=10,
+                     inventory=None, accept_new_host_keys=False):
+    """Make proxy-public hold the floating IP, durably (in the chart values) first."""
+    with session(c, env, "cluster.floating-ip", limit=limit, dry_run=dry_run, parallel=parallel,
+                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
+        if helm.release_stage(run) or dry_run:
+            run.each(run.control_plane(), "cluster.floating-ip", floating_ip, fix, dry_run, int(timeout))
 
 
 @task(name="namespace", help=HELP)

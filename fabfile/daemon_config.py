@@ -1,8 +1,9 @@
 """`/etc/docker/daemon.json`: parse it, merge the mirrors in, and tell reload from restart."""
 from __future__ import annotations
 
-import difflib
 import json
+
+from .remote import file_diff
 
 PATH = "/etc/docker/daemon.json"
 MIRRORS_KEY = "registry-mirrors"
@@ -64,6 +65,4 @@ def same_mirrors(reported: list[str] | None, wanted: tuple[str, ...] | list[str]
 
 def diff(old_text: str | None, new_text: str) -> str:
     """A unified diff of the file, for dry runs and change reports."""
-    return "".join(difflib.unified_diff(
-        (old_text or "").splitlines(keepends=True), new_text.splitlines(keepends=True),
-        fromfile=PATH if old_text is not None else "/dev/null", tofile=PATH))
+    return file_diff(old_text, new_text, PATH)

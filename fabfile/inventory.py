@@ -6,6 +6,7 @@ environment a block of settings plus `hosts`. Every block may carry the connecti
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,28 @@ def _url(value: Any, where: str) -> str:
 def _url_path(value: Any, where: str) -> str:
     if not isinstance(value, str) or not (value.startswith("/") and value.endswith("/")):
         raise InventoryError(f"{where}: {value!r} must start and end with '/', like /binderhub/")
+    return value
+
+
+def _ipv4(value: Any, where: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError):
+        raise InventoryError(f"{where}: {value!r} is not an IPv4 address like 192.0.2.10") from None
+
+
+def _address_range(value: Any, where: str) -> str:
+    """A MetalLB pool entry: an address, a CIDR or an A-B range."""
+    try:
+        if isinstance(value, str) and "-" in value:
+            first, last = (ipaddress.IPv4Address(v.strip()) for v in value.split("-", 1))
+            if last < first:
+                raise ValueError
+        else:
+            ipaddress.IPv4Network(value)
+    except (ipaddress.AddressValueError, ipaddress.NetmaskValueError, ValueError, TypeError):
+        raise InventoryError(f"{where}: {value!r} is not an address, CIDR or range like "
+                             "192.0.2.10-192.0.2.20") from None
     return value
 
 
@@ -142,6 +165,16 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "auth": (None, _optional(_AUTH)),
     "storage": (None, _optional(_STORAGE)),
     "profiles": ([], _list_of(_PROFILE)),
+    "floating_ip": (None, _optional(_ipv4)),
+    "metallb_addresses": ([], _list_of(_address_range)),
+    "metallb_pool_name": ("default", _text),
+    "metallb_manifest": ("https://raw.githubusercontent.com/metallb/metallb/v0.14.8/config/manifests/"
+                         "metallb-native.yaml", _text),
+    "binder_node_address": (None, _optional(_ipv4)),
+    "nginx_site": ("binderhub", _text),
+    "nginx_log_dir": ("/var/log/nginx", _text),
+    "tls_certificate": (None, _optional(_text)),
+    "tls_certificate_key": (None, _optional(_text)),
 })
 
 

@@ -142,3 +142,10 @@ def namespace_exists(conn: Connection, host: Host) -> bool:
     if probe.failed and "NotFound" not in probe.stderr:
         raise RemoteError(remote.tail(probe.stderr))
     return probe.ok
+
+
+def apply(conn: Connection, host: Host, objects: list[dict]) -> str:
+    """`kubectl apply` these objects, uploaded as a private file; kubectl's report."""
+    document = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+    with remote.private_files(conn, host, {"objects.json": document}) as directory:
+        return run(conn, host, kubectl(host, "apply", "-f", f"{directory}/objects.json")).stdout.strip()

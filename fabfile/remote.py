@@ -1,6 +1,7 @@
 """Remote commands built from quoted argv words, and safe remote file reads and writes."""
 from __future__ import annotations
 
+import difflib
 import io
 import shlex
 import time
@@ -43,6 +44,12 @@ def run(conn: Connection, host: Host, argv: Sequence[str], *, sudo: bool = True,
     if check and result.failed:
         raise RemoteError(f"`{argv[0]}` exited {result.exited}: {tail(result.stderr or result.stdout)}")
     return result
+
+
+def file_diff(old: str | None, new: str, path: str) -> str:
+    """A unified diff of a file's text (old None: the file does not exist yet)."""
+    return "".join(difflib.unified_diff((old or "").splitlines(keepends=True), new.splitlines(keepends=True),
+                                        fromfile=path if old is not None else "/dev/null", tofile=path))
 
 
 def tail(text: str, lines: int = 3) -> str:

@@ -4,18 +4,13 @@ from __future__ import annotations
 import copy
 import difflib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
-import jinja2
 import yaml
 
 from .inventory import Host, InventoryError
+from .rendering import render as render_template
 from .secretfile import MASK, Secret
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-_jinja = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-                            keep_trailing_newline=True, autoescape=False)
 
 
 @dataclass(frozen=True)
@@ -53,17 +48,17 @@ def needed_secrets(host: Host) -> list[str]:
             + (["oauth_client_secret"] if host.vars["auth"] else []))
 
 
-def render(host: Host, env: str, secrets: Mapping[str, Secret], floating_ip: str | None = None) -> Values:
+def render(host: Host, env: str, secrets: Mapping[str, Secret]) -> Values:
     """Render both files for the control-plane `host` of environment `env`."""
     missing = [n for n in ("binder_api_token", "proxy_secret_token", *needed_secrets(host)) if n not in secrets]
     if missing:
         raise InventoryError(f"the secrets file of {env} lacks {', '.join(missing)}; "
                              f"run `invoke secrets.init --env {env}`")
     context = {"env": env, "v": host.vars, "hub_url": hub_url(host), "public_url": public_url(host) + "/",
-               "floating_ip": floating_ip}
+               "floating_ip": host.vars["floating_ip"]}
     revealed = {k: v.reveal() for k, v in secrets.items()}
-    return Values(_jinja.get_template("config.yaml.j2").render(context),
-                  _jinja.get_template("secret.yaml.j2").render(context, s=revealed))
+    return Values(render_template("config.yaml.j2", **context),
+                  render_template("secret.yaml.j2", **context, s=revealed))
 
 
 def deep_merge(base: dict, over: dict) -> dict:

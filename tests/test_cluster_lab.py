@@ -12,7 +12,9 @@ import subprocess
 import pytest
 import yaml
 
-from fabfile import secretfile, values
+import jinja2
+
+from fabfile import rendering, secretfile
 from tests.conftest import lab_inventory, ssh
 
 pytestmark = pytest.mark.lab
@@ -84,12 +86,10 @@ def test_release_installs_then_rerun_is_a_noop_then_a_change_upgrades(cluster, c
 def test_a_value_the_chart_rejects_fails_before_the_release_is_touched(cluster, cli, tmp_path, monkeypatch):
     assert cli("helm.upgrade", "--env", "lab")[0] == 0
     broken = tmp_path / "templates"
-    shutil.copytree(values.TEMPLATES, broken)
+    shutil.copytree(rendering.TEMPLATES, broken)
     with open(broken / "config.yaml.j2", "a") as f:  # an operator's typo: a key the chart does not know
         f.write("extraConfigs: {}\n")
-    monkeypatch.setattr(values, "_jinja", values.jinja2.Environment(
-        loader=values.jinja2.FileSystemLoader(broken), undefined=values.jinja2.StrictUndefined,
-        keep_trailing_newline=True))
+    monkeypatch.setattr(rendering.environment, "loader", jinja2.FileSystemLoader(broken))
     code, out = cli("helm.upgrade", "--env", "lab")
     assert code == 1
     assert "failed | values rejected before any change:" in line(out, "helm.upgrade")

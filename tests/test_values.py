@@ -23,6 +23,7 @@ environments:
       public_url: https://binder.example.org
       registry_username: srcdev
       image_prefix: srcdev/binder-dev-
+      floating_ip: 10.77.0.240
     hosts:
       head.example.org: {roles: [node, control-plane]}
   full:
@@ -57,7 +58,7 @@ def secrets(**extra):
 
 
 def test_runbook_keys_are_rendered_and_urls_agree(tmp_path):
-    merged = values.render(host(tmp_path), "prod", secrets(), floating_ip="10.77.0.240").merged()
+    merged = values.render(host(tmp_path), "prod", secrets()).merged()
     hub = merged["config"]["BinderHub"]
     assert hub == {"base_url": "/binderhub/", "hub_url": "https://binder.example.org/jupyterhub/",
                    "use_registry": True, "image_prefix": "srcdev/binder-dev-"}

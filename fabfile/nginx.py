@@ -1,0 +1,274 @@
+"""The nginx proxy host: the BinderHub site, checked, tested, reloaded and rolled back (runbook
+steps 10, 11 and 13)."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from fabric import Connection
+from invoke import task
+
+from . import kube, metallb, remote
+from .inventory import Host, InventoryError
+from .rendering import render
+from .results import Result, Status, succeeded
+from .session import HELP, READ_HELP, Run, session
+from .values import hub_url, public_url
+
+_PROBE = r'''site=$1
+if [ -d /run/systemd/system ]; then echo manager=systemd; else echo manager=sysvinit; fi
+if command -v nginx >/dev/null 2>&1; then echo nginx=yes; else echo nginx=no; fi
+if [ -e "$site" ]; then echo ---; cat -- "$site"; fi
+'''
+
+# The whole configuration as nginx would load it, with our site replaced by the candidate:
+# a copy of /etc/nginx whose absolute paths point into the copy.
+_TEST = r'''set -u
+candidate=$1 name=$2
+work=$(mktemp -d /tmp/bhops-nginx.XXXXXXXX) || exit 1
+trap 'rm -rf "$work"' EXIT
+cp -a /etc/nginx "$work/nginx"
+rm -f "$work/nginx/sites-enabled/$name"
+cp "$candidate" "$work/nginx/sites-enabled/$name"
+grep -rlZ /etc/nginx/ "$work/nginx" | xargs -0 -r sed -i "s#/etc/nginx/#$work/nginx/#g"
+nginx -t -q -c "$work/nginx/nginx.conf" 2>&1 | sed "s#$work/nginx/#/etc/nginx/#g"
+exit "$(nginx -t -q -c "$work/nginx/nginx.conf" >/dev/null 2>&1; echo $?)"
+'''
+
+PROBE_SECONDS = 5  # how long the probe through the proxy may keep failing after a reload
+
+_ENABLE = 'ln -sfn -- "$1" "$2"'
+_DISABLE = 'if [ ! -e "$1" ]; then rm -f -- "$2"; fi'
+
+# An HTTP status code from the proxy host itself, with whichever client it has.
+_HTTP = r'''url=$1 host=$2
+if command -v curl >/dev/null 2>&1; then
+    curl -ksS -o /dev/null -m 10 -H "Host: $host" -w '%{http_code}' "$url"
+elif command -v python3 >/dev/null 2>&1; then
+    python3 - "$url" "$host" <<'PY'
+import ssl, sys, urllib.error, urllib.request
+req = urllib.request.Request(sys.argv[1], headers={"Host": sys.argv[2]})
+try:
+    print(urllib.request.urlopen(req, timeout=10, context=ssl._create_unverified_context()).status, end="")
+except urllib.error.HTTPError as e:
+    print(e.code, end="")
+PY
+else
+    echo "no curl or python3 on the proxy host to probe with" >&2; exit 2
+fi
+'''
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """Where the site must send traffic, as the cluster says."""
+
+    node_address: str | None
+    node_port: int | None
+    floating_ip: str | None  # proxy-public's external IP
+
+
+@dataclass(frozen=True)
+class Site:
+    """The site's paths on the proxy host."""
+
+    available: str
+    enabled: str
+
+
+def site_paths(host: Host) -> Site:
+    name = host.vars["nginx_site"]
+    return Site(f"/etc/nginx/sites-available/{name}", f"/etc/nginx/sites-enabled/{name}")
+
+
+def cluster_facts(conn: Connection, host: Host) -> ClusterFacts:
+    """The binder NodePort, proxy-public's IP and a node's address, read on the control plane."""
+    ns = host.vars["namespace"]
+    out = remote.run_many(conn, host, {
+        "binder": kube.kubectl(host, "get", "service", "binder", "-n", ns, "-o", "json"),
+        "public": kube.kubectl(host, "get", "service", "proxy-public", "-n", ns, "-o", "json"),
+        "nodes": kube.kubectl(host, "get", "nodes", "-o", "json"),
+    })
+    binder = json.loads(out["binder"].stdout) if out["binder"].ok else {}
+    public = json.loads(out["public"].stdout) if out["public"].ok else {}
+    nodes = json.loads(out["nodes"].stdout)["items"] if out["nodes"].ok else []
+    ports = [p.get("nodePort") for p in binder.get("spec", {}).get("ports", []) if p.get("nodePort")]
+    wanted = host.vars["k8s_node_name"] or host.name
+    nodes.sort(key=lambda n: n["metadata"]["name"] != wanted)  # the control plane's own node first
+    addresses = [a["address"] for n in nodes for a in n.get("status", {}).get("addresses", [])
+                 if a.get("type") == "InternalIP"]
+    return ClusterFacts(addresses[0] if addresses else None, ports[0] if ports else None,
+                        metallb.external_ip(public) if public else None)
+
+
+def site_context(run: Run, host: Host, facts: ClusterFacts | None) -> dict:
+    """What the template needs: the cluster's facts, with the inventory's pins where given."""
+    url = urlparse(public_url(host))
+    https = url.scheme == "https"
+    tls = None
+    if https:
+        if not (host.vars["tls_certificate"] and host.vars["tls_certificate_key"]):
+            raise InventoryError(f"host {host.name}: public_url is https: set vars.tls_certificate and "
+                                 "vars.tls_certificate_key (paths on the proxy host)")
+        tls = {"certificate": host.vars["tls_certificate"], "key": host.vars["tls_certificate_key"]}
+    node_address = host.vars["binder_node_address"] or (facts and facts.node_address)
+    node_port = (facts and facts.node_port) or host.vars["binder_node_port"]
+    floating = (facts and facts.floating_ip) or host.vars["floating_ip"]
+    if not node_address or not floating:
+        raise InventoryError(f"cannot tell {'a node address' if not node_address else 'the floating IP'} for "
+                             "the site: the cluster did not say; pin vars.binder_node_address / vars.floating_ip")
+    return {"env": run.env.name, "server_name": url.hostname, "port": url.port or (443 if https else 80),
+            "http_port": 80, "tls": tls, "binder_base_url": host.vars["binder_base_url"],
+            "hub_base_url": host.vars["hub_base_url"], "node_address": node_address, "node_port": node_port,
+            "floating_ip": floating, "log_dir": host.vars["nginx_log_dir"]}
+
+
+def _observe(conn: Connection, host: Host, site: Site) -> tuple[str, bool, str | None]:
+    out = remote.run(conn, host, remote.script(_PROBE, site.available)).stdout
+    head, sep, text = out.partition("---\n")
+    facts = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
+    return facts["manager"], facts["nginx"] == "yes", text if sep else None
+
+
+def _reload(conn: Connection, host: Host, manager: str) -> None:
+    remote.run(conn, host, ["systemctl", "reload", "nginx"] if manager == "systemd" else ["service", "nginx", "reload"])
+
+
+def _probe(conn: Connection, host: Host, context: dict) -> list[str]:
+    """Requests through the proxy that did not answer 200, as `path -> status`. A reload is
+    graceful (old workers finish first), so a failure is retried for a few seconds."""
+    scheme = "https" if context["tls"] else "http"
+    deadline = time.monotonic() + PROBE_SECONDS
+    while True:
+        failures = []
+        for path in (f"{context['binder_base_url']}versions", f"{context['hub_base_url']}hub/api/health"):
+            out = remote.run(conn, host, remote.script(_HTTP, f"{scheme}://127.0.0.1:{context['port']}{path}",
+                                                       context["server_name"]), sudo=False, check=False)
+            if out.stdout.strip() != "200":
+                failures.append(f"{path} -> {out.stdout.strip() or remote.tail(out.stderr)}")
+        if not failures or time.monotonic() > deadline:
+            return failures
+        time.sleep(0.5)
+
+
+def reload_site(conn: Connection, host: Host, contexts: dict[str, dict], dry_run: bool) -> Result:
+    """Render the site; when it differs from the live one: test the whole candidate config
+    with `nginx -t`, back up and swap the file atomically, reload, probe through the proxy,
+    and restore the backup (and reload) when the probe fails."""
+    step, site, context = "nginx.reload", site_paths(host), contexts[host.name]
+    manager, has_nginx, live = _observe(conn, host, site)
+    if not has_nginx:
+        return Result(host.name, step, Status.FAILED, f"nginx is not installed on {host.name}: apt-get install nginx")
+    text = render("nginx-site.conf.j2", **context)
+    if live == text:
+        return Result(host.name, step, Status.OK, f"{site.available} is current")
+    patch = remote.file_diff(live, text, site.available)
+    if dry_run:
+        return Result(host.name, step, Status.CHANGED, f"write {site.available} and reload nginx", patch)
+    with remote.private_files(conn, host, {"site.conf": text}) as directory:
+        test = remote.run(conn, host, remote.script(_TEST, f"{directory}/site.conf", host.vars["nginx_site"]),
+                          check=False)
+        if test.failed:
+            return Result(host.name, step, Status.FAILED,
+                          f"nginx -t rejected the new site; the live one is untouched: {remote.tail(test.stdout)}", patch)
+        backup = remote.write(conn, host, site.available, text, "0644")
+    remote.run(conn, host, remote.script(_ENABLE, site.available, site.enabled))
+    _reload(conn, host, manager)
+    failures = _probe(conn, host, context)
+    if failures:
+        error_log = f"{context['log_dir']}/binderhub-error.log"
+        last = remote.run(conn, host, ["tail", "-n", "1", error_log], check=False).stdout.strip()
+        remote.restore(conn, host, site.available, backup)
+        remote.run(conn, host, remote.script(_DISABLE, site.available, site.enabled))
+        _reload(conn, host, manager)
+        return Result(host.name, step, Status.FAILED,
+                      f"probe through the proxy failed ({'; '.join(failures)}); restored "
+                      f"{'the previous site from ' + backup if backup else 'no site (there was none)'} and reloaded; "
+                      f"{error_log}: {last or '(empty)'}", patch)
+    return Result(host.name, step, Status.CHANGED,
+                  f"wrote {site.available}{f' (backup {backup})' if backup else ''}, reloaded nginx, "
+                  f"{context['binder_base_url']} and {context['hub_base_url']} answer", patch)
+
+
+def _locations(text: str) -> dict[str, str]:
+    """location path: proxy_pass target, for each location of a site file."""
+    return {path: (re.search(r"proxy_pass\s+([^;]+);", body) or [None, ""])[1]
+            for path, body in re.findall(r"location\s+(\S+)\s*\{([^}]*)\}", text)}
+
+
+def check(conn: Connection, host: Host, control_plane: Host, facts: ClusterFacts | None,
+          deployed: dict | None) -> list[Result]:
+    """Read-only: the base URLs, hub_url, the live site's locations, the binder NodePort and the
+    floating IP must agree; one failed result per mismatch, with its fix."""
+    step, problems = "nginx.check", []
+    v, site = host.vars, site_paths(host)
+    live = _observe(conn, host, site)[2]
+    config = ((deployed or {}).get("config") or {}).get("BinderHub") or {}
+    hub = ((deployed or {}).get("jupyterhub") or {}).get("hub") or {}
+    expected = {"config.BinderHub.base_url": (config.get("base_url"), v["binder_base_url"]),
+                "jupyterhub.hub.baseUrl": (hub.get("baseUrl"), v["hub_base_url"]),
+                "config.BinderHub.hub_url": (config.get("hub_url"), hub_url(host))}
+    if deployed is None:
+        problems.append("no release deployed: run helm.upgrade")
+    else:
+        problems += [f"{key} is {got!r} in the release, the inventory says {want!r}: run helm.upgrade"
+                     for key, (got, want) in expected.items() if got != want]
+        if config.get("hub_url") and hub.get("baseUrl") and not config["hub_url"].endswith(hub["baseUrl"]):
+            problems.append(f"hub_url {config['hub_url']!r} does not end with the hub's baseUrl {hub['baseUrl']!r}")
+    if live is None:
+        problems.append(f"{site.available} does not exist: run nginx.reload")
+    else:
+        locations = _locations(live)
+        binder_pass, hub_pass = locations.get(v["binder_base_url"]), locations.get(v["hub_base_url"])
+        for path, target in ((v["binder_base_url"], binder_pass), (v["hub_base_url"], hub_pass)):
+            if target is None:
+                problems.append(f"the site has no `location {path}` (base URLs changed?): run nginx.reload")
+        if binder_pass and facts and facts.node_port and f":{facts.node_port}" not in binder_pass:
+            problems.append(f"location {v['binder_base_url']} proxies to {binder_pass}, but the binder "
+                            f"NodePort is {facts.node_port}: run nginx.reload")
+        if hub_pass and facts and facts.floating_ip and f"//{facts.floating_ip}:" not in hub_pass:
+            problems.append(f"location {v['hub_base_url']} proxies to {hub_pass}, but proxy-public holds "
+                            f"{facts.floating_ip}: run nginx.reload")
+        if hub_pass and not hub_pass.endswith(v["hub_base_url"]):
+            problems.append(f"location {v['hub_base_url']} proxies to {hub_pass}, which drops the hub's base URL")
+    if facts and v["floating_ip"] and facts.floating_ip != v["floating_ip"]:
+        problems.append(f"proxy-public holds {facts.floating_ip or 'no IP'}, the inventory's floating_ip is "
+                        f"{v['floating_ip']}: run cluster.floating-ip")
+    if not problems:
+        return [Result(host.name, step, Status.OK, "base URLs, hub_url, nginx locations, NodePort and floating IP agree")]
+    return [Result(host.name, step, Status.FAILED, p) for p in problems]
+
+
+def _facts(run: Run) -> ClusterFacts | None:
+    return run.gather(run.control_plane(), "nginx", cluster_facts).get(run.control_plane()[0].name)
+
+
+def reload_stage(run: Run) -> bool:
+    """nginx.reload on every proxy host, with the cluster's facts (used by deploy)."""
+    facts = _facts(run)
+    proxies = run.hosts("proxy")
+    contexts = {h.name: site_context(run, h, facts) for h in proxies}
+    return succeeded(run.each(proxies, "nginx.reload", reload_site, contexts, run.dry_run))
+
+
+@task(name="reload", help=HELP)
+def reload_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+    """Render the nginx site; test, swap, reload and probe it; roll back on failure."""
+    with session(c, env, "nginx.reload", limit=limit, dry_run=dry_run, parallel=parallel,
+                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
+        reload_stage(run)
+
+
+@task(name="check", help=READ_HELP)
+def check_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+    """Check that base URLs, hub_url, nginx routes, NodePort and floating IP agree."""
+    with session(c, env, "nginx.check", limit=limit, parallel=parallel,
+                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
+        control_plane = run.control_plane()[0]
+        facts = _facts(run)
+        released = run.gather(run.control_plane(), "nginx.check", kube.observe_release).get(control_plane.name)
+        deployed = released.values if released and released.release else None
+        run.each(run.hosts("proxy"), "nginx.check", check, control_plane, facts, deployed)
