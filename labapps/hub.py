@@ -1,0 +1,58 @@
+"""JupyterHub as the release's `hub` and `proxy` Deployments run it: its settings and command.
+
+One `jupyterhub` process plays both Deployments: the hub, which starts configurable-http-proxy
+as its own child (the public side on proxy-public's address, the API on the node's address) and
+spawns the users' servers. `jupyterhub_config.py` reads the settings written here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+CONFIG_FILE = Path(__file__).with_name("jupyterhub_config.py")
+SETTINGS_ENV = "LABAPPS_HUB_SETTINGS"
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CHP = REPO / ".tools" / "node_modules" / ".bin" / "configurable-http-proxy"
+
+
+@dataclasses.dataclass(frozen=True)
+class HubSettings:
+    """What the release decides about JupyterHub, and where the lab runs it."""
+
+    base_url: str            # jupyterhub.hub.baseUrl, e.g. /jupyterhub/
+    public_address: str      # proxy-public's load-balancer IP
+    public_port: int         # proxy-public's port (80)
+    internal_address: str    # the node's address: hub API, proxy API and users' servers
+    proxy_token: str         # hub-secret proxy.token (jupyterhub.proxy.secretToken)
+    binder_token: str        # hub-secret hub.services.binder.apiToken
+    state_dir: str           # database, cookie secret, proxy pid file, users' home directories
+    chp: str = str(DEFAULT_CHP)
+    faults_file: str | None = None
+    hub_port: int = 8081     # the chart's `hub` Service port
+    proxy_api_port: int = 8001  # the chart's `proxy-api` Service port
+
+    @property
+    def public_url(self) -> str:
+        return f"http://{self.public_address}:{self.public_port}{self.base_url}"
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> HubSettings:
+        return cls(**json.loads(Path(path).read_text()))
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n")
+        path.chmod(0o600)  # holds the tokens
+
+
+def command(settings: HubSettings) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment that run JupyterHub with `settings` (written next to its state)."""
+    state = Path(settings.state_dir)
+    settings_file = state / "settings.json"
+    settings.write(settings_file)
+    env = {**os.environ, SETTINGS_ENV: str(settings_file),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return [sys.executable, "-m", "jupyterhub", "--config", str(CONFIG_FILE)], env

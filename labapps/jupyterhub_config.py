@@ -1,0 +1,44 @@
+"""JupyterHub's configuration in the lab: `jupyterhub --config` this file, with $LABAPPS_HUB_SETTINGS
+naming the settings (labapps.hub.HubSettings) written by the runner.
+
+As BinderHub's chart sets JupyterHub up: the base URL from `jupyterhub.hub.baseUrl`; no login
+(NullAuthenticator): users exist only because the `binder` service creates them through the REST
+API with the apiToken from the release's Secret, which it may do (and start and stop their
+servers); servers start with the token BinderHub passes in user_options (labapps.spawner). The
+proxy is configurable-http-proxy, started by the hub, public side on proxy-public's address, its
+API authenticated with the release's proxy secretToken. The hub stops the proxy and every server
+when it exits.
+"""
+import os
+from pathlib import Path
+
+from labapps.hub import SETTINGS_ENV, HubSettings
+
+settings = HubSettings.load(os.environ[SETTINGS_ENV])
+state = Path(settings.state_dir)
+c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
+
+c.JupyterHub.base_url = settings.base_url
+c.JupyterHub.bind_url = settings.public_url
+c.JupyterHub.hub_bind_url = f"http://{settings.internal_address}:{settings.hub_port}"
+c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
+c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.cleanup_proxy = True
+# Answer a spawn request with 202 at once and report the rest on the progress stream, as a hub
+# whose spawns take longer than slow_spawn_timeout (pods on a cluster) does.
+c.JupyterHub.slow_spawn_timeout = 0
+
+c.ConfigurableHTTPProxy.command = [settings.chp]
+c.ConfigurableHTTPProxy.api_url = f"http://{settings.internal_address}:{settings.proxy_api_port}"
+c.ConfigurableHTTPProxy.auth_token = settings.proxy_token
+c.ConfigurableHTTPProxy.pid_file = str(state / "jupyterhub-proxy.pid")
+
+c.JupyterHub.authenticator_class = "jupyterhub.auth.NullAuthenticator"
+c.JupyterHub.services = [{"name": "binder", "api_token": settings.binder_token}]
+c.JupyterHub.load_roles = [{"name": "binder", "services": ["binder"], "scopes": ["admin:users", "servers"]}]
+
+c.JupyterHub.spawner_class = "labapps.spawner.LabBinderSpawner"
+c.Spawner.ip = settings.internal_address
+c.LabBinderSpawner.home_dir_template = str(state / "home" / "{username}")
+c.LabBinderSpawner.faults_file = settings.faults_file

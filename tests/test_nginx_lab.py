@@ -1,0 +1,92 @@
+"""nginx.reload and nginx.check against the lab's proxy host: real nginx, real reloads."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import requests
+
+from tests.conftest import lab_inventory, ssh
+
+pytestmark = pytest.mark.lab
+
+PROXY = "lab-proxy"
+SITE = "/etc/nginx/sites-available/binderhub"
+OLD_SITE = """server {
+    listen 80;
+    server_name 10.77.0.5;
+    location /old/ { return 200 "old site\\n"; }
+}
+"""
+
+
+def fetch(path: str) -> tuple[int, str]:
+    """GET through the proxy host from outside, as a user would."""
+    response = requests.get(f"http://10.77.0.5{path}", timeout=10)
+    return response.status_code, response.text.strip()
+
+
+@pytest.fixture
+def old_site(lab):
+    """A live site the tasks must not lose: it answers /old/."""
+    ssh(PROXY, f"printf %s '{OLD_SITE}' | sudo tee {SITE} >/dev/null && "
+               f"sudo ln -sfn {SITE} /etc/nginx/sites-enabled/binderhub && sudo rm -f {SITE}.bhops-*.bak && "
+               "sudo service nginx reload >/dev/null")
+    for _ in range(20):  # the reload is graceful: old workers may answer a moment longer
+        if fetch("/old/") == (200, "old site"):
+            break
+        time.sleep(0.2)
+    yield ssh(PROXY, f"sudo sha256sum {SITE}")
+    ssh(PROXY, f"sudo rm -f {SITE} {SITE}.bhops-*.bak /etc/nginx/sites-enabled/binderhub; "
+               "sudo service nginx reload >/dev/null")
+
+
+def test_a_value_that_breaks_nginx_leaves_the_old_site_serving(old_site, cli, tmp_path):
+    broken = lab_inventory(tmp_path, nginx_log_dir="/nonexistent/logs")
+    code, out = cli("nginx.reload", "--env", "lab", "--inventory", str(broken))
+    assert code == 1
+    assert re.search(r"lab-proxy \| nginx.reload \| failed \| nginx -t rejected the new site; the live one is "
+                     r"untouched: .*/nonexistent/logs/binderhub-access.log", out), out
+    assert ssh(PROXY, f"sudo sha256sum {SITE}") == old_site
+    assert fetch("/old/") == (200, "old site")
+    assert "bhops" not in ssh(PROXY, "ls -a /tmp")
+
+
+def test_a_failed_probe_restores_the_old_site(old_site, cli, tmp_path):
+    # node3 runs no binder: the new site's /binderhub/ answers 502 through the proxy
+    nowhere = lab_inventory(tmp_path, binder_node_address="10.77.0.13")
+    code, out = cli("nginx.reload", "--env", "lab", "--inventory", str(nowhere))
+    assert code == 1
+    line = next(l for l in out.splitlines() if l.startswith("lab-proxy | nginx.reload |"))
+    assert "failed | probe through the proxy failed (/binderhub/versions -> 502" in line
+    assert f"restored the previous site from {SITE}.bhops-" in line
+    assert "connect() failed (111: Connection refused)" in line
+    assert ssh(PROXY, f"sudo sha256sum {SITE}") == old_site
+    assert fetch("/old/") == (200, "old site")
+
+
+def test_dry_run_shows_the_site_diff_and_writes_nothing(old_site, cli):
+    code, out = cli("nginx.reload", "--env", "lab", "--dry-run")
+    assert code == 0
+    assert "lab-proxy | nginx.reload | would change | write /etc/nginx/sites-available/binderhub" in out
+    assert "lab-proxy |   +    location /binderhub/ {" in out
+    assert "lab-proxy |   +        proxy_pass http://10.77.0.11:32574$request_uri;" in out
+    assert "lab-proxy |   +        proxy_pass http://10.77.0.240:80/jupyterhub/;" in out
+    assert "lab-proxy |   -    location /old/" in out
+    assert ssh(PROXY, f"sudo sha256sum {SITE}") == old_site
+
+
+def test_check_names_each_mismatch_with_its_fix(old_site, cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(tmp_path))
+    ssh("lab-node1", "kubectl create namespace binder >/dev/null 2>&1; true")
+    assert cli("secrets.init", "--env", "lab")[0] == 0
+    assert cli("helm.upgrade", "--env", "lab")[0] == 0
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    code, out = cli("nginx.check", "--env", "lab", "--inventory", str(lab_inventory(moved, binder_base_url="/binder/")))
+    assert code == 1
+    failures = [l.split(" | ", 3)[3] for l in out.splitlines() if l.startswith("lab-proxy | nginx.check | failed")]
+    assert "config.BinderHub.base_url is '/binderhub/' in the release, the inventory says '/binder/': run helm.upgrade" in failures
+    assert "the site has no `location /binder/` (base URLs changed?): run nginx.reload" in failures
+    assert "the site has no `location /jupyterhub/` (base URLs changed?): run nginx.reload" in failures
