@@ -90,7 +90,7 @@ def decide(host: Host, state: NodeState) -> Plan | Result:
     if "containerd" in state.kubelet_endpoint:
         return Result(host.name, STEP, Status.SKIPPED,
                       f"kubelet uses containerd ({state.kubelet_endpoint}), not docker: daemon.json "
-                      "would change nothing; set the mirror in /etc/containerd/config.toml")
+                      "would change nothing; set the mirror in containerd's /etc/containerd/certs.d/docker.io/hosts.toml")
     if not state.has_dockerd:
         return Result(host.name, STEP, Status.SKIPPED, "docker is not installed on this node")
     try:

@@ -56,7 +56,8 @@ class Reporter:
         """Mask these values wherever they would appear in what this reporter prints."""
         self._hidden.extend(v for v in values if v)
 
-    def _masked(self, text: str) -> str:
+    def masked(self, text: str) -> str:
+        """`text` with every hidden value replaced by the mask."""
         for value in self._hidden:
             text = text.replace(value, MASK)
         return text
@@ -76,13 +77,13 @@ class Reporter:
         lines = [line] + [f"{result.host} |   {d}" for d in result.diff.splitlines()]
         with self._lock:
             self.results.append(result)
-            print(self._masked("\n".join(lines)), file=self.stream, flush=True)
+            print(self.masked("\n".join(lines)), file=self.stream, flush=True)
         return result
 
     def note(self, host: str, text: str) -> None:
         """Print lines for a host that are not a result (progress, a table)."""
         with self._lock:
-            print(self._masked("\n".join(f"{host} | {line}" for line in text.splitlines())),
+            print(self.masked("\n".join(f"{host} | {line}" for line in text.splitlines())),
                   file=self.stream, flush=True)
 
     @property

@@ -1,0 +1,69 @@
+"""A diagnostics bundle for a failed smoke test (or on demand): what an operator would gather
+to find out why, secrets masked, in one tarball."""
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from pathlib import Path
+
+import requests
+
+from . import kube, remote
+from .connections import ConnectError
+from .remote import RemoteError
+from .session import Run
+from .values import public_url
+
+OUT = Path(__file__).resolve().parent.parent / "diagnostics"
+
+
+def _http(url: str) -> str:
+    try:
+        response = requests.get(url, timeout=10)
+    except requests.RequestException as exc:
+        return f"GET {url}: {type(exc).__name__}: {exc}\n"
+    return f"GET {url}: HTTP {response.status_code}\n{response.text}\n"
+
+
+def _remote(run: Run, role: str, commands: dict[str, list[str]], sudo: bool) -> dict[str, str]:
+    host = run.hosts(role)[0]
+    try:
+        out = remote.run_many(run.pool.get(host), host, commands, sudo=sudo)
+    except (ConnectError, RemoteError) as exc:
+        return {name: f"{host.name}: {exc}\n" for name in commands}
+    return {name: f"$ {' '.join(commands[name])}  (on {host.name}, exit {o.exited})\n{o.stdout}{o.stderr}"
+            for name, o in out.items()}
+
+
+def collect(run: Run, binder_url: str) -> Path:
+    """Gather the bundle; return the tarball's path."""
+    cp = run.control_plane()[0]
+    ns, release = cp.vars["namespace"], cp.vars["release"]
+    hub = f"{public_url(cp)}{cp.vars['hub_base_url']}"
+    logs = run.hosts("proxy")[0].vars["nginx_log_dir"]
+    files = {
+        "binder-health.txt": _http(f"{binder_url}health"),
+        "binder-versions.txt": _http(f"{binder_url}versions"),
+        "hub-health.txt": _http(f"{hub}hub/api/health"),
+        **_remote(run, "control-plane", {
+            "kubectl-get.txt": kube.kubectl(cp, "get", "pods,services,events", "-n", ns, "-o", "wide"),
+            "logs-binder.txt": kube.kubectl(cp, "logs", "deployment/binder", "-n", ns, "--tail=200"),
+            "logs-hub.txt": kube.kubectl(cp, "logs", "deployment/hub", "-n", ns, "--tail=200"),
+            "helm-status.txt": kube.helm(cp, "status", release, "-n", ns),
+        }, sudo=False),
+        **_remote(run, "proxy", {
+            "nginx-binderhub-error.log": ["tail", "-n", "100", f"{logs}/binderhub-error.log"],
+            "nginx-jupyterhub-error.log": ["tail", "-n", "100", f"{logs}/jupyterhub-error.log"],
+        }, sudo=True),
+    }
+    OUT.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = OUT / f"{run.env.name}-{stamp}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, text in files.items():
+            data = run.reporter.masked(text).encode()
+            info = tarfile.TarInfo(f"{run.env.name}-{stamp}/{name}")
+            info.size, info.mtime = len(data), time.time()
+            tar.addfile(info, io.BytesIO(data))
+    return path

@@ -1,0 +1,236 @@
+"""The smoke test: a Binder build through BinderHub's REST API, followed live, and the launched
+server proven to work (runbook step 14)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+from xml.etree import ElementTree
+
+import requests
+from invoke import task
+
+from . import diagnostics
+from .eventstream import Event, events, lines
+from .results import Result, Status
+from .session import HELP, Run, session
+from .values import public_url
+
+DEFAULT_REPO = "gh/binder-examples/requirements/HEAD"
+PROGRESS_EVERY = 30  # seconds between progress lines during a long phase
+STEP = "smoke"
+
+HINTS = [  # (status code, words in the message, hint)
+    (429, "", "rate limited: raise config.RateLimiter.limit in the chart values (0 disables it) or "
+              "send a build token; a smoke test run often meets this limit"),
+    (403, "", "authentication is on: set $BHOPS_HUB_TOKEN to a JupyterHub API token with the scope "
+              "access:services!service=binder"),
+    (500, "Failed to create temporary user", "the binder's hub token does not match the hub: both come "
+          "from binder_api_token; run helm.upgrade so binder and hub get the same one"),
+    (500, "Internal Server Error", "BinderHub cannot reach JupyterHub: check hub_url, the hub pod, and that "
+          "proxy-public holds the floating IP (cluster.floating-ip)"),
+    (500, "Spawn failed", "JupyterHub could not start the server: see the hub's logs in the diagnostics"),
+]
+
+
+@dataclass
+class Phase:
+    """One phase of the stream as the client saw it."""
+
+    name: str
+    start: float
+    duration: float = 0.0
+    messages: int = 0
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    """What `--report` writes: the phases, the verdict and the server checks."""
+
+    repo: str
+    binder_url: str
+    phases: list[Phase] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    verdict: str = "failed"
+    failed_phase: str = ""
+    message: str = ""
+    status_code: int | None = None
+    hint: str = ""
+    diagnostics: str = ""
+
+    def phase(self, name: str, at: float) -> Phase:
+        if self.phases:
+            self.phases[-1].duration = round(at - self.phases[-1].start, 3)
+        self.phases.append(Phase(name, round(at, 3)))
+        return self.phases[-1]
+
+
+def hint(status: int | None, message: str) -> str:
+    return next((h for code, words, h in HINTS if code == status and words in message), "")
+
+
+def follow(http: requests.Session, url: str, headers: dict, report: Report, say: Callable[[str], None],
+           timeout: float, silence: float) -> Event | None:
+    """Read the build stream until `ready` or `failed` (then close it); None when it went silent
+    or ran out of time (the report says which)."""
+    start = time.monotonic()
+    last_note = start
+    try:
+        with http.get(url, headers={**headers, "Accept": "text/event-stream"}, stream=True,
+                      timeout=(10, silence)) as response:
+            if response.status_code != 200:
+                report.status_code, report.message = response.status_code, f"HTTP {response.status_code}"
+                return None
+            for event in events(lines(response.iter_content(chunk_size=None))):
+                now = time.monotonic() - start
+                if event and (not report.phases or report.phases[-1].name != event.phase):
+                    report.phase(event.phase, now)
+                    say(f"{event.phase} ({now:.1f} s)")
+                if event and report.phases:
+                    report.phases[-1].messages += 1
+                if event and (event.phase == "ready" or event.failed):
+                    report.phases[-1].duration = round(now - report.phases[-1].start, 3)
+                    return event
+                if now > timeout:
+                    report.message = f"no ready within the overall timeout of {timeout:g} s"
+                    return None
+                if time.monotonic() - last_note > PROGRESS_EVERY and report.phases:
+                    last_note = time.monotonic()
+                    p = report.phases[-1]
+                    say(f"still {p.name}: {now - p.start:.0f} s, {p.messages} messages")
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        silent = "Read timed out" in str(exc)
+        report.message = (f"the stream went silent for {silence:g} s" if silent
+                          else f"cannot reach {url}: {type(exc).__name__}")
+        return None
+    report.message = "the stream ended without ready or failed"
+    return None
+
+
+def check_server(http: requests.Session, url: str, token: str, kernel_timeout: float) -> list[Check]:
+    """The launched server answers its API, starts a kernel that reaches idle, deletes it."""
+    auth = {"Authorization": f"token {token}"}
+    checks = []
+    api = http.get(f"{url}api", headers=auth, timeout=10)
+    version = api.json().get("version") if api.ok else None
+    checks.append(Check("server api", bool(version), f"HTTP {api.status_code}, version {version}"))
+    if not version:
+        return checks
+    kernel = http.post(f"{url}api/kernels", headers=auth, json={}, timeout=30)
+    if not kernel.ok:
+        return checks + [Check("kernel start", False, f"HTTP {kernel.status_code}")]
+    kernel_id = kernel.json()["id"]
+    deadline, state = time.monotonic() + kernel_timeout, ""
+    while time.monotonic() < deadline:
+        state = http.get(f"{url}api/kernels/{kernel_id}", headers=auth, timeout=10).json().get("execution_state", "")
+        if state == "idle":
+            break
+        time.sleep(0.5)
+    checks.append(Check("kernel idle", state == "idle", f"execution_state {state or 'unknown'}"))
+    deleted = http.delete(f"{url}api/kernels/{kernel_id}", headers=auth, timeout=30)
+    checks.append(Check("kernel delete", deleted.status_code == 204, f"HTTP {deleted.status_code}"))
+    return checks
+
+
+def stop_server(http: requests.Session, url: str, token: str) -> Check:
+    """Ask the server to shut down (the hub then forgets it)."""
+    try:
+        stopped = http.post(f"{url}api/shutdown", headers={"Authorization": f"token {token}"}, timeout=30)
+    except requests.RequestException as exc:
+        return Check("server stop", False, type(exc).__name__)
+    return Check("server stop", stopped.ok, f"HTTP {stopped.status_code}")
+
+
+def junit_xml(report: Report) -> str:
+    """The report as JUnit XML: one test case per phase and per server check."""
+    suite = ElementTree.Element("testsuite", name="binderhub-smoke",
+                                tests=str(len(report.phases) + len(report.checks)))
+    for p in report.phases:
+        case = ElementTree.SubElement(suite, "testcase", classname="build", name=p.name, time=f"{p.duration:.3f}")
+        if p.name in ("failed", "failure"):
+            ElementTree.SubElement(case, "failure", message=report.message)
+    for c in report.checks:
+        case = ElementTree.SubElement(suite, "testcase", classname="server", name=c.name)
+        if not c.ok:
+            ElementTree.SubElement(case, "failure", message=c.detail)
+    if report.verdict != "passed" and report.failed_phase and not any(p.name == "failed" for p in report.phases):
+        case = ElementTree.SubElement(suite, "testcase", classname="build", name=report.failed_phase)
+        ElementTree.SubElement(case, "failure", message=report.message)
+    return ElementTree.tostring(suite, encoding="unicode")
+
+
+def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: float, kernel_timeout: float,
+              hub_token: str | None) -> Report:
+    """The whole smoke test on `run`'s environment; results go to the run's reporter."""
+    report = Report(repo, binder_url)
+    say = lambda text: run.reporter.note(STEP, text)  # noqa: E731
+    headers = {"Authorization": f"token {hub_token}"} if hub_token else {}
+    if hub_token:
+        run.reporter.hide([hub_token])
+    http = requests.Session()
+    event = follow(http, f"{binder_url}build/{repo}", headers, report, say, timeout, silence)
+    if event and event.phase == "ready":
+        url, token = event.data["url"], event.data["token"]
+        run.reporter.hide([token])
+        try:
+            report.checks = check_server(http, url, hub_token or token, kernel_timeout)
+        except (requests.RequestException, ValueError) as exc:
+            report.checks.append(Check("server api", False, type(exc).__name__))
+        finally:
+            report.checks.append(stop_server(http, url, hub_token or token))
+        failed = [c for c in report.checks if not c.ok]
+        report.verdict = "failed" if failed else "passed"
+        report.failed_phase = "server checks" if failed else ""
+        report.message = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+    else:
+        report.failed_phase = report.phases[-1].name if report.phases else "connect"
+        if event:
+            report.status_code = event.data.get("status_code")
+            report.message = event.message.strip()
+        report.hint = hint(report.status_code, report.message)
+    for c in report.checks:
+        run.reporter.emit(Result(STEP, f"smoke.{c.name.replace(' ', '-')}", Status.OK if c.ok else Status.FAILED, c.detail))
+    if report.verdict == "passed":
+        run.reporter.emit(Result(STEP, STEP, Status.OK, f"{repo}: built, launched, server answered, stopped "
+                                 f"in {sum(p.duration for p in report.phases):.1f} s"))
+    else:
+        code = f" ({report.status_code})" if report.status_code else ""
+        detail = f"failed in phase {report.failed_phase}{code}: {report.message}" + (f"; hint: {report.hint}" if report.hint else "")
+        run.reporter.emit(Result(STEP, STEP, Status.FAILED, detail))
+    return report
+
+
+@task(help={**{k: v for k, v in HELP.items() if k != "dry_run"},
+            "repo": f"what to build: provider/spec (default {DEFAULT_REPO})",
+            "timeout": "seconds the whole build and launch may take (default 900)",
+            "silence": "seconds the stream may stay silent (default 120)",
+            "report": "write a JSON report (phases, verdict, server checks) to this file",
+            "junit": "write a JUnit XML report to this file",
+            "binder_url": "BinderHub to test instead of the environment's (its base URL)"})
+def smoke(c, env=None, repo=DEFAULT_REPO, timeout=900, silence=120, report=None, junit=None,
+          binder_url=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+    """Build a repository through BinderHub's API and prove the launched server works."""
+    with session(c, env, STEP, limit=limit, parallel=parallel, inventory_path=inventory,
+                 accept_new_host_keys=accept_new_host_keys) as run:
+        host = run.control_plane()[0]
+        url = binder_url or f"{public_url(host)}{host.vars['binder_base_url']}"
+        url = url if url.endswith("/") else url + "/"
+        token = os.environ.get("BHOPS_HUB_TOKEN")
+        result = smoke_run(run, repo.strip("/"), url, float(timeout), float(silence), 60.0, token)
+        if result.verdict != "passed" and not binder_url:
+            result.diagnostics = str(diagnostics.collect(run, url))
+            run.reporter.note(STEP, f"diagnostics: {result.diagnostics}")
+        if report:
+            Path(report).write_text(run.reporter.masked(json.dumps(asdict(result), indent=2)))
+        if junit:
+            Path(junit).write_text(run.reporter.masked(junit_xml(result)))
