@@ -121,6 +121,8 @@ def floating_ip(conn: Connection, host: Host, fix: bool, dry_run: bool, timeout:
     services = metallb.load_balancers(conn, host)
     public = next((s for s in services if metallb.name_of(s) == public_name), None)
     if public is None:
+        if dry_run:
+            return Result(host.name, step, Status.CHANGED, f"wait for {public_name} (made by helm.upgrade) to get {ip}")
         return Result(host.name, step, Status.FAILED, f"{public_name} is not a LoadBalancer service; run helm.upgrade")
     if metallb.external_ip(public) == ip:
         return Result(host.name, step, Status.OK, f"{public_name} holds {ip}")

@@ -202,6 +202,7 @@ class Environment:
     name: str
     source: Path
     hosts: tuple[Host, ...]
+    confirm: bool = False  # deploy asks the operator to type the environment's name
 
     def with_role(self, role: str) -> tuple[Host, ...]:
         """The hosts holding `role`; an error if there are none."""
@@ -220,7 +221,7 @@ class Environment:
             raise InventoryError(
                 f"--limit names unknown host(s) {', '.join(unknown)}; "
                 f"hosts of {self.name!r}: {', '.join(sorted(known))}")
-        return Environment(self.name, self.source, tuple(h for h in self.hosts if h.name in names))
+        return Environment(self.name, self.source, tuple(h for h in self.hosts if h.name in names), self.confirm)
 
 
 def _block(data: Any, where: str, allowed: set[str]) -> dict:
@@ -309,10 +310,11 @@ def load(env: str, path: Path | str | None = None) -> Environment:
         what = f"unknown environment {env!r}" if env else "no environment given (pass --env ENV)"
         raise InventoryError(f"{path}: {what}; valid environments: {', '.join(sorted(envs)) or 'none'}")
     where = f"{path}: environments.{env}"
-    block = _block(envs[env], where, set(CONNECTION_DEFAULTS) | {"vars", "hosts"})
+    block = _block(envs[env], where, set(CONNECTION_DEFAULTS) | {"vars", "hosts", "confirm"})
+    confirm = _flag(block.get("confirm", False), f"{where}.confirm")
     hosts = _block(block.get("hosts"), f"{where}.hosts", set(block.get("hosts") or {}))
     if not hosts:
         raise InventoryError(f"{where}.hosts: the environment has no hosts; add at least one")
     return Environment(env, path, tuple(
         _host(name, spec, block, defaults, f"{where}.hosts.{name}", path.parent)
-        for name, spec in hosts.items()))
+        for name, spec in hosts.items()), confirm)

@@ -15,7 +15,7 @@ from invoke import task
 from . import kube, remote
 from .inventory import Host, InventoryError
 from .remote import RemoteError
-from .results import Result, Status
+from .results import Result, Status, succeeded
 from .session import HELP, READ_HELP, Run, session
 
 NAMESPACE = "metallb-system"
@@ -118,9 +118,11 @@ def pool(conn: Connection, host: Host, dry_run: bool) -> Result:
     """Make MetalLB's pool hold the inventory's addresses, in the format its version reads."""
     step, name = "metallb.pool", host.vars["metallb_pool_name"]
     state = observe(conn, host)
+    addresses = wanted_addresses(host)
+    if not state.version and dry_run:
+        return Result(host.name, step, Status.CHANGED, f"set pool {name} to {addresses} once MetalLB is installed")
     if not state.version:
         return Result(host.name, step, Status.FAILED, "MetalLB is not installed; run metallb.install first")
-    addresses = wanted_addresses(host)
     fmt = "IPAddressPool + L2Advertisement" if state.uses_crds else "ConfigMap metallb-system/config"
     current = state.pools.get(name)
     if current == addresses and (state.advertised or not state.uses_crds):
@@ -194,6 +196,13 @@ def audit(conn: Connection, host: Host) -> Result:
     else:
         summary = f"floating IP {ip} held by {', '.join(holders) or 'nobody'}"
     return Result(host.name, "metallb.audit", Status.OK, summary, "\n".join(lines))
+
+
+def stage(run: Run) -> bool:
+    """metallb.install where missing, then metallb.pool (used by deploy)."""
+    control_plane = run.control_plane()
+    return succeeded(run.each(control_plane, "metallb.install", install, _manifest(run), run.dry_run)) and \
+        succeeded(run.each(control_plane, "metallb.pool", pool, run.dry_run))
 
 
 def _manifest(run: Run) -> str:

@@ -30,6 +30,7 @@ class Result:
     status: Status
     detail: str = ""
     diff: str = ""
+    duration: float = 0.0  # seconds the step took on this host
 
 
 def succeeded(results: Iterable[Result]) -> bool:
@@ -49,8 +50,17 @@ class Reporter:
         self.stream = stream or sys.stdout
         self.color = self.stream.isatty()
         self.results: list[Result] = []
+        self.stages: list[str] = []  # the stage each result belongs to (deploy's), in step
+        self.stage = ""
+        self.log: TextIO | None = None  # a file that gets every line printed, uncoloured
         self._hidden: list[str] = []
         self._lock = threading.Lock()
+
+    def write(self, text: str, colored: str | None = None) -> None:
+        """Print a line (coloured on a terminal) and log it (plain), secrets masked."""
+        print(self.masked(colored or text), file=self.stream, flush=True)
+        if self.log:
+            print(self.masked(text), file=self.log, flush=True)
 
     def hide(self, values: Iterable[str]) -> None:
         """Mask these values wherever they would appear in what this reporter prints."""
@@ -71,25 +81,32 @@ class Reporter:
 
     def emit(self, result: Result) -> Result:
         """Record `result` and print it, with its diff indented under it."""
-        line = f"{result.host} | {result.step} | {self._paint(result.status, self.label(result.status))}"
-        if result.detail:
-            line += f" | {result.detail}"
-        lines = [line] + [f"{result.host} |   {d}" for d in result.diff.splitlines()]
+        def line(label: str) -> str:
+            head = f"{result.host} | {result.step} | {label}" + (f" | {result.detail}" if result.detail else "")
+            return "\n".join([head] + [f"{result.host} |   {d}" for d in result.diff.splitlines()])
+        label = self.label(result.status)
         with self._lock:
             self.results.append(result)
-            print(self.masked("\n".join(lines)), file=self.stream, flush=True)
+            self.stages.append(self.stage)
+            self.write(line(label), line(self._paint(result.status, label)))
         return result
 
     def note(self, host: str, text: str) -> None:
         """Print lines for a host that are not a result (progress, a table)."""
         with self._lock:
-            print(self.masked("\n".join(f"{host} | {line}" for line in text.splitlines())),
-                  file=self.stream, flush=True)
+            self.write("\n".join(f"{host} | {line}" for line in text.splitlines()))
 
     @property
     def failed(self) -> bool:
         """Whether any host failed or could not be reached."""
         return not succeeded(self.results)
+
+    def records(self) -> list[dict]:
+        """Every result as a dict for a JSON report (stage, host, step, status, duration, detail),
+        secrets masked."""
+        return [{"stage": stage, "host": r.host, "step": r.step, "status": r.status.value,
+                 "duration": round(r.duration, 3), "detail": self.masked(r.detail)}
+                for stage, r in zip(self.stages, self.results)]
 
     def recap(self, title: str) -> str:
         """The PLAY RECAP-like table: one row per host, one column per status."""

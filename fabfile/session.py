@@ -1,8 +1,10 @@
 """A run of one task on one environment: inventory, connections, parallel steps, recap."""
 from __future__ import annotations
 
+import dataclasses
 import socket
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -69,9 +71,13 @@ class Run:
 
     def _call(self, host: Host, step: str, fn: Callable[..., T], *args: Any) -> T | Result:
         """`fn(conn, host, *args)`, or a failed/unreachable Result when it cannot complete."""
+        start = time.monotonic()
         try:
             conn: Connection = self.pool.get(host)
-            return fn(conn, host, *args)
+            out = fn(conn, host, *args)
+            if isinstance(out, Result):
+                return dataclasses.replace(out, duration=time.monotonic() - start)
+            return out
         except ConnectError as exc:
             status = Status.UNREACHABLE if exc.unreachable else Status.FAILED
             return Result(host.name, step, status, str(exc))
@@ -81,10 +87,22 @@ class Run:
             return Result(host.name, step, Status.UNREACHABLE, f"connection lost: {exc or type(exc).__name__}")
 
     def _parallel(self, hosts: Sequence[Host], step: str, fn: Callable[..., T], *args: Any) -> list[T | Result]:
+        """Run on worker threads. On Ctrl-C, steps not started are dropped and the ones under way
+        are let finish (a step never stops half-way through a change), then it propagates."""
         if not hosts:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(hosts))) as pool:
-            return list(pool.map(lambda h: self._call(h, step, fn, *args), hosts))
+        pool = ThreadPoolExecutor(max_workers=min(self.parallel, len(hosts)))
+        futures = [pool.submit(self._call, h, step, fn, *args) for h in hosts]
+        try:
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            for future in futures:
+                future.cancel()
+            self.reporter.note("interrupt", "stopping: letting the steps under way finish (Ctrl-C again to abandon them)")
+            wait(futures)
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def each(self, hosts: Sequence[Host], step: str, fn: Callable[..., Result | list[Result]],
              *args: Any) -> list[Result]:
@@ -111,7 +129,7 @@ class Run:
                 result = Result(host.name, step, Status.SKIPPED,
                                 f"not touched: rollout stopped after {stopped_by} failed")
             else:
-                result = self._call(host, step, fn, *args)
+                result = self._parallel([host], step, fn, *args)[0]
                 if result.status in (Status.FAILED, Status.UNREACHABLE):
                     stopped_by = host.name
             results.append(self.reporter.emit(result))
@@ -142,6 +160,8 @@ def session(c: Context, env: str | None, title: str, *, limit: str | None = None
     finally:
         run.pool.close()
         if run.reporter.results:
-            print(run.reporter.recap(f"{title} ({environment.name}{', dry run' if dry_run else ''})"))
+            run.reporter.write(run.reporter.recap(f"{title} ({environment.name}{', dry run' if dry_run else ''})"))
+        if run.reporter.log:
+            run.reporter.log.close()
     if run.reporter.failed:
         raise Exit(code=1)

@@ -1,0 +1,89 @@
+"""The deploy lock: a ConfigMap in the cluster saying who deploys the environment, until when."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+from fabric import Connection
+
+from . import kube
+from .inventory import Host
+from .remote import RemoteError
+
+NAME = "binderhub-ops-deploy-lock"
+NAMESPACE = "kube-system"
+TTL = 3600  # seconds a lock holds before it is stale
+
+
+class LockError(Exception):
+    """Someone else holds the lock; the message says who and what to do."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    owner: str
+    env: str
+    started: float
+    expires: float
+    token: str
+
+    def describe(self, now: float) -> str:
+        age = (now - self.started) / 60
+        state = f"expired {(now - self.expires) / 60:.0f} min ago" if now > self.expires else \
+            f"expires in {(self.expires - now) / 60:.0f} min"
+        return f"{self.owner}, deploying {self.env} since {age:.0f} min ago ({state})"
+
+
+def _holder(conn: Connection, host: Host) -> Holder | None:
+    got = kube.run(conn, host, kube.kubectl(host, "get", "configmap", NAME, "-n", NAMESPACE, "-o", "json"), check=False)
+    if got.failed:
+        if "NotFound" in got.stderr:
+            return None
+        raise RemoteError(f"cannot read the deploy lock: {got.stderr.strip()}")
+    data = json.loads(got.stdout).get("data") or {}
+    return Holder(data.get("owner", "?"), data.get("env", "?"), float(data.get("started", 0)),
+                  float(data.get("expires", 0)), data.get("token", ""))
+
+
+def acquire(conn: Connection, host: Host, env: str, break_lock: bool) -> tuple[str, str]:
+    """Take the lock (creating the ConfigMap is atomic); return its token and what happened."""
+    now = time.time()
+    note = "took the deploy lock"
+    holder = _holder(conn, host)
+    if holder:
+        if not break_lock:
+            stale = "stale " if now > holder.expires else ""
+            raise LockError(f"{stale}deploy lock held by {holder.describe(now)}; "
+                            + ("pass --break-lock to take it over" if stale else
+                               "wait for that deploy to end, or pass --break-lock if you know it is dead"))
+        kube.run(conn, host, kube.kubectl(host, "delete", "configmap", NAME, "-n", NAMESPACE, "--ignore-not-found"))
+        note = f"broke the deploy lock of {holder.describe(now)}"
+    token = uuid.uuid4().hex
+    owner = f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
+    made = kube.run(conn, host, kube.kubectl(
+        host, "create", "configmap", NAME, "-n", NAMESPACE, f"--from-literal=owner={owner}",
+        f"--from-literal=env={env}", f"--from-literal=started={now:.0f}", f"--from-literal=expires={now + TTL:.0f}",
+        f"--from-literal=token={token}"), check=False)
+    if made.failed:
+        if "AlreadyExists" in made.stderr:
+            raise LockError("another deploy took the lock a moment ago; try again")
+        raise RemoteError(f"cannot take the deploy lock: {made.stderr.strip()}")
+    return token, note
+
+
+def release(conn: Connection, host: Host, token: str) -> None:
+    """Give the lock back, if it is still ours."""
+    holder = _holder(conn, host)
+    if holder and holder.token == token:
+        kube.run(conn, host, kube.kubectl(host, "delete", "configmap", NAME, "-n", NAMESPACE, "--ignore-not-found"))
+
+
+def peek(conn: Connection, host: Host) -> str:
+    """Who holds the lock, for a dry run."""
+    holder = _holder(conn, host)
+    return f"deploy lock held by {holder.describe(time.time())}" if holder else "deploy lock is free"
