@@ -14,7 +14,7 @@ from .remote import RemoteError
 from .results import Result, Status, succeeded
 from .session import HELP, Run, session
 
-LOGS = Path(__file__).resolve().parent.parent / "logs"
+LOGS = smoke.LOGS
 
 
 def cluster_stage(run: Run) -> bool:

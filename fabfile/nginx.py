@@ -155,14 +155,19 @@ def _probe(conn: Connection, host: Host, context: dict) -> list[str]:
 
 
 def reload_site(conn: Connection, host: Host, contexts: dict[str, dict], dry_run: bool) -> Result:
-    """Render the site; when it differs from the live one: test the whole candidate config
-    with `nginx -t`, back up and swap the file atomically, reload, probe through the proxy,
-    and restore the backup (and reload) when the probe fails."""
-    step, site, context = "nginx.reload", site_paths(host), contexts[host.name]
+    """Render the site and install it (see `install_site`)."""
+    return install_site(conn, host, render("nginx-site.conf.j2", **contexts[host.name]), contexts[host.name],
+                        dry_run, "nginx.reload")
+
+
+def install_site(conn: Connection, host: Host, text: str, context: dict, dry_run: bool, step: str) -> Result:
+    """When `text` differs from the live site: test the whole candidate config with
+    `nginx -t`, back up and swap the file atomically, reload, probe through the proxy, and
+    restore the backup (and reload) when the probe fails."""
+    site = site_paths(host)
     manager, has_nginx, live = _observe(conn, host, site)
     if not has_nginx:
         return Result(host.name, step, Status.FAILED, f"nginx is not installed on {host.name}: apt-get install nginx")
-    text = render("nginx-site.conf.j2", **context)
     if live == text:
         return Result(host.name, step, Status.OK, f"{site.available} is current")
     patch = remote.file_diff(live, text, site.available)
@@ -242,13 +247,14 @@ def check(conn: Connection, host: Host, control_plane: Host, facts: ClusterFacts
     return [Result(host.name, step, Status.FAILED, p) for p in problems]
 
 
-def _facts(run: Run) -> ClusterFacts | None:
+def cluster_facts_of(run: Run) -> ClusterFacts | None:
+    """The cluster's facts for the site, read on the control plane (None if it cannot be read)."""
     return run.gather(run.control_plane(), "nginx", cluster_facts).get(run.control_plane()[0].name)
 
 
 def reload_stage(run: Run) -> bool:
     """nginx.reload on every proxy host, with the cluster's facts (used by deploy)."""
-    facts = _facts(run)
+    facts = cluster_facts_of(run)
     proxies = run.hosts("proxy")
     contexts = {h.name: site_context(run, h, facts) for h in proxies}
     return succeeded(run.each(proxies, "nginx.reload", reload_site, contexts, run.dry_run))
@@ -268,7 +274,7 @@ def check_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_
     with session(c, env, "nginx.check", limit=limit, parallel=parallel,
                  inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
         control_plane = run.control_plane()[0]
-        facts = _facts(run)
+        facts = cluster_facts_of(run)
         released = run.gather(run.control_plane(), "nginx.check", kube.observe_release).get(control_plane.name)
         deployed = released.values if released and released.release else None
         run.each(run.hosts("proxy"), "nginx.check", check, control_plane, facts, deployed)

@@ -20,6 +20,7 @@ from .session import HELP, Run, session
 from .values import public_url
 
 DEFAULT_REPO = "gh/binder-examples/requirements/HEAD"
+LOGS = Path(__file__).resolve().parent.parent / "logs"
 PROGRESS_EVERY = 30  # seconds between progress lines during a long phase
 STEP = "smoke"
 
@@ -169,6 +170,19 @@ def junit_xml(report: Report) -> str:
     return ElementTree.tostring(suite, encoding="unicode")
 
 
+def _verdict_file(env: str) -> Path:
+    return LOGS / f"smoke-{env}.json"
+
+
+def last_verdict(env: str) -> str:
+    """The verdict of the environment's last smoke test, with its time."""
+    try:
+        data = json.loads(_verdict_file(env).read_text())
+    except (OSError, ValueError):
+        return "never run (invoke smoke)"
+    return f"{data['verdict']} at {data['at']}" + (f" ({data['message']})" if data.get("message") else "")
+
+
 def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: float, kernel_timeout: float,
               hub_token: str | None) -> Report:
     """The whole smoke test on `run`'s environment; results go to the run's reporter."""
@@ -207,6 +221,10 @@ def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: flo
         code = f" ({report.status_code})" if report.status_code else ""
         detail = f"failed in phase {report.failed_phase}{code}: {report.message}" + (f"; hint: {report.hint}" if report.hint else "")
         run.reporter.emit(Result(STEP, STEP, Status.FAILED, detail))
+    LOGS.mkdir(exist_ok=True)
+    _verdict_file(run.env.name).write_text(run.reporter.masked(json.dumps({
+        "verdict": report.verdict, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "message": report.message})))
     return report
 
 

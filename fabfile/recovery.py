@@ -1,0 +1,129 @@
+"""After a deploy: drift (`status`), the diagnostics bundle (`diagnose`), and `rollback`."""
+from __future__ import annotations
+
+import json
+
+from fabric import Connection
+from invoke import task
+
+from . import diagnostics, docker, helm, kube, metallb, nginx, remote, values
+from . import daemon_config as dj
+from .inventory import Host
+from .results import Result, Status, succeeded
+from .session import HELP, READ_HELP, Run, session
+from .smoke import last_verdict
+
+_NEWEST_BACKUP = 'ls -1t -- "$1".bhops-*.bak 2>/dev/null | head -n 1'
+
+
+def newest_backup(conn: Connection, host: Host, path: str) -> tuple[str, str] | None:
+    """The newest backup binderhub-ops made of `path` on the host: (its path, its text)."""
+    found = remote.run(conn, host, remote.script(_NEWEST_BACKUP, path)).stdout.strip()
+    return (found, remote.read(conn, host, found) or "") if found else None
+
+
+def release_drift(conn: Connection, host: Host, rendered: values.Values) -> Result:
+    """The release runs the pinned chart with the rendered values, and proxy-public the IP."""
+    state = kube.observe_release(conn, host)
+    if not helm.current(host, state, rendered):
+        what = "not installed" if not state.release else \
+            f"{state.release['chart']} {state.release['status']}, values {'match' if state.values == rendered.merged() else 'differ'}"
+        return Result(host.name, "status.release", Status.FAILED, f"drift: release {what}; run helm.upgrade",
+                      values.diff(state.values, rendered.merged()))
+    ip = host.vars["floating_ip"]
+    holders = [metallb.name_of(s) for s in metallb.load_balancers(conn, host) if ip and metallb.external_ip(s) == ip]
+    public = f"{host.vars['namespace']}/proxy-public"
+    if ip and holders != [public]:
+        return Result(host.name, "status.release", Status.FAILED,
+                      f"drift: floating IP {ip} held by {', '.join(holders) or 'nobody'}; run cluster.floating-ip")
+    return Result(host.name, "status.release", Status.OK, f"revision {state.release['revision']} current"
+                  + (f"; {public} holds {ip}" if ip else ""))
+
+
+def site_drift(conn: Connection, host: Host, contexts: dict[str, dict]) -> Result:
+    """The live nginx site is the one the inventory renders."""
+    site = nginx.site_paths(host)
+    live = remote.read(conn, host, site.available)
+    text = nginx.render("nginx-site.conf.j2", **contexts[host.name])
+    if live == text:
+        return Result(host.name, "status.site", Status.OK, f"{site.available} current")
+    return Result(host.name, "status.site", Status.FAILED, f"drift: {site.available} differs; run nginx.reload",
+                  remote.file_diff(live, text, site.available))
+
+
+def status_run(run: Run) -> None:
+    """Every stage's drift, read-only."""
+    run.each(run.hosts("node"), docker.STATUS_STEP, docker.status)
+    control_plane = run.control_plane()
+    run.each(control_plane, "status.release", release_drift, values.render(control_plane[0], run.env.name, run.secrets()))
+    facts = nginx.cluster_facts_of(run)
+    contexts = {h.name: nginx.site_context(run, h, facts) for h in run.hosts("proxy")}
+    run.each(run.hosts("proxy"), "status.site", site_drift, contexts)
+    verdict = last_verdict(run.env.name)
+    run.reporter.emit(Result("smoke", "status.smoke", Status.OK if verdict.startswith("passed") else Status.FAILED,
+                             f"last smoke: {verdict}"))
+
+
+def restore_site(conn: Connection, host: Host, contexts: dict[str, dict], dry_run: bool) -> Result:
+    found = newest_backup(conn, host, nginx.site_paths(host).available)
+    if not found:
+        return Result(host.name, "rollback.site", Status.SKIPPED, "no backup of the site to restore")
+    return nginx.install_site(conn, host, found[1], contexts[host.name], dry_run, "rollback.site")
+
+
+def plan_daemon_json(conn: Connection, host: Host) -> docker.Plan | Result:
+    state = docker.observe(conn, host)
+    found = newest_backup(conn, host, dj.PATH)
+    if not found:
+        return Result(host.name, "rollback.docker", Status.SKIPPED, "no backup of daemon.json to restore")
+    dj.parse(found[1])  # refuse to put back a file that is not JSON
+    if found[1] == state.text:
+        return Result(host.name, "rollback.docker", Status.OK, f"daemon.json already equals {found[0]}")
+    return docker.Plan(state.text, found[1], True, state.manager, "restart")
+
+
+def rollback_run(run: Run) -> None:
+    """The release back one revision, then the newest backups of the nginx site and daemon.json."""
+    if not succeeded(run.each(run.control_plane(), "helm.rollback", helm.rollback, None, run.dry_run)):
+        return
+    facts = nginx.cluster_facts_of(run)
+    contexts = {h.name: nginx.site_context(run, h, facts) for h in run.hosts("proxy")}
+    if not succeeded(run.each(run.hosts("proxy"), "rollback.site", restore_site, contexts, run.dry_run)):
+        return
+    plans = run.gather(run.hosts("node"), "rollback.docker", plan_daemon_json)
+    todo = {name: p for name, p in plans.items() if isinstance(p, docker.Plan)}
+    for name, outcome in plans.items():
+        if isinstance(outcome, Result):
+            run.reporter.emit(outcome)
+        elif run.dry_run:
+            run.reporter.emit(Result(name, "rollback.docker", Status.CHANGED, "restore daemon.json, restart docker",
+                                     outcome.diff))
+    if not run.dry_run:
+        run.serially([h for h in run.hosts("node") if h.name in todo], "rollback.docker", docker.apply, todo)
+
+
+@task(name="status", help=READ_HELP)
+def status_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+    """Report drift across every stage (read-only); exit 1 when anything drifted."""
+    with session(c, env, "status", limit=limit, parallel=parallel, inventory_path=inventory,
+                 accept_new_host_keys=accept_new_host_keys) as run:
+        status_run(run)
+
+
+@task(name="diagnose", help=READ_HELP)
+def diagnose_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+    """Gather the diagnostics bundle (health, pods, events, logs, helm, nginx), secrets masked."""
+    with session(c, env, "diagnose", limit=limit, parallel=parallel, inventory_path=inventory,
+                 accept_new_host_keys=accept_new_host_keys) as run:
+        host = run.control_plane()[0]
+        run.secrets()
+        path = diagnostics.collect(run, f"{values.public_url(host)}{host.vars['binder_base_url']}")
+        run.reporter.emit(Result("local", "diagnose", Status.OK, f"bundle written: {path}"))
+
+
+@task(name="rollback", help=HELP)
+def rollback_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+    """Roll back the release, the nginx site and daemon.json to before the last deploy."""
+    with session(c, env, "rollback", limit=limit, dry_run=dry_run, parallel=parallel, inventory_path=inventory,
+                 accept_new_host_keys=accept_new_host_keys) as run:
+        rollback_run(run)
