@@ -168,6 +168,7 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "floating_ip": (None, _optional(_ipv4)),
     "metallb_addresses": ([], _list_of(_address_range)),
     "metallb_pool_name": ("default", _text),
+    "floating_ip_request": ("annotation", _choice("annotation", "loadBalancerIP")),
     "metallb_manifest": ("https://raw.githubusercontent.com/metallb/metallb/v0.14.8/config/manifests/"
                          "metallb-native.yaml", _text),
     "binder_node_address": (None, _optional(_ipv4)),

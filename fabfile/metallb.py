@@ -123,6 +123,13 @@ def pool(conn: Connection, host: Host, dry_run: bool) -> Result:
         return Result(host.name, step, Status.CHANGED, f"set pool {name} to {addresses} once MetalLB is installed")
     if not state.version:
         return Result(host.name, step, Status.FAILED, "MetalLB is not installed; run metallb.install first")
+    request = "annotation" if state.uses_crds else "loadBalancerIP"
+    if host.vars["floating_ip_request"] != request:
+        return Result(host.name, step, Status.FAILED,
+                      f"{state.describe()} reads the floating IP from {request} (set vars.floating_ip_request: "
+                      f"{request}, then helm.upgrade): "
+                      + ("0.13+ refuses a service that also has spec.loadBalancerIP" if state.uses_crds
+                         else "before 0.13 MetalLB ignores the annotation"))
     fmt = "IPAddressPool + L2Advertisement" if state.uses_crds else "ConfigMap metallb-system/config"
     current = state.pools.get(name)
     if current == addresses and (state.advertised or not state.uses_crds):

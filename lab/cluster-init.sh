@@ -21,7 +21,7 @@ nodes=""
 for node in "$@"; do nodes="$nodes --node $node"; done
 # shellcheck disable=SC2086 # one word per --node option
 PYTHONPATH=$repo setsid "$python" -m labcluster serve --address "$address" --port 6443 \
-	--kubeconfig "$state/kubeconfig" --state "$state/objects.json" $nodes \
+	--kubeconfig "$state/kubeconfig" --state "$state/objects.json" --announce-dev eth0 $nodes \
 	</dev/null >>/var/log/labcluster.log 2>&1 &
 
 PYTHONPATH=$repo "$python" -m labcluster chart-repo --out "$state/charts" \

@@ -4,10 +4,12 @@ It is an emulator, not a cluster: no container runs, there is no RBAC, TLS or au
 What the lab relies on behaves as the real components document it: the API (`api`, `cluster`,
 `store`), Service IP and NodePort allocation (`services`), Deployments, DaemonSets and their Pods
 becoming ready (`workloads`), cordoning and draining nodes (`nodes`), namespaces, garbage
-collection and CRDs (`controllers`). `chartrepo` builds a Helm chart repository for the stand-in
-chart in lab/charts. Run it with `python -m labcluster serve`.
+collection and CRDs (`controllers`), MetalLB 0.9 and 0.13+ assigning LoadBalancer IPs and
+announcing them from the host (`metallb`, `announce`). `chartrepo` builds a Helm chart repository
+for the stand-in chart in lab/charts. Run it with `python -m labcluster serve`.
 """
 from labcluster.api import LabCluster
+from labcluster.metallb import MetalLBController
 from labcluster.services import LoadBalancerController
 
-__all__ = ["LabCluster", "LoadBalancerController"]
+__all__ = ["LabCluster", "LoadBalancerController", "MetalLBController"]

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="a node of the cluster (repeatable; default one node, lab-node-1)")
     serve.add_argument("--ready-delay", type=float, default=0.5,
                        help="seconds until Deployments and DaemonSets are ready after a change (default 0.5)")
+    serve.add_argument("--announce-dev", metavar="DEV",
+                       help="announce MetalLB's assigned IPs on this host: add each to DEV as IP/32 while it is "
+                            "assigned (`ip addr add`/`del`); default: announce nowhere")
     serve.add_argument("--verbose", action="store_true", help="log every request to stderr")
 
     repo = commands.add_parser("chart-repo", help="package the stand-in chart into a Helm chart repository")
@@ -41,13 +44,18 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "serve":
+        from labcluster.announce import AddressAnnouncer
         from labcluster.api import LabCluster
+        from labcluster.metallb import MetalLBController
         from labcluster.server import serve as run
 
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                             format="%(asctime)s %(name)s %(message)s")
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # labcluster logs requests itself
-        emulator = LabCluster(nodes=dict(args.nodes or [("lab-node-1", None)]), ready_delay=args.ready_delay)
+        logging.getLogger("labcluster.metallb").setLevel(logging.INFO)  # as MetalLB's pods log, always
+        metallb = MetalLBController(AddressAnnouncer(args.announce_dev) if args.announce_dev else None)
+        emulator = LabCluster(nodes=dict(args.nodes or [("lab-node-1", None)]), ready_delay=args.ready_delay,
+                              load_balancer=metallb)
         asyncio.run(run(emulator, args.address, args.port, args.kubeconfig, args.state))
         return 0
     for archive in chartrepo.build(args.out, args.url, args.chart, args.versions or (), args.helm):

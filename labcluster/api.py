@@ -27,6 +27,7 @@ import yaml
 from labcluster import discovery, errors, nodes, patching, protobuf, tables
 from labcluster.cluster import Cluster
 from labcluster.controllers import CustomResourceController, GarbageCollector, NamespaceController, bootstrap
+from labcluster.metallb import MetalLBController
 from labcluster.selectors import field_selector, label_selector
 from labcluster.services import LoadBalancerController, ServiceAllocator
 from labcluster.store import ResourceType, Store
@@ -102,7 +103,7 @@ class LabCluster(kmock.KubernetesEmulator):
 
     nodes: dict[str, str | None] = attrs.field(factory=lambda: {"lab-node-1": None})
     ready_delay: float = 0.5
-    load_balancer: LoadBalancerController = attrs.field(factory=LoadBalancerController)
+    load_balancer: LoadBalancerController = attrs.field(factory=MetalLBController)
     server_address: str = "127.0.0.1:6443"
     cluster: Cluster = attrs.field(init=False)
 
@@ -114,8 +115,10 @@ class LabCluster(kmock.KubernetesEmulator):
         self.cluster = Cluster(discovery.Registry(), Store(self.objects), controllers)
 
     def bootstrap(self) -> None:
-        """Create what a fresh cluster has (idempotent: a restored state keeps its objects)."""
+        """Create what a fresh cluster has (idempotent: a restored state keeps its objects), then let
+        the load balancer catch up with the objects there are."""
         bootstrap(self.cluster, self.nodes)
+        self.load_balancer.start(self.cluster)
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         started = time.monotonic()
@@ -236,7 +239,7 @@ class LabCluster(kmock.KubernetesEmulator):
         if method == "GET":
             obj = cluster.get(resource, namespace, name)
             if "as=Table" in request.headers.get("Accept", ""):
-                return _json(tables.table(resource.group, resource.plural, [obj], obj["metadata"]["resourceVersion"],
+                return _json(tables.table(resource, [obj], obj["metadata"]["resourceVersion"],
                                           params.get("includeObject", "Metadata")))
             return _json(obj)
         if method == "POST" and name is None:
@@ -267,7 +270,7 @@ class LabCluster(kmock.KubernetesEmulator):
         items = self._matching(request, resource, namespace)
         version = str(self.cluster.store.resource_version)
         if "as=Table" in request.headers.get("Accept", ""):
-            return _json(tables.table(resource.group, resource.plural, items, version,
+            return _json(tables.table(resource, items, version,
                                       request.params.get("includeObject", "Metadata")))
         return _json({"kind": f"{resource.kind}List", "apiVersion": resource.api_version,
                       "metadata": {"resourceVersion": version}, "items": items})

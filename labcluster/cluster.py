@@ -143,12 +143,21 @@ class Cluster:
 
     def record_event(self, involved: dict[str, Any], reason: str, message: str, component: str,
                      event_type: str = "Normal") -> None:
-        """An Event about `involved`, as a controller's event recorder writes it."""
+        """An Event about `involved`, as a controller's event recorder writes it: a repeat of an
+        earlier one (same object, type, reason, message and source) counts up on that Event."""
         meta = involved["metadata"]
-        stamp = now()
+        namespace, stamp = meta.get("namespace", "default"), now()
+        events = self.core("events")
+        key = (meta.get("uid"), reason, message, event_type, component)
+        for event in self.store.list(events, namespace):
+            if key == ((event.get("involvedObject") or {}).get("uid"), event.get("reason"), event.get("message"),
+                       event.get("type"), (event.get("source") or {}).get("component")):
+                event.update(count=event.get("count", 1) + 1, lastTimestamp=stamp)
+                self.store.write(events, event)
+                return
         event = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta.get("namespace", "default"),
+            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace,
                          "uid": str(uuid.uuid4()), "creationTimestamp": stamp},
             "involvedObject": {"apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
                                "name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid")},
@@ -156,7 +165,7 @@ class Cluster:
             "source": {"component": component}, "reportingComponent": component,
             "firstTimestamp": stamp, "lastTimestamp": stamp,
         }
-        self.store.write(self.core("events"), event)
+        self.store.write(events, event)
 
     def later(self, delay: float, action: Callable[[], None]) -> None:
         """Run `action` after `delay` seconds on the event loop (as a controller's work queue would)."""

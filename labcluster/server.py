@@ -57,6 +57,7 @@ async def serve(emulator: LabCluster, address: str, port: int, kubeconfig_path: 
             await stop.wait()
         finally:
             await runner.cleanup()
+            emulator.load_balancer.close()
             if state_path:
                 state.save(emulator.cluster, state_path)
     print("labcluster: stopped", flush=True)

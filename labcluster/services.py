@@ -9,11 +9,11 @@ where a load-balancer implementation assigns external IPs.
   refused with `422 Invalid` and the apiserver's messages ("provided port is not in the valid
   range...", "provided port is already allocated"). An update that leaves out a nodePort keeps the
   one already allocated for that port; changing the type to ClusterIP releases them.
-- LoadBalancer ingress IPs are not the apiserver's business: `LoadBalancerController` is the
-  cloud-provider/MetalLB side. The base class behaves like a bare-metal cluster with no such
-  implementation: EXTERNAL-IP stays `<pending>` (so `helm --wait` waits on LoadBalancer services,
-  as it does on a real cluster). Subclass it and override `assign` (and `triggers`) to hand out
-  IPs, e.g. from MetalLB's ConfigMap `metallb-system/config` or its `IPAddressPool` objects.
+- LoadBalancer ingress IPs are not the apiserver's business: `LoadBalancerController` is where
+  the cloud-provider or MetalLB side plugs in. The base class behaves like a bare-metal cluster
+  with no such implementation: EXTERNAL-IP stays `<pending>` (so `helm --wait` waits on
+  LoadBalancer services, as it does on a real cluster). The emulator's default is MetalLB
+  (`labcluster.metallb`), which does nothing either until MetalLB is installed.
 """
 from __future__ import annotations
 
@@ -131,37 +131,15 @@ class ServiceAllocator(Controller):
 
 
 class LoadBalancerController(Controller):
-    """Assigns `status.loadBalancer.ingress` to LoadBalancer services; see the module docstring.
+    """Where a load-balancer implementation plugs in; this base class implements none.
 
-    `reconcile` runs after every API write to a resource in `triggers`: it clears the ingress of
-    services that are no longer LoadBalancers (as MetalLB and cloud controllers release it) and
-    asks `assign` for an ingress for each LoadBalancer service that has none.
+    Like any `Controller` it sees every API write (`stored`, `deleted`) and writes what it assigns
+    with `Cluster.write_status`. Besides, `start` runs once the stored objects are loaded, and
+    `close` at shutdown, to undo what it did outside the emulator.
     """
 
-    triggers: frozenset[tuple[str, str]] = frozenset({("", "services")})
+    def start(self, cluster: Cluster) -> None:
+        """Catch up with the objects there are at start (a real controller's first list)."""
 
-    def assign(self, cluster: Cluster, service: dict[str, Any]) -> list[dict[str, Any]] | None:
-        """The ingress entries (e.g. `[{"ip": "1.2.3.4"}]`) for a service, or None to leave it pending."""
-        return None
-
-    def stored(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
-        if (resource.group, resource.plural) in self.triggers:
-            self.reconcile(cluster)
-
-    def deleted(self, cluster: Cluster, resource: ResourceType, obj: dict) -> None:
-        if (resource.group, resource.plural) in self.triggers:
-            self.reconcile(cluster)
-
-    def reconcile(self, cluster: Cluster) -> None:
-        services = cluster.core("services")
-        for svc in cluster.store.list(services):
-            status = svc.setdefault("status", {}).setdefault("loadBalancer", {})
-            if svc["spec"].get("type") != "LoadBalancer":
-                if status.get("ingress"):
-                    status.pop("ingress")
-                    cluster.write_status(services, svc)
-            elif not status.get("ingress"):
-                ingress = self.assign(cluster, svc)
-                if ingress:
-                    status["ingress"] = ingress
-                    cluster.write_status(services, svc)
+    def close(self) -> None:
+        """Undo what was done outside the emulator (called once, at shutdown)."""

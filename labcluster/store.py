@@ -24,6 +24,15 @@ def now() -> str:
 
 
 @dataclass(frozen=True)
+class PrinterColumn:
+    """A CRD's `additionalPrinterColumns` entry: a column of `kubectl get` (priority > 0: `-o wide` only)."""
+    name: str
+    type: str  # string, integer, number, boolean or date
+    json_path: str  # a simple path, e.g. `.spec.addresses`
+    priority: int = 0
+
+
+@dataclass(frozen=True)
 class ResourceType:
     """One served resource: `apps/v1 deployments` with its kind, scope and verbs."""
     group: str
@@ -36,6 +45,7 @@ class ResourceType:
     short_names: frozenset[str] = frozenset()
     categories: frozenset[str] = frozenset()
     subresources: frozenset[str] = frozenset()
+    columns: tuple[PrinterColumn, ...] = ()  # a custom resource's printer columns
 
     @property
     def api_version(self) -> str:

@@ -2,12 +2,17 @@
 
 kubectl prints whatever columns the server sends (`Accept: ...;as=Table`), so the columns and
 cell formats here are the apiserver's own (pkg/printers/internalversion), for the kinds the lab
-shows; other kinds get NAME and AGE, as the apiserver prints custom resources.
+shows. Custom resources get NAME and their CRD's `additionalPrinterColumns`, or NAME and AGE when it
+has none, as the apiextensions server prints them (only simple `.a.b` JSON paths); other kinds
+NAME and AGE.
 """
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any, Callable
+
+from labcluster.store import PrinterColumn, ResourceType
 
 Row = list[Any]
 _Column = tuple[str, str, int]  # name, type, priority (1 = only with -o wide)
@@ -134,6 +139,20 @@ def _node_row(node: dict[str, Any]) -> Row:
             info.get("kubeletVersion", "")]
 
 
+def _custom_cell(column: PrinterColumn, obj: dict[str, Any]) -> Any:
+    """A printer column's cell: lists and maps as compact JSON, dates as ages, missing as None."""
+    value: Any = obj
+    for key in column.json_path.strip(".").split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    if value is None:
+        return None
+    if column.type == "date":
+        return age(value)
+    if column.type == "string":
+        return json.dumps(value, separators=(",", ":")) if isinstance(value, (list, dict)) else str(value)
+    return value
+
+
 _NAME: _Column = ("Name", "string", 0)
 _AGE: _Column = ("Age", "string", 0)
 _PRINTERS: dict[tuple[str, str], tuple[list[_Column], Callable[[dict[str, Any]], Row]]] = {
@@ -165,13 +184,24 @@ _PRINTERS: dict[tuple[str, str], tuple[list[_Column], Callable[[dict[str, Any]],
                                  age(_meta(s).get("creationTimestamp"))]),
     ("", "nodes"): ([_NAME, ("Status", "string", 0), ("Roles", "string", 0), _AGE, ("Version", "string", 0)],
                     _node_row),
+    ("apiextensions.k8s.io", "customresourcedefinitions"): ([_NAME, ("Created At", "date", 0)],
+                                                           lambda crd: [_meta(crd).get("creationTimestamp")]),
 }
 
 
-def table(group: str, plural: str, objects: list[dict[str, Any]], resource_version: str,
+def _printer(resource: ResourceType) -> tuple[list[_Column], Callable[[dict[str, Any]], Row]]:
+    if (resource.group, resource.plural) in _PRINTERS:
+        return _PRINTERS[resource.group, resource.plural]
+    if resource.columns:
+        return ([_NAME] + [(c.name, c.type, c.priority) for c in resource.columns],
+                lambda obj: [_custom_cell(c, obj) for c in resource.columns])
+    return [_NAME, _AGE], lambda obj: [age(_meta(obj).get("creationTimestamp"))]
+
+
+def table(resource: ResourceType, objects: list[dict[str, Any]], resource_version: str,
           include_object: str = "Metadata") -> dict[str, Any]:
     """A Table of `objects`; `include_object` is the request's `includeObject` (None/Metadata/Object)."""
-    columns, cells = _PRINTERS.get((group, plural), ([_NAME, _AGE], lambda o: [age(_meta(o).get("creationTimestamp"))]))
+    columns, cells = _printer(resource)
     has_name = columns[0] is _NAME
     rows = []
     for obj in objects:

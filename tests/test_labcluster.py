@@ -55,10 +55,10 @@ class Lab:
         return json.loads(self.kubectl(*kubectl_args, "-o", "json").stdout)
 
 
-def _start(argv: list[str], ready: Path, log: Path) -> subprocess.Popen:
+def _start(argv: list[str], ready: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a server process; wait until it creates `ready`."""
     with log.open("w") as out:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 15
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -79,11 +79,12 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def _emulator(workdir: Path, *args: str):
+def _emulator(workdir: Path, *args: str, env: dict[str, str] | None = None):
     """The emulator on 127.0.0.1 (a free port it picks), stopped by its PID at the end."""
     kubeconfig = workdir / "kubeconfig"
     proc = _start([sys.executable, "-m", "labcluster", "serve", "--address", "127.0.0.1", "--port", "0",
-                   "--kubeconfig", str(kubeconfig), "--ready-delay", "0.2", *args], kubeconfig, workdir / "server.log")
+                   "--kubeconfig", str(kubeconfig), "--ready-delay", "0.2", *args], kubeconfig, workdir / "server.log",
+                  env)
     try:
         yield Lab(workdir, kubeconfig)
     finally:
@@ -146,7 +147,7 @@ def test_patching_a_service_merge_and_json(lab):
     lab.kubectl("apply", "-f", "-", stdin=_nodeport_service("web").replace('"ports"}', '"patches"}'))
     lab.kubectl("patch", "svc", "web", "-n", "patches", "--type", "merge", "-p", '{"spec":{"type":"LoadBalancer"}}')
     table = lab.kubectl("get", "svc", "web", "-n", "patches").stdout
-    assert "LoadBalancer" in table and "<pending>" in table  # no load-balancer implementation yet
+    assert "LoadBalancer" in table and "<pending>" in table  # MetalLB is not installed
     lab.kubectl("patch", "svc", "web", "-n", "patches", "--type", "json",
                 "-p", '[{"op":"replace","path":"/spec/type","value":"ClusterIP"}]')
     spec = lab.json("get", "svc", "web", "-n", "patches")["spec"]
@@ -445,3 +446,261 @@ def test_the_eviction_subresource_answers_as_the_apiserver_does(nodes):
     assert json.loads(evict("evictee", "evictee").stdout) == {
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
     assert 'Error from server (NotFound): pods "evictee" not found' in evict("evictee", "evictee").stderr
+
+
+# Custom resources, on the emulator with its default node.
+WIDGETS = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.lab.example}
+spec:
+  group: lab.example
+  scope: Cluster
+  names: {kind: Widget, plural: widgets, singular: widget, shortNames: [wg]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer, default: 3}
+              colours: {type: array, items: {type: string}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Colours, type: string, jsonPath: .spec.colours}
+"""
+
+
+def test_a_cluster_scoped_crd_is_served_until_deleted(lab):
+    assert lab.kubectl("apply", "-f", "-", stdin=WIDGETS).stdout.strip() == (
+        "customresourcedefinition.apiextensions.k8s.io/widgets.lab.example created")
+    resources = lab.kubectl("api-resources", "--api-group", "lab.example").stdout.splitlines()
+    assert resources[1].split() == ["widgets", "wg", "lab.example/v1", "false", "Widget"]
+    lab.kubectl("apply", "-f", "-", stdin="apiVersion: lab.example/v1\nkind: Widget\nmetadata: {name: w1}\n"
+                                          "spec: {colours: [red, blue]}\n")
+    rows = [line.split(None, 3) for line in lab.kubectl("get", "wg").stdout.splitlines()]
+    assert rows == [["NAME", "SIZE", "COLOURS"], ["w1", "3", '["red","blue"]']]  # the schema's default size
+    lab.kubectl("delete", "crd", "widgets.lab.example")
+    gone = lab.kubectl("get", "widgets", check=False)
+    assert gone.returncode == 1 and "the server could not find the requested resource" in gone.stderr
+
+
+# MetalLB, from the stand-in manifests in lab/metallb, each version configured in the format it reads.
+METALLB = REPO / "lab" / "metallb"
+MANIFESTS = {"0.9.3": METALLB / "metallb-v0.9.3.yaml", "0.14.8": METALLB / "metallb-native-v0.14.8.yaml"}
+CONFIGMAP = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config, namespace: metallb-system}
+data:
+  config: |
+    address-pools:
+    - {name: default, protocol: layer2, addresses: [%s]}
+    - {name: quiet, protocol: bgp, auto-assign: false, addresses: [10.77.0.245/32]}
+"""
+RESOURCES = """
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: default, namespace: metallb-system}
+spec: {addresses: [%s]}
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: quiet, namespace: metallb-system}
+spec: {addresses: [10.77.0.245/32], autoAssign: false}
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: default, namespace: metallb-system}
+spec: {ipAddressPools: [default]}
+"""
+POOL = "10.77.0.240-10.77.0.242"
+IGNORED = "10.77.0.250"  # in the pool of the format the version does not read
+LOAD_BALANCER_IPS = "metallb.universe.tf/loadBalancerIPs"
+
+
+def _configure(lab: Lab, version: str, addresses: str) -> None:
+    lab.kubectl("apply", "-f", "-", stdin=(CONFIGMAP if version == "0.9.3" else RESOURCES) % addresses)
+
+
+@pytest.fixture(scope="module", params=list(MANIFESTS))
+def metallb(request, tmp_path_factory):
+    """(lab, version): one node, MetalLB installed from its stand-in manifest and configured in its
+    version's format with POOL, and the other format holding IGNORED."""
+    version = request.param
+    with _emulator(tmp_path_factory.mktemp(f"metallb-{version}"), "--node", "lab-node1=10.77.0.11") as lab:
+        lab.kubectl("apply", "-f", str(MANIFESTS[version]))
+        _configure(lab, version, POOL)
+        if version == "0.9.3":
+            crds = [d for d in yaml.safe_load_all(MANIFESTS["0.14.8"].read_text())
+                    if d["kind"] == "CustomResourceDefinition"]
+            lab.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(crds))
+            lab.kubectl("apply", "-f", "-", stdin=RESOURCES % IGNORED)
+        else:
+            lab.kubectl("apply", "-f", "-", stdin=CONFIGMAP % IGNORED)
+        yield lab, version
+
+
+def _service(name: str, annotated: str | None = None, spec_ip: str | None = None) -> dict:
+    """A LoadBalancer Service, asking for an IP by annotation and/or spec.loadBalancerIP."""
+    meta: dict = {"name": name, **({"annotations": {LOAD_BALANCER_IPS: annotated}} if annotated else {})}
+    spec = {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}],
+            **({"loadBalancerIP": spec_ip} if spec_ip else {})}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
+
+
+@contextlib.contextmanager
+def _services(lab: Lab, namespace: str, *services: dict):
+    """A namespace holding `services` (created in this order) for one test; deleted at the end,
+    which frees their IPs."""
+    objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
+    objects += [{**svc, "metadata": {**svc["metadata"], "namespace": namespace}} for svc in services]
+    lab.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    try:
+        yield namespace
+    finally:
+        lab.kubectl("delete", "namespace", namespace)
+
+
+def _asking_for(version: str, ip: str) -> dict[str, str]:
+    """How each version's users ask for an IP: 0.13+ documents the annotation, 0.9 the field."""
+    return {"spec_ip": ip} if version == "0.9.3" else {"annotated": ip}
+
+
+def _external_ips(lab: Lab, namespace: str) -> dict[str, str]:
+    """Service name -> EXTERNAL-IP, as `kubectl get svc` shows them."""
+    rows = lab.kubectl("get", "svc", "-n", namespace).stdout.splitlines()[1:]
+    return {row.split()[0]: row.split()[3] for row in rows}
+
+
+def _events(lab: Lab, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    items = lab.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
+    return [(e["type"], e["reason"], e["message"]) for e in items]
+
+
+def _quoted(version: str, ip: str) -> str:
+    return f'"{ip}"' if version == "0.9.3" else f'["{ip}"]'  # Go's %q of one IP (0.9), of a list (0.13+)
+
+
+def test_stand_in_manifest_rolls_out_its_version_and_applies_again_unchanged(metallb):
+    lab, version = metallb
+    for workload in ("deployment/controller", "daemonset/speaker"):
+        lab.kubectl("rollout", "status", workload, "-n", "metallb-system", "--timeout", "30s")
+    registry = "metallb" if version == "0.9.3" else "quay.io/metallb"
+    images = {o["metadata"]["name"]: o["spec"]["template"]["spec"]["containers"][0]["image"]
+              for o in lab.json("get", "deployments,daemonsets", "-n", "metallb-system")["items"]}
+    assert images == {"controller": f"{registry}/controller:v{version}", "speaker": f"{registry}/speaker:v{version}"}
+    again = lab.kubectl("apply", "-f", str(MANIFESTS[version])).stdout.splitlines()
+    assert len(again) > 10 and all(line.endswith(" unchanged") for line in again)
+
+
+def test_a_service_gets_the_pools_first_address_announced_from_the_node(metallb):
+    lab, version = metallb
+    with _services(lab, "first", _service("web")) as ns:
+        assert _external_ips(lab, ns) == {"web": "10.77.0.240"}
+        protocol = "" if version == "0.9.3" else ' with protocol "layer2"'
+        assert _events(lab, ns, "web") == [
+            ("Normal", "IPAllocated", f"Assigned IP {_quoted(version, '10.77.0.240')}"),
+            ("Normal", "nodeAssigned", f'announcing from node "lab-node1"{protocol}')]
+
+
+def test_a_requested_free_ip_is_given_and_an_unannounced_pools_ip_is_not_announced(metallb):
+    lab, version = metallb
+    with _services(lab, "asks", _service("db", **_asking_for(version, "10.77.0.242")),
+                   _service("quiet", **_asking_for(version, "10.77.0.245"))) as ns:  # a bgp pool / no L2Advertisement
+        assert _external_ips(lab, ns) == {"db": "10.77.0.242", "quiet": "10.77.0.245"}
+        assert [reason for _, reason, _ in _events(lab, ns, "quiet")] == ["IPAllocated"]
+
+
+def test_an_ip_in_the_other_formats_pool_is_not_allowed(metallb):
+    lab, version = metallb
+    with _services(lab, "other", _service("web", **_asking_for(version, IGNORED))) as ns:
+        assert _external_ips(lab, ns) == {"web": "<pending>"}
+        assert _events(lab, ns, "web") == [("Warning", "AllocationFailed", 'Failed to allocate IP for "other/web": '
+                                            f"{_quoted(version, IGNORED)} is not allowed in config")]
+
+
+def test_runbook_step_9_a_held_ip_stays_pending_until_its_holder_lets_go(metallb):
+    lab, version = metallb
+    with _services(lab, "binder", _service("binder"),
+                   _service("proxy-public", **_asking_for(version, "10.77.0.240"))) as ns:
+        assert _external_ips(lab, ns) == {"binder": "10.77.0.240", "proxy-public": "<pending>"}
+        message = ('Failed to allocate IP for "binder/proxy-public": can\'t change sharing key for '
+                   '"binder/proxy-public", address also in use by binder/binder')
+        assert re.search(rf"Warning +AllocationFailed +service/proxy-public +{re.escape(message)}",
+                         lab.kubectl("get", "events", "-n", ns).stdout)
+        assert re.search(rf"Warning +AllocationFailed +\S+ +metallb-controller +{re.escape(message)}",
+                         lab.kubectl("describe", "svc", "proxy-public", "-n", ns).stdout)
+
+        lab.kubectl("patch", "svc", "binder", "-n", ns, "-p", '{"spec":{"type":"NodePort"}}')
+        if version == "0.9.3":  # 0.9 retries a pending service only when it changes: the runbook's recheck
+            assert _external_ips(lab, ns)["proxy-public"] == "<pending>"
+            lab.kubectl("patch", "svc", "proxy-public", "-n", ns, "-p", '{"spec":{"type":"NodePort"}}')
+            lab.kubectl("patch", "svc", "proxy-public", "-n", ns, "-p", '{"spec":{"type":"LoadBalancer"}}')
+        assert _external_ips(lab, ns) == {"binder": "<none>", "proxy-public": "10.77.0.240"}
+
+
+def test_both_the_annotation_and_load_balancer_ip(metallb):
+    """0.9 knows only the field; 0.13+ refuses a service that has both."""
+    lab, version = metallb
+    with _services(lab, "both", _service("proxy-public", annotated="10.77.0.241", spec_ip="10.77.0.241")) as ns:
+        if version == "0.9.3":
+            assert _external_ips(lab, ns) == {"proxy-public": "10.77.0.241"}
+        else:
+            assert _external_ips(lab, ns) == {"proxy-public": "<pending>"}
+            assert _events(lab, ns, "proxy-public") == [("Warning", "AllocationFailed", (
+                'Failed to allocate IP for "both/proxy-public": service can not have both '
+                "metallb.universe.tf/loadBalancerIPs and svc.Spec.LoadBalancerIP"))]
+
+
+def test_a_pool_change_leaving_out_an_assigned_ip(metallb):
+    """0.9 refuses the new configuration (logged, as in the controller pod's log); 0.13+ moves the service."""
+    lab, version = metallb
+    with _services(lab, "moves", _service("web")) as ns:
+        try:
+            _configure(lab, version, "10.77.0.241-10.77.0.242")
+            if version == "0.9.3":
+                assert _external_ips(lab, ns) == {"web": "10.77.0.240"}
+                assert ('new config not compatible with assigned IPs: service "moves/web" cannot own "10.77.0.240" '
+                        "under new config") in (lab.kubeconfig.parent / "server.log").read_text()
+            else:
+                assert _external_ips(lab, ns) == {"web": "10.77.0.241"}
+                assert [(reason, message) for _, reason, message in _events(lab, ns, "web")][2:4] == [
+                    ("ClearAssignment", 'current IP for "moves/web" not allowed by config, will attempt for new IP '
+                                        'assignment: ["10.77.0.240"] is not allowed in config'),
+                    ("IPAllocated", 'Assigned IP ["10.77.0.241"]')]
+        finally:
+            _configure(lab, version, POOL)
+
+
+def test_without_metallb_installed_load_balancers_stay_pending(lab):
+    lab.kubectl("create", "namespace", "metallb-system")
+    _configure(lab, "0.9.3", POOL)
+    with _services(lab, "nolb", _service("web")) as ns:
+        assert _external_ips(lab, ns) == {"web": "<pending>"} and _events(lab, ns, "web") == []
+
+
+def test_announce_dev_adds_each_announced_ip_to_the_device_and_deletes_it(tmp_path):
+    """`--announce-dev` runs `ip addr add|del IP/32 dev DEV` (here a stand-in `ip` that records its argv)."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "ip-calls"
+    bin_dir.mkdir()
+    (bin_dir / "ip").write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    (bin_dir / "ip").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    with _emulator(tmp_path, "--announce-dev", "lab0", env=env) as lab:
+        lab.kubectl("apply", "-f", str(MANIFESTS["0.14.8"]))
+        _configure(lab, "0.14.8", POOL)
+        with _services(lab, "announced", _service("web"), _service("quiet", annotated="10.77.0.245"), _service("db")):
+            lab.kubectl("delete", "svc", "web", "-n", "announced")
+            assert calls.read_text().splitlines() == [  # "quiet" is assigned, but its pool is not announced
+                "addr add 10.77.0.240/32 dev lab0", "addr add 10.77.0.241/32 dev lab0",
+                "addr del 10.77.0.240/32 dev lab0"]
+        lab.kubectl("apply", "-f", "-", stdin=json.dumps(_service("web")))
+    assert calls.read_text().splitlines()[3:] == [
+        "addr del 10.77.0.241/32 dev lab0", "addr add 10.77.0.240/32 dev lab0",  # namespace deleted, new service
+        "addr del 10.77.0.240/32 dev lab0"]  # at shutdown

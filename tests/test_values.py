@@ -68,8 +68,12 @@ def test_runbook_keys_are_rendered_and_urls_agree(tmp_path):
     assert merged["jupyterhub"]["hub"]["services"]["binder"]["apiToken"] == f"{MARKER}-binder_api_token"
     assert merged["jupyterhub"]["proxy"]["secretToken"] == f"{MARKER}-proxy_secret_token"
     proxy_service = merged["jupyterhub"]["proxy"]["service"]
-    assert proxy_service["loadBalancerIP"] == "10.77.0.240"
-    assert proxy_service["annotations"] == {"metallb.universe.tf/loadBalancerIPs": "10.77.0.240"}
+    # MetalLB 0.13+ refuses a service with both; older MetalLB reads only loadBalancerIP
+    assert proxy_service == {"type": "LoadBalancer",
+                             "annotations": {"metallb.universe.tf/loadBalancerIPs": "10.77.0.240"}}
+    old = INVENTORY.replace("floating_ip: 10.77.0.240", "floating_ip: 10.77.0.240\n      floating_ip_request: loadBalancerIP")
+    merged = values.render(host(tmp_path, "prod", old), "prod", secrets()).merged()
+    assert merged["jupyterhub"]["proxy"]["service"] == {"type": "LoadBalancer", "loadBalancerIP": "10.77.0.240"}
 
 
 def test_secrets_stay_out_of_config_and_repr(tmp_path):
