@@ -8,7 +8,7 @@ from pathlib import Path
 
 from invoke import Exit, task
 
-from . import cluster, docker, helm, lock, metallb, nginx, secrets, smoke
+from . import cluster, docker, helm, kube, lock, metallb, nginx, secrets, smoke
 from .connections import ConnectError
 from .remote import RemoteError
 from .results import Result, Status, succeeded
@@ -22,9 +22,24 @@ def cluster_stage(run: Run) -> bool:
     control_plane = run.control_plane()
     if not succeeded(run.each(control_plane, "cluster.namespace", cluster.namespace, run.dry_run)):
         return False
+    if not _recover_pending(run):
+        return False
     if not helm.release_stage(run):
         return False
     return run.dry_run or succeeded(run.each(control_plane, "cluster.wait", cluster.wait, cluster.ROLLOUT_TIMEOUT))
+
+
+def _recover_pending(run: Run) -> bool:
+    """A release left pending by a dropped helm client is rolled back to its last deployed
+    revision: deploy holds the lock, so no other operation can be under way."""
+    control_plane = run.control_plane()
+    states = run.gather(control_plane, "helm.rollback", kube.observe_release)
+    state = states.get(control_plane[0].name)
+    if not state or not state.release or state.release["status"] not in kube.PENDING:
+        return bool(states)
+    run.reporter.note(control_plane[0].name, f"release {state.release['name']} is {state.release['status']}: "
+                      "recovering it (this deploy holds the lock)")
+    return succeeded(run.each(control_plane, "helm.rollback", helm.rollback, None, run.dry_run))
 
 
 def floating_stage(run: Run) -> bool:
@@ -43,7 +58,8 @@ def smoke_stage(run: Run) -> bool:
     return smoke.smoke_run(run, smoke.DEFAULT_REPO, url, 900, 120, 60, None).verdict == "passed"
 
 
-#: The runbook's stages in order; each returns whether it succeeded.
+#: The runbook's stages in order; each returns whether it succeeded (a stage also fails when any
+#: of the results it reported failed or was unreachable).
 STAGES = {
     "nodes": lambda run: succeeded(docker.converge_mirrors(run)),
     "secrets": lambda run: succeeded(secrets.stage(run)),
@@ -117,7 +133,8 @@ def deploy(c, env=None, only=None, from_=None, skip_smoke=False, yes=False, brea
                 run.reporter.stage = name
                 run.reporter.write(f"== stage {name}")
                 outcome[name] = "running"
-                ok = STAGES[name](run)
+                before = len(run.reporter.results)
+                ok = STAGES[name](run) and succeeded(run.reporter.results[before:])
                 outcome[name] = "ok" if ok else "failed"
                 if not ok and not run.dry_run:
                     run.reporter.write(f"stage {name} failed; fix it, then resume with: "

@@ -40,8 +40,13 @@ class MetalLB:
 
 
 def wanted_addresses(host: Host) -> list[str]:
-    """The pool's addresses: `metallb_addresses`, else the floating IP alone."""
-    addresses = list(host.vars["metallb_addresses"]) or ([f"{floating_ip(host)}/32"])
+    """The pool's addresses: `metallb_addresses`, else the floating IP alone; the floating IP
+    must be one of them."""
+    ip = floating_ip(host)
+    addresses = list(host.vars["metallb_addresses"]) or [f"{ip}/32"]
+    if not _contains(addresses, ip):
+        raise InventoryError(f"host {host.name}: floating_ip {ip} is outside metallb_addresses "
+                             f"{addresses}; add it to the pool or fix floating_ip")
     return addresses
 
 

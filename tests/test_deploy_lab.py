@@ -1,0 +1,148 @@
+"""deploy on the lab: stages, resume, the lock, confirmation, faults and Ctrl-C."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fabfile import labhosts
+from tests.conftest import REPO, lab_inventory, ssh
+from tests.test_cluster_lab import _put_release_in_pending_upgrade
+
+pytestmark = pytest.mark.lab
+
+CP = "lab-node1"
+NODES = ["lab-node1", "lab-node2", "lab-node3"]
+LOCK = "kubectl get configmap binderhub-ops-deploy-lock -n kube-system -o name"
+
+
+@pytest.fixture
+def env_secrets(lab, tmp_path, monkeypatch):
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(tmp_path / "secrets"))
+    monkeypatch.setenv("BHOPS_LAB_SSH_CONFIG", str(lab / "ssh_config"))
+    ssh(CP, "kubectl delete configmap binderhub-ops-deploy-lock -n kube-system --ignore-not-found >/dev/null")
+    return tmp_path
+
+
+def stages(out: str) -> dict[str, str]:
+    """The `stages:` line: stage -> its outcome (ok, failed, not run, interrupted)."""
+    line = next(l for l in out.splitlines() if l.startswith("stages: "))
+    return dict(part.split(" ", 1) for part in line[len("stages: "):].split(", "))
+
+
+def lock_exists() -> bool:
+    return bool(ssh(CP, LOCK + " 2>/dev/null", check=False).strip())
+
+
+def test_an_unreachable_node_stops_the_deploy_with_the_resume_command(env_secrets, cli):
+    labhosts.stop_host("node3")
+    try:
+        code, out = cli("deploy", "--env", "lab", "--skip-smoke")
+    finally:
+        labhosts.start_host("node3")
+    assert code == 1
+    assert re.search(r"lab-node3 \| docker.mirror \| unreachable \| cannot reach deploy@10.77.0.13", out)
+    assert stages(out) == {"nodes": "failed", "secrets": "not run", "cluster": "not run", "metallb": "not run",
+                           "proxy": "not run"}
+    assert "resume with: invoke deploy --env lab --from nodes" in out
+    assert "RECAP deploy (lab)" in out
+    assert not lock_exists(), "the deploy lock was left behind"
+    paths = re.search(r"log: (\S+), report: (\S+)", out)
+    data = json.loads(open(paths.group(2)).read())
+    assert data["stages"]["nodes"] == "failed" and data["stages"]["cluster"] == "not run"
+    node3 = [r for r in data["results"] if r["host"] == "lab-node3"]
+    assert node3 and node3[0]["status"] == "unreachable" and node3[0]["stage"] == "nodes"
+    assert "docker.mirror" in open(paths.group(1)).read()
+
+
+def test_a_release_left_pending_is_recovered_by_the_next_deploy(env_secrets, cli):
+    assert cli("deploy", "--env", "lab", "--only", "secrets,cluster")[0] == 0
+    _put_release_in_pending_upgrade()
+    code, out = cli("deploy", "--env", "lab", "--only", "cluster")
+    assert code == 0, out
+    assert re.search(r"lab-node1 \| helm.rollback \| changed \| rolled back to revision \d+", out)
+    assert json.loads(ssh(CP, "helm list -n binder -o json"))[0]["status"] == "deployed"
+
+
+def test_a_held_lock_refuses_a_second_deploy_until_broken(env_secrets, cli):
+    now = time.time()
+    for expires, expect in ((now + 600, "wait for that deploy to end, or pass --break-lock"),
+                            (now - 60, "stale deploy lock held by")):
+        ssh(CP, "kubectl delete configmap binderhub-ops-deploy-lock -n kube-system --ignore-not-found >/dev/null; "
+                "kubectl create configmap binderhub-ops-deploy-lock -n kube-system --from-literal=owner=alice@laptop "
+                f"--from-literal=env=lab --from-literal=started={now - 1200:.0f} --from-literal=expires={expires:.0f} "
+                "--from-literal=token=theirs >/dev/null")
+        code, out = cli("deploy", "--env", "lab", "--only", "secrets")
+        assert code == 1 and "alice@laptop, deploying lab since 20 min ago" in out and expect in out
+        assert "== stage" not in out
+    code, out = cli("deploy", "--env", "lab", "--only", "secrets", "--break-lock")
+    assert code == 0 and "broke the deploy lock of alice@laptop" in out
+    assert not lock_exists()
+
+
+def test_production_needs_confirmation_and_bad_input_is_refused(env_secrets, cli, tmp_path):
+    guarded = tmp_path / "guarded"
+    guarded.mkdir()
+    inventory = lab_inventory(guarded)
+    text = inventory.read_text().replace("  lab:\n", "  lab:\n    confirm: true\n", 1)
+    inventory.write_text(text)
+    code, out = cli("deploy", "--env", "lab", "--inventory", str(inventory), "--only", "secrets")
+    assert code == 1 and "lab needs a confirmation: run in a terminal, or pass --yes" in out
+    assert cli("deploy", "--env", "lab", "--inventory", str(inventory), "--only", "secrets", "--yes")[0] == 0
+
+    code, out = cli("deploy", "--env", "lab", "--only", "nodes,bogus")
+    assert code == 1 and "unknown stage 'bogus'; stages, in order: nodes, secrets, cluster, metallb, proxy, smoke" in out
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("environments: {lab: [\n")
+    code, out = cli("deploy", "--env", "lab", "--inventory", str(broken))
+    assert code == 1 and "not valid YAML" in out
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    code, out = cli("metallb.pool", "--env", "lab", "--inventory", str(lab_inventory(outside, floating_ip="10.77.0.250")))
+    assert code == 1 and "floating_ip 10.77.0.250 is outside metallb_addresses" in out
+    nochart = tmp_path / "nochart"
+    nochart.mkdir()
+    code, out = cli("deploy", "--env", "lab", "--only", "secrets,cluster",
+                    "--inventory", str(lab_inventory(nochart, chart_version="0.0.1-nope")))
+    assert code == 1 and "version 0.0.1-nope is not in http://10.77.0.11:8879/" in out
+    assert "resume with: invoke deploy --env lab --from cluster" in out
+
+
+def test_dry_run_plans_every_stage_and_changes_nothing(env_secrets, cli):
+    before = {n: ssh(n, "sudo sha256sum /etc/docker/daemon.json") for n in NODES}
+    code, out = cli("deploy", "--env", "lab", "--dry-run")
+    assert code == 0, out
+    assert [l for l in out.splitlines() if l.startswith("== stage")] == [
+        f"== stage {s}" for s in ("nodes", "secrets", "cluster", "metallb", "proxy", "smoke")]
+    assert "deploy lock is free" in out and not lock_exists()
+    assert {n: ssh(n, "sudo sha256sum /etc/docker/daemon.json") for n in NODES} == before
+    assert not (env_secrets / "secrets" / "lab.yaml").exists()
+
+
+def test_ctrl_c_lets_the_step_under_way_finish_and_releases_the_lock(env_secrets):
+    for node in NODES:  # a change to roll out, so that the deploy is busy restarting docker
+        ssh(node, "echo '{\"log-driver\": \"json-file\"}' | sudo tee /etc/docker/daemon.json >/dev/null")
+    proc = subprocess.Popen([str(REPO / ".venv/bin/invoke"), "deploy", "--env", "lab", "--only", "nodes"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ})
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "docker.mirror" in line:  # the first node is done: interrupt during the second
+            proc.send_signal(signal.SIGINT)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=120) == 130, out
+    assert "interrupted in stage nodes" in out and "resume with: invoke deploy --env lab --from nodes" in out
+    assert "RECAP deploy (lab)" in out
+    assert not lock_exists()
+    for node in NODES:
+        json.loads(ssh(node, "sudo cat /etc/docker/daemon.json"))  # never half-written
+        assert "bhops." not in ssh(node, "ls -a /tmp /etc/docker")
