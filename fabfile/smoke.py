@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 from xml.etree import ElementTree
 
 import requests
+import websocket
 from invoke import task
 
 from . import diagnostics
@@ -71,7 +73,7 @@ class Report:
 
     def phase(self, name: str, at: float) -> Phase:
         if self.phases:
-            self.phases[-1].duration = round(at - self.phases[-1].start, 3)
+            self.phases[-1].duration = round(max(0.0, at - self.phases[-1].start), 3)
         self.phases.append(Phase(name, round(at, 3)))
         return self.phases[-1]
 
@@ -131,16 +133,41 @@ def check_server(http: requests.Session, url: str, token: str, kernel_timeout: f
     if not kernel.ok:
         return checks + [Check("kernel start", False, f"HTTP {kernel.status_code}")]
     kernel_id = kernel.json()["id"]
-    deadline, state = time.monotonic() + kernel_timeout, ""
-    while time.monotonic() < deadline:
-        state = http.get(f"{url}api/kernels/{kernel_id}", headers=auth, timeout=10).json().get("execution_state", "")
-        if state == "idle":
-            break
-        time.sleep(0.5)
-    checks.append(Check("kernel idle", state == "idle", f"execution_state {state or 'unknown'}"))
+    state = kernel_status(url, kernel_id, token, kernel_timeout)
+    checks.append(Check("kernel idle", state == "idle", f"kernel_info answered, execution_state {state}"
+                        if state == "idle" else state))
     deleted = http.delete(f"{url}api/kernels/{kernel_id}", headers=auth, timeout=30)
     checks.append(Check("kernel delete", deleted.status_code == 204, f"HTTP {deleted.status_code}"))
     return checks
+
+
+def kernel_status(url: str, kernel_id: str, token: str, timeout: float) -> str:
+    """Ask the kernel for kernel_info over its websocket, as a notebook does, and return the
+    execution_state it reports when done ("idle"), or what went wrong. A kernel nobody has
+    talked to stays "starting" in the REST API, so only a real round trip proves it works."""
+    ws_url = "ws" + url[len("http"):] + f"api/kernels/{kernel_id}/channels"
+    msg_id = uuid.uuid4().hex
+    request = {"header": {"msg_id": msg_id, "msg_type": "kernel_info_request", "username": "smoke",
+                          "session": uuid.uuid4().hex, "date": "", "version": "5.3"},
+               "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell", "buffers": []}
+    deadline = time.monotonic() + timeout
+    try:
+        ws = websocket.create_connection(ws_url, header=[f"Authorization: token {token}"], timeout=timeout)
+    except (OSError, websocket.WebSocketException) as exc:
+        return f"websocket to the kernel failed: {exc}"
+    try:
+        ws.send(json.dumps(request))
+        while time.monotonic() < deadline:
+            message = json.loads(ws.recv())
+            if (message.get("parent_header", {}).get("msg_id") == msg_id and message.get("channel") == "iopub"
+                    and message.get("msg_type") == "status"
+                    and message["content"].get("execution_state") == "idle"):
+                return "idle"
+    except (OSError, ValueError, websocket.WebSocketException) as exc:
+        return f"kernel did not answer kernel_info: {type(exc).__name__}"
+    finally:
+        ws.close()
+    return f"kernel did not go idle within {timeout:g} s"
 
 
 def stop_server(http: requests.Session, url: str, token: str) -> Check:

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The lab's cluster, started by host-init.sh on the control-plane host: real helm and
 # kubectl on PATH, the Kubernetes API emulator (labcluster) on ADDRESS:6443 with the deploy
-# user's kubeconfig, and a Helm chart repository on ADDRESS:8879 holding the stand-in chart.
+# user's kubeconfig, a Helm chart repository on ADDRESS:8879 holding the stand-in chart, and
+# the runner (labapps) that runs the release's workloads.
 #
 # Usage: cluster-init.sh REPO ADDRESS NODE=IP...
 set -eu
@@ -38,3 +39,8 @@ until [ -s "$state/kubeconfig" ]; do
 done
 install -d -o deploy -g deploy -m 700 /home/deploy/.kube
 install -o deploy -g deploy -m 600 "$state/kubeconfig" /home/deploy/.kube/config
+
+# The release's workloads, as a kubelet would run them: the binder API on its NodePort and a
+# real JupyterHub whose proxy listens on proxy-public's IP (see labapps/runner.py).
+PYTHONPATH=$repo setsid "$python" -m labapps run --api "http://$address:6443" --namespace binder \
+	--node-address "$address" --state-dir /var/lib/labapps </dev/null >>/var/log/labapps.log 2>&1 &

@@ -2,7 +2,7 @@
 
 One `jupyterhub` process plays both Deployments: the hub, which starts configurable-http-proxy
 as its own child (the public side on proxy-public's address, the API on the node's address) and
-spawns the users' servers. `jupyterhub_config.py` reads the settings written here.
+spawns the users' servers. `jupyterhub_config.py` reads these settings from `HubSettings.file`.
 """
 from __future__ import annotations
 
@@ -38,21 +38,22 @@ class HubSettings:
     def public_url(self) -> str:
         return f"http://{self.public_address}:{self.public_port}{self.base_url}"
 
+    @property
+    def file(self) -> Path:
+        """Where the settings are written for JupyterHub to read."""
+        return Path(self.state_dir) / "settings.json"
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> HubSettings:
         return cls(**json.loads(Path(path).read_text()))
 
-    def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=1) + "\n")
-        path.chmod(0o600)  # holds the tokens
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1) + "\n"
 
 
 def command(settings: HubSettings) -> tuple[list[str], dict[str, str]]:
-    """The argv and environment that run JupyterHub with `settings` (written next to its state)."""
-    state = Path(settings.state_dir)
-    settings_file = state / "settings.json"
-    settings.write(settings_file)
-    env = {**os.environ, SETTINGS_ENV: str(settings_file),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return [sys.executable, "-m", "jupyterhub", "--config", str(CONFIG_FILE)], env
+    """The argv, and the environment variables to add, that run JupyterHub (in `state_dir`) once
+    `settings.to_json()` is in `settings.file` (it holds the tokens: mode 0600)."""
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return ([sys.executable, "-m", "jupyterhub", "--config", str(CONFIG_FILE)],
+            {SETTINGS_ENV: str(settings.file), "PYTHONPATH": python_path})

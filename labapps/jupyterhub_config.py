@@ -18,8 +18,7 @@ settings = HubSettings.load(os.environ[SETTINGS_ENV])
 state = Path(settings.state_dir)
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
 
-c.JupyterHub.base_url = settings.base_url
-c.JupyterHub.bind_url = settings.public_url
+c.JupyterHub.bind_url = settings.public_url  # also sets base_url (do not set both: the last wins)
 c.JupyterHub.hub_bind_url = f"http://{settings.internal_address}:{settings.hub_port}"
 c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
@@ -27,7 +26,7 @@ c.JupyterHub.cleanup_servers = True
 c.JupyterHub.cleanup_proxy = True
 # Answer a spawn request with 202 at once and report the rest on the progress stream, as a hub
 # whose spawns take longer than slow_spawn_timeout (pods on a cluster) does.
-c.JupyterHub.slow_spawn_timeout = 0
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
 
 c.ConfigurableHTTPProxy.command = [settings.chp]
 c.ConfigurableHTTPProxy.api_url = f"http://{settings.internal_address}:{settings.proxy_api_port}"

@@ -34,7 +34,7 @@ class LabBinderSpawner(SimpleLocalProcessSpawner):
     def get_args(self) -> list[str]:
         return [f"--ip={self.ip or '127.0.0.1'}", f"--port={self.port}",
                 f"--ServerApp.base_url={self.server.base_url}",
-                f"--ServerApp.token={self.user_options['token']}",
+                f"--IdentityProvider.token={self.user_options['token']}",
                 "--ServerApp.trust_xheaders=True",
                 "--ServerApp.allow_root=True",  # the lab runs everything as root
                 *self.args]

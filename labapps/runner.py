@@ -1,0 +1,304 @@
+"""A small kubelet for the lab: runs the BinderHub release's workloads as local processes.
+
+Every `interval` seconds it reads the release's objects from the API emulator (namespace
+`namespace`, names as the chart makes them) and makes the running processes match:
+- binder: while Deployment `binder` exists, `python -m labapps binder` listens on
+  `nodeport_address` (0.0.0.0, as kube-proxy serves NodePorts) at the `binder` Service's
+  nodePort, with ConfigMap `binder-config`'s binderhub_config.json and Secret `binder-secret`'s
+  `binder.hub-token`.
+- hub: while Deployments `hub` and `proxy` exist and Service `proxy-public` has a load-balancer
+  IP (`status.loadBalancer.ingress[0].ip`) that is on one of this host's interfaces, JupyterHub
+  (labapps.hub) with its public proxy on that IP at the Service's port, base URL
+  `jupyterhub.hub.baseUrl` and the tokens from Secret `hub-secret`; the hub API, proxy API and
+  users' servers on `node_address`.
+A process is restarted when what it was started from changes (a helm upgrade, another IP),
+stopped when its Deployments go away (helm uninstall), restarted with back-off (1 s doubling to
+60 s) when it exits by itself, and every process is stopped on SIGTERM or SIGINT. The processes
+are this runner's children, started in their own sessions and stopped by PID (SIGTERM, then
+SIGKILL after `STOP_TIMEOUT` s); should the runner die, the kernel sends them SIGTERM. If the API
+cannot be read, running processes are left as they are. Logs: `<state_dir>/logs/{runner,binder,
+hub}.log`; `<state_dir>/status.json` tells what runs (PIDs) and what waits, and why.
+"""
+from __future__ import annotations
+
+import base64
+import ctypes
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from labapps import faults
+from labapps.hub import DEFAULT_CHP, REPO, HubSettings, command as hub_command
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10.0
+MAX_BACKOFF = 60.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent() -> None:
+    """In a child before exec: get SIGTERM if the runner dies (even by SIGKILL), not be orphaned."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ApiUnavailable(Exception):
+    """The API emulator could not be read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class App:
+    """A process to run: restarted whenever `fingerprint` changes."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    workdir: Path
+    files: dict[Path, str]  # written before it starts (its configuration)
+
+    @property
+    def fingerprint(self) -> str:
+        content = json.dumps([self.argv, self.env, {str(k): v for k, v in self.files.items()}], sort_keys=True)
+        return hashlib.sha256(content.encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Running:
+    app: App
+    process: subprocess.Popen
+    started: float
+
+
+class Api:
+    """Reads of the release's objects, as JSON, from the emulator's plain-HTTP API."""
+
+    def __init__(self, url: str, namespace: str):
+        self.url, self.namespace = url.rstrip("/"), namespace
+        self.session = requests.Session()
+
+    def get(self, group_version: str, plural: str, name: str) -> dict | None:
+        prefix = "api/v1" if group_version == "v1" else f"apis/{group_version}"
+        url = f"{self.url}/{prefix}/namespaces/{self.namespace}/{plural}/{name}"
+        try:
+            response = self.session.get(url, timeout=5)
+        except requests.RequestException as exc:
+            raise ApiUnavailable(f"{url}: {exc}") from exc
+        if response.status_code == 404:
+            return None
+        if not response.ok:
+            raise ApiUnavailable(f"{url}: HTTP {response.status_code}")
+        return response.json()
+
+    def deployment(self, name: str) -> dict | None:
+        return self.get("apps/v1", "deployments", name)
+
+    def service(self, name: str) -> dict | None:
+        return self.get("v1", "services", name)
+
+    def config(self, name: str, key: str) -> str | None:
+        configmap = self.get("v1", "configmaps", name)
+        return ((configmap or {}).get("data") or {}).get(key)
+
+    def secret(self, name: str, key: str) -> str | None:
+        value = ((self.get("v1", "secrets", name) or {}).get("data") or {}).get(key)
+        return base64.b64decode(value).decode() if value is not None else None
+
+
+def _is_local_address(ip: str) -> bool:
+    """Whether `ip` is on one of this host's interfaces (the proxy can bind it)."""
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as probe:
+        try:
+            probe.bind((ip, 0))
+        except OSError:
+            return False
+    return True
+
+
+class Runner:
+    """Keeps the release's processes running as the API says; see the module docstring."""
+
+    def __init__(self, api: Api, node_address: str, state_dir: Path, *, nodeport_address: str = "0.0.0.0",
+                 chp: Path = DEFAULT_CHP, keepalive: float = 25, hold_open: float = 60, interval: float = 1.0):
+        self.api, self.node_address, self.state_dir = api, node_address, state_dir
+        self.nodeport_address, self.chp = nodeport_address, chp
+        self.keepalive, self.hold_open, self.interval = keepalive, hold_open, interval
+        self.faults_file = state_dir / "faults.json"
+        self.running: dict[str, Running] = {}
+        self.waiting: dict[str, str] = {}      # app -> why it does not run
+        self.backoff: dict[str, tuple[float, float]] = {}  # app -> (delay, not before)
+        self.stopping = threading.Event()
+        self._status = ""
+
+    # -- what should run -------------------------------------------------------------------
+
+    def desired(self) -> dict[str, App | str]:
+        """Each app's App, or the reason it should not run."""
+        return {"binder": self._binder(), "hub": self._hub()}
+
+    def _binder(self) -> App | str:
+        if not self.api.deployment("binder"):
+            return "no Deployment binder"
+        ports = ((self.api.service("binder") or {}).get("spec") or {}).get("ports") or []
+        node_port = next((p["nodePort"] for p in ports if p.get("nodePort")), None)
+        config = self.api.config("binder-config", "binderhub_config.json")
+        token = self.api.secret("binder-secret", "binder.hub-token")
+        if not node_port:
+            return "Service binder has no nodePort"
+        if config is None or token is None:
+            return "ConfigMap binder-config or Secret binder-secret missing"
+        workdir = self.state_dir / "binder"
+        config_file = workdir / "binderhub_config.json"
+        argv = [sys.executable, "-m", "labapps", "binder", "--config", str(config_file),
+                "--address", self.nodeport_address, "--port", str(node_port), "--state-dir", str(workdir),
+                "--keepalive", str(self.keepalive), "--hold-open", str(self.hold_open)]
+        env = {"JUPYTERHUB_API_TOKEN": token, faults.FAULTS_ENV: str(self.faults_file), "PYTHONPATH": str(REPO)}
+        return App("binder", argv, env, workdir, {config_file: config})
+
+    def _hub(self) -> App | str:
+        missing = [name for name in ("hub", "proxy") if not self.api.deployment(name)]
+        if missing:
+            return f"no Deployment {' or '.join(missing)}"
+        service = self.api.service("proxy-public")
+        if not service:
+            return "no Service proxy-public"
+        ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        ip = ingress[0].get("ip") if ingress else None
+        if not ip:
+            return "Service proxy-public has no load-balancer IP yet (pending)"
+        if not _is_local_address(ip):
+            return f"proxy-public's IP {ip} is not on this host yet"
+        ports = service["spec"].get("ports") or [{}]
+        port = next((p["port"] for p in ports if p.get("name") == "http"), ports[0].get("port", 80))
+        config = json.loads(self.api.config("binder-config", "binderhub_config.json") or "{}")
+        proxy_token = self.api.secret("hub-secret", "proxy.token")
+        binder_token = self.api.secret("hub-secret", "hub.services.binder.apiToken")
+        if proxy_token is None or binder_token is None:
+            return "Secret hub-secret missing"
+        if not self.chp.exists():
+            return f"{self.chp} missing: run scripts/install-lab-apps"
+        settings = HubSettings(base_url=config.get("jupyterhub_base_url") or "/", public_address=ip,
+                               public_port=port, internal_address=self.node_address, proxy_token=proxy_token,
+                               binder_token=binder_token, state_dir=str(self.state_dir / "hub"),
+                               chp=str(self.chp), faults_file=str(self.faults_file))
+        argv, env = hub_command(settings)
+        return App("hub", argv, env, Path(settings.state_dir), {settings.file: settings.to_json()})
+
+    # -- making it so ------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        try:
+            desired = self.desired()
+        except ApiUnavailable as exc:
+            if "api" not in self.waiting:
+                log.warning("cannot read the API, leaving the processes as they are: %s", exc)
+            self.waiting["api"] = f"cannot read the API: {exc}"
+            self._write_status()
+            return
+        if self.waiting.pop("api", None):
+            log.info("the API answers again")
+        for name, app in desired.items():
+            current = self.running.get(name)
+            if current and current.process.poll() is not None:
+                self._exited(name, current)
+                current = None
+            if isinstance(app, str):
+                if current:
+                    log.info("stopping %s: %s", name, app)
+                    self._stop(name)
+                self.backoff.pop(name, None)
+                self._wait_reason(name, app)
+            elif not current or current.app.fingerprint != app.fingerprint:
+                if current:
+                    log.info("restarting %s: its configuration changed", name)
+                    self._stop(name)
+                    self.backoff.pop(name, None)
+                if time.monotonic() < self.backoff.get(name, (0, 0))[1]:
+                    self._wait_reason(name, "exited by itself; restarting after a back-off")
+                else:
+                    self._wait_reason(name, None)
+                    self._start(app)
+        self._write_status()
+
+    def _wait_reason(self, name: str, reason: str | None) -> None:
+        if reason and self.waiting.get(name) != reason:
+            log.info("%s not running: %s", name, reason)
+        if reason:
+            self.waiting[name] = reason
+        else:
+            self.waiting.pop(name, None)
+
+    def _exited(self, name: str, current: Running) -> None:
+        ran = time.monotonic() - current.started
+        delay = 1.0 if ran > MAX_BACKOFF else min(MAX_BACKOFF, self.backoff.get(name, (0.5, 0))[0] * 2)
+        log.warning("%s (pid %d) exited with %s after %.1fs; restarting in %.0fs (see %s)", name,
+                    current.process.pid, current.process.returncode, ran, delay, self._log_file(name))
+        self.backoff[name] = (delay, time.monotonic() + delay)
+        del self.running[name]
+
+    def _log_file(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def _start(self, app: App) -> None:
+        app.workdir.mkdir(parents=True, exist_ok=True)
+        for path, content in app.files.items():
+            path.write_text(content)
+            path.chmod(0o600)
+        with self._log_file(app.name).open("a") as out:
+            process = subprocess.Popen(app.argv, env={**os.environ, **app.env}, cwd=app.workdir,
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True, preexec_fn=_terminate_with_parent)
+        self.running[app.name] = Running(app, process, time.monotonic())
+        log.info("started %s (pid %d): %s", app.name, process.pid, " ".join(app.argv))
+
+    def _stop(self, name: str) -> None:
+        current = self.running.pop(name)
+        process = current.process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log.warning("%s (pid %d) ignored SIGTERM for %.0fs: killing it", name, process.pid, STOP_TIMEOUT)
+                process.kill()
+                process.wait()
+        log.info("stopped %s (pid %d, exit %s)", name, process.pid, process.returncode)
+
+    def _write_status(self) -> None:
+        status = {"running": {name: {"pid": r.process.pid, "argv": r.app.argv, "log": str(self._log_file(name))}
+                              for name, r in self.running.items()},
+                  "waiting": self.waiting}
+        text = json.dumps(status, indent=1) + "\n"
+        if text != self._status:
+            path = self.state_dir / "status.json"
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text(text)
+            os.replace(temporary, path)
+            self._status = text
+
+    def run(self) -> None:
+        """Reconcile every `interval` seconds until SIGTERM/SIGINT, then stop every process."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stopping.set())
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        log.info("watching namespace %s at %s (node %s)", self.api.namespace, self.api.url, self.node_address)
+        try:
+            while not self.stopping.is_set():
+                self.reconcile()
+                self.stopping.wait(self.interval)
+        finally:
+            for name in list(self.running):
+                log.info("stopping %s: runner exiting", name)
+                self._stop(name)
+            self.waiting = {"all": "runner stopped"}
+            self._write_status()
