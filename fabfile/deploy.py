@@ -55,7 +55,7 @@ def smoke_stage(run: Run) -> bool:
         return True
     host = run.control_plane()[0]
     url = f"{smoke.public_url(host)}{host.vars['binder_base_url']}"
-    return smoke.smoke_run(run, smoke.DEFAULT_REPO, url, 900, 120, 60, None).verdict == "passed"
+    return smoke.smoke_run(run, smoke.DEFAULT_REPO, url, 900, 120, 60, None, smoke.hub_access(run)).verdict == "passed"
 
 
 #: The runbook's stages in order; each returns whether it succeeded (a stage also fails when any

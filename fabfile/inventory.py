@@ -95,6 +95,12 @@ def _address_range(value: Any, where: str) -> str:
     return value
 
 
+def _count(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InventoryError(f"{where}: {value!r} must be a whole number, 0 or more")
+    return value
+
+
 def _flag(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise InventoryError(f"{where}: {value!r} must be true or false")
@@ -159,6 +165,7 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "hub_base_url": ("/jupyterhub/", _url_path),
     "binder_node_port": (32574, _node_port),
     "use_registry": (True, _flag),
+    "rate_limit": (None, _optional(_count)),
     "image_prefix": ("binder-", _text),
     "registry_url": (None, _optional(_url)),
     "registry_username": (None, _optional(_text)),

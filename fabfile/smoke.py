@@ -15,7 +15,7 @@ import requests
 import websocket
 from invoke import task
 
-from . import diagnostics
+from . import diagnostics, secretfile
 from .eventstream import Event, events, lines
 from .results import Result, Status
 from .session import HELP, Run, session
@@ -170,13 +170,20 @@ def kernel_status(url: str, kernel_id: str, token: str, timeout: float) -> str:
     return f"kernel did not go idle within {timeout:g} s"
 
 
-def stop_server(http: requests.Session, url: str, token: str) -> Check:
-    """Ask the server to shut down (the hub then forgets it)."""
+def stop_server(http: requests.Session, url: str, token: str, hub: tuple[str, str] | None) -> Check:
+    """Stop the server: through the hub's API when a hub token is at hand (the hub stops it and
+    forgets it at once), else by asking the server itself to shut down."""
     try:
+        if hub:
+            hub_url, hub_token = hub
+            name = url.rstrip("/").rsplit("/user/", 1)[1].split("/")[0]
+            stopped = http.delete(f"{hub_url}hub/api/users/{name}/server",
+                                  headers={"Authorization": f"token {hub_token}"}, timeout=60)
+            return Check("server stop", stopped.status_code in (202, 204), f"hub: HTTP {stopped.status_code}")
         stopped = http.post(f"{url}api/shutdown", headers={"Authorization": f"token {token}"}, timeout=30)
     except requests.RequestException as exc:
         return Check("server stop", False, type(exc).__name__)
-    return Check("server stop", stopped.ok, f"HTTP {stopped.status_code}")
+    return Check("server stop", stopped.ok, f"server: HTTP {stopped.status_code}")
 
 
 def junit_xml(report: Report) -> str:
@@ -211,7 +218,7 @@ def last_verdict(env: str) -> str:
 
 
 def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: float, kernel_timeout: float,
-              hub_token: str | None) -> Report:
+              hub_token: str | None, hub: tuple[str, str] | None = None) -> Report:
     """The whole smoke test on `run`'s environment; results go to the run's reporter."""
     report = Report(repo, binder_url)
     say = lambda text: run.reporter.note(STEP, text)  # noqa: E731
@@ -228,13 +235,14 @@ def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: flo
         except (requests.RequestException, ValueError) as exc:
             report.checks.append(Check("server api", False, type(exc).__name__))
         finally:
-            report.checks.append(stop_server(http, url, hub_token or token))
+            report.checks.append(stop_server(http, url, hub_token or token, hub))
         failed = [c for c in report.checks if not c.ok]
         report.verdict = "failed" if failed else "passed"
         report.failed_phase = "server checks" if failed else ""
         report.message = "; ".join(f"{c.name}: {c.detail}" for c in failed)
     else:
-        report.failed_phase = report.phases[-1].name if report.phases else "connect"
+        seen = [p.name for p in report.phases if p.name not in ("failed", "failure")]
+        report.failed_phase = seen[-1] if seen else ("request" if event else "connect")
         if event:
             report.status_code = event.data.get("status_code")
             report.message = event.message.strip()
@@ -255,6 +263,16 @@ def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: flo
     return report
 
 
+def hub_access(run: Run) -> tuple[str, str] | None:
+    """The hub's public URL and the binder service's token (from the secrets file), with which
+    smoke stops the server it launched; None when there is no secrets file."""
+    host = run.control_plane()[0]
+    if not secretfile.path_for(run.env.name).exists():
+        return None
+    token = run.secrets().get("binder_api_token")
+    return (f"{public_url(host)}{host.vars['hub_base_url']}", token.reveal()) if token else None
+
+
 @task(help={**{k: v for k, v in HELP.items() if k != "dry_run"},
             "repo": f"what to build: provider/spec (default {DEFAULT_REPO})",
             "timeout": "seconds the whole build and launch may take (default 900)",
@@ -271,7 +289,8 @@ def smoke(c, env=None, repo=DEFAULT_REPO, timeout=900, silence=120, report=None,
         url = binder_url or f"{public_url(host)}{host.vars['binder_base_url']}"
         url = url if url.endswith("/") else url + "/"
         token = os.environ.get("BHOPS_HUB_TOKEN")
-        result = smoke_run(run, repo.strip("/"), url, float(timeout), float(silence), 60.0, token)
+        hub = None if binder_url else hub_access(run)
+        result = smoke_run(run, repo.strip("/"), url, float(timeout), float(silence), 60.0, token, hub)
         if result.verdict != "passed" and not binder_url:
             result.diagnostics = str(diagnostics.collect(run, url))
             run.reporter.note(STEP, f"diagnostics: {result.diagnostics}")

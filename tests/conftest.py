@@ -1,6 +1,8 @@
 """Shared fixtures: the network guard, the lab's hosts, and running tasks as a user would."""
 from __future__ import annotations
 
+import contextlib
+import io
 import ipaddress
 import os
 import socket
@@ -53,6 +55,32 @@ def lab():
     yield labhosts.state_dir()
     if not was_up and not os.environ.get("BHOPS_KEEP_LAB"):
         labhosts.down()
+
+
+def run_task(*args: str) -> tuple[int, str]:
+    """Run `invoke ARGS...` in this process, capturing its output; (exit code, output)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            Program(namespace=ns, name="binderhub-ops", binary="invoke").run(["invoke", *args])
+        except SystemExit as exc:
+            return exc.code or 0, out.getvalue()
+    return 0, out.getvalue()
+
+
+@pytest.fixture(scope="session")
+def deployed(lab, tmp_path_factory):
+    """The whole lab deployed once (all stages but smoke), with its own secrets directory."""
+    secrets = tmp_path_factory.mktemp("deployed-secrets")
+    previous = os.environ.get("BHOPS_SECRETS_DIR")
+    os.environ["BHOPS_SECRETS_DIR"] = str(secrets)
+    code, out = run_task("deploy", "--env", "lab", "--skip-smoke", "--break-lock")
+    assert code == 0, out
+    yield secrets
+    if previous is None:
+        os.environ.pop("BHOPS_SECRETS_DIR", None)
+    else:
+        os.environ["BHOPS_SECRETS_DIR"] = previous
 
 
 @pytest.fixture

@@ -1,0 +1,94 @@
+"""smoke against the deployed lab, through the proxy host: a real build stream, a real
+JupyterHub and Jupyter server, and each failure mode the lab can produce."""
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+
+import pytest
+import requests
+
+from fabfile import labhosts, secretfile
+from tests.conftest import ssh
+
+pytestmark = pytest.mark.lab
+
+HUB = "http://10.77.0.5/jupyterhub/"
+
+
+def fault(name: str) -> None:
+    """Ask the lab's workloads for a failure mode (or `clear`)."""
+    ssh("lab-node1", f"sudo env PYTHONPATH={labhosts.REPO} {labhosts.REPO}/.venv/bin/python -m labapps "
+                     f"fault {name} --file /var/lib/labapps/faults.json")
+
+
+@pytest.fixture
+def smoke(deployed, cli, monkeypatch):
+    """Run smoke on the deployed lab (faults cleared before and after)."""
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(deployed))
+    fault("clear")
+    yield lambda *args: cli("smoke", "--env", "lab", *args)
+    fault("clear")
+
+
+def running_servers(secrets) -> list[str]:
+    """Users with a server the hub sees as ready, asked as the binder service."""
+    token = secretfile.load(secrets / "lab.yaml")["binder_api_token"].reveal()
+    users = requests.get(f"{HUB}hub/api/users", headers={"Authorization": f"token {token}"}, timeout=10).json()
+    return [u["name"] for u in users for s in (u.get("servers") or {}).values() if s.get("ready")]
+
+
+def test_a_full_smoke_passes_and_the_server_is_gone_afterwards(smoke, tmp_path):
+    code, out = smoke("--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"))
+    assert code == 0, out
+    for phase in ("launching", "ready"):
+        assert re.search(rf"^smoke \| {phase} \(\d+\.\d s\)$", out, re.M)
+    assert "smoke | smoke.kernel-idle | ok | kernel_info answered, execution_state idle" in out
+    assert "smoke | smoke.server-stop | ok" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["verdict"] == "passed" and [p["name"] for p in report["phases"]][-1] == "ready"
+    assert all(c["ok"] for c in report["checks"])
+    xml = (tmp_path / "r.xml").read_text()
+    assert '<testcase classname="build" name="ready"' in xml and "<failure" not in xml
+    url = re.search(r'"url": "([^"]+)"', json.dumps(report))  # the report does not carry the token either
+    assert url is None
+    tokens = re.findall(r"token[\"']?: ?[\"']?([A-Za-z0-9_-]{16,})", out + (tmp_path / "r.json").read_text())
+    assert not tokens
+
+
+@pytest.mark.parametrize("name, phase, status, message, hint", [
+    ("build-fails", "building", None, "", ""),
+    ("rate-limited", "request", 429, "Rate limit exceeded", "raise config.RateLimiter.limit"),
+    ("hub-refuses-token", "launching", 500, "Failed to create temporary user", "the binder's hub token does not match"),
+    ("spawn-fails", "launching", 500, "Spawn failed", "JupyterHub could not start the server"),
+])
+def test_each_failure_mode_names_the_phase_message_and_hint(smoke, deployed, tmp_path, name, phase, status,
+                                                             message, hint):
+    fault(name)
+    code, out = smoke("--repo", f"gh/lab-tests/{name}/HEAD",  # a repository not built yet
+                      "--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"))
+    assert code == 1
+    line = next(l for l in out.splitlines() if l.startswith("smoke | smoke | failed"))
+    assert f"failed in phase {phase}" in line
+    if status:
+        assert f"({status})" in line
+    assert message in line and hint in line
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["verdict"] == "failed" and report["status_code"] == status
+    assert "<failure" in (tmp_path / "r.xml").read_text()
+    bundle = re.search(r"diagnostics: (\S+\.tar\.gz)", out).group(1)
+    with tarfile.open(bundle) as tar:
+        names = {n.rsplit("/", 1)[-1] for n in tar.getnames()}
+        assert {"binder-health.txt", "kubectl-get.txt", "helm-status.txt", "nginx-binderhub-error.log"} <= names
+        text = "".join(tar.extractfile(m).read().decode() for m in tar.getmembers())
+    for secret in secretfile.load(deployed / "lab.yaml").values():
+        assert secret.reveal() not in text
+    assert running_servers(deployed) == []
+
+
+def test_a_stream_that_goes_silent_times_out(smoke):
+    fault("stream-stalls")
+    code, out = smoke("--silence", "3", "--repo", "gh/lab-tests/stalls/HEAD")
+    assert code == 1
+    assert "failed in phase building: the stream went silent for 3 s" in out
