@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import time
 
+import yaml
+
 from fabric import Connection
 from invoke import task
 
@@ -28,22 +30,31 @@ def namespace(conn: Connection, host: Host, dry_run: bool) -> Result:
     return Result(host.name, "cluster.namespace", Status.CHANGED, f"created namespace {name}")
 
 
-def workloads(conn: Connection, host: Host) -> list[str]:
-    """The release's deployments and daemonsets, as kind/name."""
+def workloads(conn: Connection, host: Host) -> tuple[list[str], list[str]]:
+    """The release's deployments and daemonsets, as kind/name: those in the cluster, and those
+    the release's manifest has that the cluster lacks (deleted by hand?)."""
     items = kube.read_json(conn, host, kube.kubectl(
         host, "get", "deployments,daemonsets", "--namespace", host.vars["namespace"],
         "--selector", f"release={host.vars['release']}", "-o", "json"))["items"]
-    return [f"{i['kind'].lower()}/{i['metadata']['name']}" for i in items]
+    found = [f"{i['kind'].lower()}/{i['metadata']['name']}" for i in items]
+    manifest = kube.run(conn, host, kube.helm(host, "get", "manifest", host.vars["release"], "--namespace",
+                                              host.vars["namespace"]), check=False).stdout
+    wanted = [f"{d['kind'].lower()}/{d['metadata']['name']}" for d in yaml.safe_load_all(manifest)
+              if isinstance(d, dict) and d.get("kind") in ("Deployment", "DaemonSet")]
+    return found, [w for w in wanted if w not in found]
 
 
 def wait(conn: Connection, host: Host, timeout: int) -> list[Result]:
     """`kubectl rollout status` on every deployment and daemonset of the release."""
-    found = workloads(conn, host)
+    found, missing = workloads(conn, host)
+    lost = [Result(host.name, "cluster.wait", Status.FAILED,
+                   f"{name} is in the release but not in the cluster; `helm rollback {host.vars['release']} "
+                   f"-n {host.vars['namespace']}` to the current revision recreates it") for name in missing]
     if not found:
         return [Result(host.name, "cluster.wait", Status.FAILED,
                        f"no deployment or daemonset of release {host.vars['release']} in namespace "
                        f"{host.vars['namespace']}; run helm.upgrade first")]
-    results = []
+    results = lost
     for name in found:
         done = kube.run(conn, host, kube.kubectl(host, "rollout", "status", name, "--namespace",
                                                  host.vars["namespace"], f"--timeout={timeout}s"),

@@ -69,18 +69,18 @@ def run_task(*args: str) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="session")
-def deployed(lab, tmp_path_factory):
-    """The whole lab deployed once (all stages but smoke), with its own secrets directory."""
-    secrets = tmp_path_factory.mktemp("deployed-secrets")
-    previous = os.environ.get("BHOPS_SECRETS_DIR")
-    os.environ["BHOPS_SECRETS_DIR"] = str(secrets)
+def lab_secrets(lab, tmp_path_factory):
+    """A secrets directory kept for the whole session, so deploys there stay no-ops."""
+    return tmp_path_factory.mktemp("lab-secrets")
+
+
+@pytest.fixture
+def deployed(lab_secrets, monkeypatch):
+    """The whole lab deployed (every stage but smoke): a no-op when other tests left it so."""
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
     code, out = run_task("deploy", "--env", "lab", "--skip-smoke", "--break-lock")
     assert code == 0, out
-    yield secrets
-    if previous is None:
-        os.environ.pop("BHOPS_SECRETS_DIR", None)
-    else:
-        os.environ["BHOPS_SECRETS_DIR"] = previous
+    return lab_secrets
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import requests
 
 from fabfile import labhosts
 from tests.conftest import REPO, lab_inventory, ssh
@@ -146,3 +147,30 @@ def test_ctrl_c_lets_the_step_under_way_finish_and_releases_the_lock(env_secrets
     for node in NODES:
         json.loads(ssh(node, "sudo cat /etc/docker/daemon.json"))  # never half-written
         assert "bhops." not in ssh(node, "ls -a /tmp /etc/docker")
+
+
+def test_deploy_runs_the_whole_runbook_and_a_rerun_changes_nothing(deployed, cli):
+    code, out = cli("deploy", "--env", "lab")
+    assert code == 0, out
+    assert stages(out) == {s: "ok" for s in ("nodes", "secrets", "cluster", "metallb", "proxy", "smoke")}
+    assert not re.search(r"\| (changed|failed|unreachable) \|", out), "a converged lab changed on re-deploy"
+    assert "smoke | smoke | ok | gh/binder-examples/requirements/HEAD: built, launched" in out
+    code, out = cli("status", "--env", "lab")
+    assert code == 0, out
+    assert "smoke | status.smoke | ok | last smoke: passed at" in out
+
+
+def test_binder_down_at_smoke_time_fails_the_smoke_stage_with_diagnostics(deployed, cli):
+    ssh(CP, "kubectl delete deployment binder -n binder >/dev/null")
+    try:
+        for _ in range(50):  # the lab's runner stops the binder process within a few seconds
+            if requests.get("http://10.77.0.5/binderhub/versions", timeout=5).status_code == 502:
+                break
+            time.sleep(0.2)
+        code, out = cli("deploy", "--env", "lab", "--only", "smoke")
+    finally:  # as cluster.wait says: a rollback to the current revision recreates it
+        revision = json.loads(ssh(CP, "helm list -n binder -o json"))[0]["revision"]
+        ssh(CP, f"helm rollback binder {revision} -n binder >/dev/null")
+    assert code == 1
+    assert re.search(r"smoke \| smoke \| failed \| failed in phase (connect|request).*502", out), out
+    assert re.search(r"diagnostics: \S+\.tar\.gz", out) or "resume with: invoke deploy --env lab --from smoke" in out

@@ -90,3 +90,21 @@ def test_check_names_each_mismatch_with_its_fix(old_site, cli, tmp_path, monkeyp
     assert "config.BinderHub.base_url is '/binderhub/' in the release, the inventory says '/binder/': run helm.upgrade" in failures
     assert "the site has no `location /binder/` (base URLs changed?): run nginx.reload" in failures
     assert "the site has no `location /jupyterhub/` (base URLs changed?): run nginx.reload" in failures
+
+
+def test_the_site_converges_and_routes_both_paths_through_the_proxy(deployed, cli):
+    ssh(PROXY, f"sudo rm -f {SITE} /etc/nginx/sites-enabled/binderhub && sudo service nginx reload >/dev/null")
+    code, out = cli("nginx.reload", "--env", "lab")
+    assert code == 0, out
+    assert "lab-proxy | nginx.reload | changed | wrote /etc/nginx/sites-available/binderhub, reloaded nginx, " \
+           "/binderhub/ and /jupyterhub/ answer" in out
+    code, out = cli("nginx.reload", "--env", "lab")
+    assert code == 0 and "lab-proxy | nginx.reload | ok | /etc/nginx/sites-available/binderhub is current" in out
+
+    versions = requests.get("http://10.77.0.5/binderhub/versions", timeout=10)
+    assert versions.status_code == 200 and "binderhub" in versions.json()
+    assert requests.get("http://10.77.0.5/jupyterhub/hub/api/health", timeout=10).status_code == 200
+    hub = requests.get("http://10.77.0.240/jupyterhub/hub/api/", timeout=10)  # the floating IP itself
+    assert hub.status_code == 200 and "version" in hub.json()
+    code, out = cli("nginx.check", "--env", "lab")
+    assert code == 0 and "ok | base URLs, hub_url, nginx locations, NodePort and floating IP agree" in out

@@ -24,9 +24,8 @@ def fault(name: str) -> None:
 
 
 @pytest.fixture
-def smoke(deployed, cli, monkeypatch):
+def smoke(deployed, cli):
     """Run smoke on the deployed lab (faults cleared before and after)."""
-    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(deployed))
     fault("clear")
     yield lambda *args: cli("smoke", "--env", "lab", *args)
     fault("clear")
