@@ -174,3 +174,26 @@ def test_binder_down_at_smoke_time_fails_the_smoke_stage_with_diagnostics(deploy
     assert code == 1
     assert re.search(r"smoke \| smoke \| failed \| failed in phase (connect|request).*502", out), out
     assert re.search(r"diagnostics: \S+\.tar\.gz", out) or "resume with: invoke deploy --env lab --from smoke" in out
+
+
+def test_rollback_puts_back_the_release_the_site_and_daemon_json(deployed, cli, tmp_path):
+    before = {"values": json.loads(ssh(CP, "helm get values binder -n binder -o json")),
+              "site": ssh("lab-proxy", "sudo sha256sum /etc/nginx/sites-available/binderhub"),
+              "daemon": {n: json.loads(ssh(n, "sudo cat /etc/docker/daemon.json")) for n in NODES}}
+    changed = lab_inventory(tmp_path, image_prefix="lab/changed-", nginx_log_dir="/var/log",
+                            docker_mirrors=["https://mirror.example.org"])
+    code, out = cli("deploy", "--env", "lab", "--skip-smoke", "--inventory", str(changed))
+    assert code == 0, out
+    assert json.loads(ssh(CP, "helm get values binder -n binder -o json")) != before["values"]
+
+    code, out = cli("rollback", "--env", "lab")
+    assert code == 0, out
+    assert re.search(r"lab-node1 \| helm.rollback \| changed \| rolled back to revision \d+", out)
+    assert "lab-proxy | rollback.site | changed" in out
+    assert json.loads(ssh(CP, "helm get values binder -n binder -o json")) == before["values"]
+    assert ssh("lab-proxy", "sudo sha256sum /etc/nginx/sites-available/binderhub") == before["site"]
+    assert {n: json.loads(ssh(n, "sudo cat /etc/docker/daemon.json")) for n in NODES} == before["daemon"]
+    mirrors = json.loads(ssh("lab-node2", "sudo docker info --format '{{json .RegistryConfig.Mirrors}}'"))
+    assert mirrors == [m.rstrip("/") + "/" for m in before["daemon"]["lab-node2"]["registry-mirrors"]]
+    code, out = cli("status", "--env", "lab")
+    assert "status.release | ok" in out and "status.site | ok" in out

@@ -154,6 +154,29 @@ def test_patching_a_service_merge_and_json(lab):
     assert spec["type"] == "ClusterIP" and "nodePort" not in spec["ports"][0]
 
 
+def _web_deployment(image: str, env: dict[str, str]) -> str:
+    container = {"name": "web", "image": image, "ports": [{"containerPort": 8080}],
+                 "env": [{"name": k, "value": v} for k, v in env.items()]}
+    template = {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [container]}}
+    meta = {"name": "web", "namespace": "merges"}
+    return json.dumps({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
+                       "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}})
+
+
+def test_apply_merges_containers_and_env_by_name(lab):
+    def containers() -> list[tuple]:
+        return [(c["name"], c["image"], [p["containerPort"] for p in c["ports"]],
+                 [(e["name"], e["value"]) for e in c["env"]])
+                for c in lab.json("get", "deploy", "web", "-n", "merges")["spec"]["template"]["spec"]["containers"]]
+
+    lab.kubectl("create", "namespace", "merges")
+    lab.kubectl("create", "-f", "-", stdin=_web_deployment("web:1", {"A": "1", "B": "2"}))  # no last-applied
+    lab.kubectl("apply", "-f", "-", stdin=_web_deployment("web:2", {"A": "1", "B": "3", "C": "4"}))
+    assert containers() == [("web", "web:2", [8080], [("A", "1"), ("B", "3"), ("C", "4")])]
+    lab.kubectl("apply", "-f", "-", stdin=_web_deployment("web:2", {"C": "4", "A": "1"}))  # B: `$patch: delete`
+    assert containers() == [("web", "web:2", [8080], [("C", "4"), ("A", "1")])]
+
+
 VALUES = {
     "config": {"BinderHub": {"hub_url": "http://hub.lab.invalid/jupyterhub/", "base_url": "/binderhub/",
                              "use_registry": False}},
@@ -231,6 +254,54 @@ def test_pods_are_listed_running_like_the_runbooks_step_6(lab, release):
 def test_label_selector_picks_binderhubs_own_workloads(lab, release):
     names = lab.kubectl("get", "deploy,ds", "-n", "binder", "-l", "app=binder", "-o", "name").stdout.split()
     assert sorted(names) == ["daemonset.apps/binder-image-cleaner", "deployment.apps/binder"]
+
+
+def _from_manifest(lab: Lab, kind: str, name: str) -> dict:
+    """One object of the release as `helm get manifest` prints it: no namespace, no last-applied annotation."""
+    documents = yaml.safe_load_all(lab.helm("get", "manifest", "binder", "-n", "binder").stdout)
+    return next(d for d in documents if d and (d["kind"], d["metadata"]["name"]) == (kind, name))
+
+
+def test_a_deleted_deployment_applied_from_the_manifest_is_created_in_the_namespace_given(lab, release):
+    deployment = json.dumps(_from_manifest(lab, "Deployment", "binder"))
+    lab.kubectl("delete", "deployment", "binder", "-n", "binder")
+    # Without -n, kubectl sends a namespace-less object to its context's namespace, `default`, as it
+    # does with a real apiserver: created there, `unchanged` the next time, and binder/binder stays gone.
+    assert lab.kubectl("apply", "-f", "-", stdin=deployment).stdout.strip() == "deployment.apps/binder created"
+    assert lab.kubectl("apply", "-f", "-", stdin=deployment).stdout.strip() == "deployment.apps/binder unchanged"
+    assert "NotFound" in lab.kubectl("get", "deploy", "binder", "-n", "binder", check=False).stderr
+    lab.kubectl("delete", "deployment", "binder", "-n", "default")
+
+    applied = lab.kubectl("apply", "-f", "-", "-n", "binder", stdin=deployment)
+    assert applied.stdout.strip() == "deployment.apps/binder created"
+    assert "deployment.apps/binder" in lab.kubectl("get", "deploy", "-n", "binder", "-o", "name").stdout.split()
+    lab.kubectl("rollout", "status", "deployment/binder", "-n", "binder", "--timeout", "30s")
+
+
+def test_applying_a_helm_made_service_keeps_its_node_port_and_merges_ports_by_port(lab, release):
+    service = _from_manifest(lab, "Service", "binder")
+
+    def apply(target_port: int, *namespace: str) -> subprocess.CompletedProcess:
+        service["spec"]["ports"][0]["targetPort"] = target_port
+        return lab.kubectl("apply", "-f", "-", *namespace, stdin=json.dumps(service), check=False)
+
+    def ports() -> list[tuple[int, int, int]]:
+        return [(p["port"], p["nodePort"], p["targetPort"])
+                for p in lab.json("get", "svc", "binder", "-n", "binder")["spec"]["ports"]]
+
+    original = service["spec"]["ports"][0]["targetPort"]
+    assert ports() == [(80, 30574, original)]
+    # The first apply only adds kubectl's last-applied annotation. A changed targetPort sends the port's
+    # entry, nodePort included, which merges into the entry with the same `port` (its merge key).
+    assert apply(original, "-n", "binder").stdout.strip() == "service/binder configured"
+    assert apply(original, "-n", "binder").stdout.strip() == "service/binder unchanged"
+    assert apply(original + 1, "-n", "binder").stdout.strip() == "service/binder configured"
+    assert ports() == [(80, 30574, original + 1)]
+    apply(original, "-n", "binder")
+    assert ports() == [(80, 30574, original)]
+    # Without -n it is another Service, default/binder, asking for the port binder/binder holds.
+    elsewhere = apply(original)
+    assert "spec.ports[0].nodePort: Invalid value: 30574: provided port is already allocated" in elsewhere.stderr
 
 
 def test_chart_repository_offers_only_the_pinned_version(lab, tmp_path):

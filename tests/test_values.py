@@ -180,3 +180,18 @@ def test_values_diff_masks_secrets_old_and_new(tmp_path):
     assert "-    base_url: /old/" in patch and "+    base_url: /binderhub/" in patch
     assert "+    secretToken: '******** (changed)'" in patch
     assert "apiToken: '******** (changed)'" not in patch
+
+
+def test_nginx_site_with_tls_redirects_http_and_keeps_acme_reachable():
+    from fabfile.rendering import render
+    site = render("nginx-site.conf.j2", env="prod", server_name="binder.example.org", port=443, http_port=80,
+                  tls={"certificate": "/etc/ssl/c.pem", "key": "/etc/ssl/k.pem"}, binder_base_url="/binderhub/",
+                  hub_base_url="/jupyterhub/", node_address="192.0.2.1", node_port=32574,
+                  floating_ip="192.0.2.38", log_dir="/var/log/nginx")
+    http, https = site.split("\nserver {")[1:]
+    assert "listen 80;" in http and "return 301 https://$host$request_uri;" in http
+    assert "location /.well-known/acme-challenge/" in http and "location /.well-known/acme-challenge/" in https
+    assert "listen 443 ssl;" in https and "ssl_certificate /etc/ssl/c.pem;" in https
+    assert "proxy_pass http://192.0.2.1:32574$request_uri;" in https
+    assert "proxy_pass http://192.0.2.38:80/jupyterhub/;" in https
+    assert https.count("proxy_buffering off;") == 2 and https.count("Upgrade $http_upgrade") == 2
