@@ -114,6 +114,7 @@ def lab_inventory(directory: Path, hosts: dict | None = None, **variables) -> Pa
     lab = data["environments"]["lab"]
     lab["ssh_config"] = str(labhosts.state_dir() / "ssh_config")
     lab["vars"] = {**lab.get("vars", {}), **variables}
+    lab["vars"]["metallb_manifest"] = str(REPO / lab["vars"]["metallb_manifest"])  # relative to the repo
     if hosts is not None:
         lab["hosts"] = hosts
     path = directory / "hosts.yaml"
