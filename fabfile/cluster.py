@@ -5,7 +5,6 @@ import json
 import time
 
 import yaml
-
 from fabric import Connection
 from invoke import task
 

@@ -1,8 +1,6 @@
 """The BinderHub helm release: chart repository, values, install/upgrade, rollback (steps 3-5, 11-12)."""
 from __future__ import annotations
 
-import json
-
 import yaml
 from fabric import Connection
 from invoke import task
@@ -12,6 +10,7 @@ from .inventory import Host
 from .remote import RemoteError
 from .results import Result, Status, succeeded
 from .session import HELP, READ_HELP, Run, session
+
 
 def _find_chart(conn: Connection, host: Host) -> bool:
     rows = kube.read_json(conn, host, kube.helm(host, "search", "repo", kube.chart(host), "--version",

@@ -204,8 +204,7 @@ def _locations(text: str) -> dict[str, str]:
             for path, body in re.findall(r"location\s+(\S+)\s*\{([^}]*)\}", text)}
 
 
-def check(conn: Connection, host: Host, control_plane: Host, facts: ClusterFacts | None,
-          deployed: dict | None) -> list[Result]:
+def check(conn: Connection, host: Host, facts: ClusterFacts | None, deployed: dict | None) -> list[Result]:
     """Read-only: the base URLs, hub_url, the live site's locations, the binder NodePort and the
     floating IP must agree; one failed result per mismatch, with its fix."""
     step, problems = "nginx.check", []
@@ -277,4 +276,4 @@ def check_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_
         facts = cluster_facts_of(run)
         released = run.gather(run.control_plane(), "nginx.check", kube.observe_release).get(control_plane.name)
         deployed = released.values if released and released.release else None
-        run.each(run.hosts("proxy"), "nginx.check", check, control_plane, facts, deployed)
+        run.each(run.hosts("proxy"), "nginx.check", check, facts, deployed)

@@ -1,13 +1,11 @@
 """After a deploy: drift (`status`), the diagnostics bundle (`diagnose`), and `rollback`."""
 from __future__ import annotations
 
-import json
-
 from fabric import Connection
 from invoke import task
 
-from . import diagnostics, docker, helm, kube, metallb, nginx, remote, values
 from . import daemon_config as dj
+from . import diagnostics, docker, helm, kube, metallb, nginx, remote, values
 from .inventory import Host
 from .results import Result, Status, succeeded
 from .session import HELP, READ_HELP, Run, session

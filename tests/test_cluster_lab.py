@@ -9,10 +9,8 @@ import re
 import shutil
 import subprocess
 
-import pytest
-import yaml
-
 import jinja2
+import pytest
 
 from fabfile import rendering, secretfile
 from tests.conftest import lab_inventory, ssh

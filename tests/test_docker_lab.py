@@ -84,7 +84,7 @@ def test_dry_run_shows_the_diff_and_changes_nothing(fresh, cli):
     code, out = cli("docker.mirror", "--env", "lab", "--dry-run")
     assert code == 0, out
     assert len(lines(out, "would change")) == 3
-    assert f'lab-node1 |   +  "registry-mirrors": [' in out
+    assert 'lab-node1 |   +  "registry-mirrors": [' in out
     assert "WOULD CHANGE" in out
     assert on_nodes(daemon_json) == before and on_nodes(docker_pid) == pids
     assert all(m == [] for m in on_nodes(mirrors).values())
