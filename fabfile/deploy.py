@@ -10,6 +10,7 @@ from invoke import Exit, task
 
 from . import cluster, docker, helm, kube, lock, metallb, nginx, secrets, smoke
 from .connections import ConnectError
+from .inventory import InventoryError
 from .remote import RemoteError
 from .results import Result, Status, succeeded
 from .session import HELP, Run, session
@@ -134,7 +135,10 @@ def deploy(c, env=None, only=None, from_=None, skip_smoke=False, yes=False, brea
                 run.reporter.write(f"== stage {name}")
                 outcome[name] = "running"
                 before = len(run.reporter.results)
-                ok = STAGES[name](run) and succeeded(run.reporter.results[before:])
+                try:
+                    ok = STAGES[name](run) and succeeded(run.reporter.results[before:])
+                except InventoryError as exc:  # a setting only this stage reads
+                    ok = not run.reporter.emit(Result("local", f"deploy.{name}", Status.FAILED, str(exc)))
                 outcome[name] = "ok" if ok else "failed"
                 if not ok and not run.dry_run:
                     run.reporter.write(f"stage {name} failed; fix it, then resume with: "

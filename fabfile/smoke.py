@@ -70,6 +70,7 @@ class Report:
     status_code: int | None = None
     hint: str = ""
     diagnostics: str = ""
+    checks_seconds: float = 0.0  # spent on the server checks and the stop, mostly waiting on the server
 
     def phase(self, name: str, at: float) -> Phase:
         if self.phases:
@@ -230,12 +231,14 @@ def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: flo
     if event and event.phase == "ready":
         url, token = event.data["url"], event.data["token"]
         run.reporter.hide([token])
+        started = time.monotonic()
         try:
             report.checks = check_server(http, url, hub_token or token, kernel_timeout)
         except (requests.RequestException, ValueError) as exc:
             report.checks.append(Check("server api", False, type(exc).__name__))
         finally:
             report.checks.append(stop_server(http, url, hub_token or token, hub))
+            report.checks_seconds = round(time.monotonic() - started, 3)
         failed = [c for c in report.checks if not c.ok]
         report.verdict = "failed" if failed else "passed"
         report.failed_phase = "server checks" if failed else ""
