@@ -195,3 +195,25 @@ def test_rollback_puts_back_the_release_the_site_and_daemon_json(deployed, cli, 
     assert mirrors == [m.rstrip("/") + "/" for m in before["daemon"]["lab-node2"]["registry-mirrors"]]
     code, out = cli("status", "--env", "lab")
     assert "status.release | ok" in out and "status.site | ok" in out
+
+
+def test_a_node_going_down_mid_rollout_is_reported_and_the_others_converge(env_secrets):
+    for node in NODES:  # a change to roll out, one node after the other
+        ssh(node, "echo '{\"log-driver\": \"json-file\"}' | sudo tee /etc/docker/daemon.json >/dev/null")
+    proc = subprocess.Popen([str(REPO / ".venv/bin/invoke"), "deploy", "--env", "lab", "--only", "nodes"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("lab-node1 | docker.mirror | changed"):  # its connection is already open
+                labhosts.stop_host("node3")
+                break
+        out = "".join(lines) + proc.stdout.read()
+        assert proc.wait(timeout=120) == 1, out
+    finally:
+        labhosts.start_host("node3")
+    assert "lab-node2 | docker.mirror | changed" in out
+    assert re.search(r"lab-node3 \| docker.mirror \| unreachable \| connection lost", out), out
+    assert "resume with: invoke deploy --env lab --from nodes" in out and not lock_exists()
+    json.loads(ssh("lab-node3", "sudo cat /etc/docker/daemon.json"))  # its file is whole, old or new

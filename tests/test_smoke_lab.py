@@ -61,6 +61,7 @@ def test_a_full_smoke_passes_and_the_server_is_gone_afterwards(smoke, tmp_path):
     ("rate-limited", "request", 429, "Rate limit exceeded", "raise config.RateLimiter.limit"),
     ("hub-refuses-token", "launching", 500, "Failed to create temporary user", "the binder's hub token does not match"),
     ("spawn-fails", "launching", 500, "Spawn failed", "JupyterHub could not start the server"),
+    ("hub-unreachable", "launching", 500, "Internal Server Error", "BinderHub cannot reach JupyterHub"),
 ])
 def test_each_failure_mode_names_the_phase_message_and_hint(smoke, deployed, tmp_path, name, phase, status,
                                                              message, hint):
