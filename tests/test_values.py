@@ -195,3 +195,8 @@ def test_nginx_site_with_tls_redirects_http_and_keeps_acme_reachable():
     assert "proxy_pass http://192.0.2.1:32574$request_uri;" in https
     assert "proxy_pass http://192.0.2.38:80/jupyterhub/;" in https
     assert https.count("proxy_buffering off;") == 2 and https.count("Upgrade $http_upgrade") == 2
+
+
+def test_a_missing_secrets_file_says_how_to_make_it(tmp_path):
+    with pytest.raises(SecretsError, match=r"prod.yaml does not exist; create it with `invoke secrets.init --env prod`"):
+        secretfile.load(tmp_path / "prod.yaml")
