@@ -6,12 +6,11 @@ import time
 
 import yaml
 from fabric import Connection
-from invoke import task
 
 from . import helm, kube, metallb, remote
 from .inventory import Host
 from .results import Result, Status
-from .session import HELP, READ_HELP, session
+from .session import Run, host_task
 
 ROLLOUT_TIMEOUT = 300
 IP_TIMEOUT = 120
@@ -165,37 +164,29 @@ def floating_ip(conn: Connection, host: Host, fix: bool, dry_run: bool, timeout:
                   f"switched {names} to NodePort, re-applied {public_name}: it holds {ip}", undo)
 
 
-@task(name="floating-ip", help={**HELP, "fix": "switch other LoadBalancers holding the IP to NodePort",
-                                "timeout": f"seconds to wait for the IP (default {IP_TIMEOUT})"})
-def floating_ip_task(c, env=None, fix=False, timeout=IP_TIMEOUT, limit=None, dry_run=False, parallel=10,
-                     inventory=None, accept_new_host_keys=False):
+@host_task("cluster.floating-ip", name="floating-ip", help={
+    "fix": "switch other LoadBalancers holding the IP to NodePort",
+    "timeout": f"seconds to wait for the IP (default {IP_TIMEOUT})"})
+def floating_ip_task(run: Run, fix=False, timeout=IP_TIMEOUT):
     """Make proxy-public hold the floating IP, durably (in the chart values) first."""
-    with session(c, env, "cluster.floating-ip", limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        if helm.release_stage(run) or dry_run:
-            run.each(run.control_plane(), "cluster.floating-ip", floating_ip, fix, dry_run, int(timeout))
+    if helm.release_stage(run) or run.dry_run:
+        run.each(run.control_plane(), "cluster.floating-ip", floating_ip, fix, run.dry_run, int(timeout))
 
 
-@task(name="namespace", help=HELP)
-def namespace_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("cluster.namespace", name="namespace")
+def namespace_task(run: Run):
     """Create the BinderHub namespace if it is missing."""
-    with session(c, env, "cluster.namespace", limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        run.each(run.control_plane(), "cluster.namespace", namespace, dry_run)
+    run.each(run.control_plane(), "cluster.namespace", namespace, run.dry_run)
 
 
-@task(name="wait", help={**READ_HELP, "timeout": f"seconds to wait for each rollout (default {ROLLOUT_TIMEOUT})"})
-def wait_task(c, env=None, timeout=ROLLOUT_TIMEOUT, limit=None, parallel=10, inventory=None,
-              accept_new_host_keys=False):
+@host_task("cluster.wait", name="wait", changes=False,
+           help={"timeout": f"seconds to wait for each rollout (default {ROLLOUT_TIMEOUT})"})
+def wait_task(run: Run, timeout=ROLLOUT_TIMEOUT):
     """Wait for every deployment and daemonset of the release to roll out."""
-    with session(c, env, "cluster.wait", limit=limit, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        run.each(run.control_plane(), "cluster.wait", wait, int(timeout))
+    run.each(run.control_plane(), "cluster.wait", wait, int(timeout))
 
 
-@task(name="status", help=READ_HELP)
-def status_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("cluster.status", name="status", changes=False)
+def status_task(run: Run):
     """Show the release's pods and services, as the runbook's steps 6 and 9 check them."""
-    with session(c, env, "cluster.status", limit=limit, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        run.each(run.control_plane(), "cluster.status", status)
+    run.each(run.control_plane(), "cluster.status", status)

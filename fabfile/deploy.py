@@ -6,14 +6,14 @@ import sys
 import time
 from pathlib import Path
 
-from invoke import Exit, task
+from invoke import Exit
 
 from . import cluster, docker, helm, kube, lock, metallb, nginx, secrets, smoke
 from .connections import ConnectError
 from .inventory import InventoryError
 from .remote import RemoteError
 from .results import Result, Status, succeeded
-from .session import HELP, Run, session
+from .session import Run, host_task
 
 LOGS = smoke.LOGS
 
@@ -113,50 +113,48 @@ def _write_report(run: Run, path: Path, stages: dict[str, str]) -> None:
                                 "results": run.reporter.records()}, indent=2))
 
 
-@task(help={**HELP, "only": f"run only these stages, comma-separated ({', '.join(STAGES)})",
-            "from_": "start at this stage (resume after a failure)", "skip_smoke": "do not run the smoke test",
-            "yes": "do not ask for confirmation (environments with `confirm: true`)",
-            "break_lock": "take over the deploy lock even though someone holds it"})
-def deploy(c, env=None, only=None, from_=None, skip_smoke=False, yes=False, break_lock=False, limit=None,
-           dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("deploy", name="deploy", help={
+    "only": f"run only these stages, comma-separated ({', '.join(STAGES)})",
+    "from_": "start at this stage (resume after a failure)", "skip_smoke": "do not run the smoke test",
+    "yes": "do not ask for confirmation (environments with `confirm: true`)",
+    "break_lock": "take over the deploy lock even though someone holds it"})
+def deploy(run: Run, only=None, from_=None, skip_smoke=False, yes=False, break_lock=False):
     """Run the whole runbook on an environment, stage by stage; resumable with --from."""
     stages = pick(only, from_, skip_smoke)
+    confirm(run, yes)
     LOGS.mkdir(exist_ok=True)
-    with session(c, env, "deploy", limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        confirm(run, yes)
-        base = LOGS / f"deploy-{run.env.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-        run.reporter.log = open(f"{base}.log", "w")
-        outcome = {name: "not run" for name in stages}
-        token = _take_lock(run, break_lock)
-        try:
-            for name in stages:
-                run.reporter.stage = name
-                run.reporter.write(f"== stage {name}")
-                outcome[name] = "running"
-                before = len(run.reporter.results)
-                try:
-                    ok = STAGES[name](run) and succeeded(run.reporter.results[before:])
-                except InventoryError as exc:  # a setting only this stage reads
-                    ok = not run.reporter.emit(Result("local", f"deploy.{name}", Status.FAILED, str(exc)))
-                outcome[name] = "ok" if ok else "failed"
-                if not ok and not run.dry_run:
-                    run.reporter.write(f"stage {name} failed; fix it, then resume with: "
-                                       f"invoke deploy --env {run.env.name} --from {name}")
-                    break
-        except KeyboardInterrupt:
-            running = next(n for n, o in outcome.items() if o == "running")
-            outcome[running] = "interrupted"
-            run.reporter.write(f"interrupted in stage {running}: every step under way finished first; resume "
-                               f"with: invoke deploy --env {run.env.name} --from {running}")
-            raise Exit(code=130) from None
-        finally:
-            run.reporter.stage = "deploy"
-            if token:
-                try:
-                    lock.release(run.pool.get(run.control_plane()[0]), run.control_plane()[0], token)
-                except (ConnectError, RemoteError) as exc:
-                    run.reporter.write(f"could not release the deploy lock: {exc}")
-            run.reporter.write("stages: " + ", ".join(f"{n} {o}" for n, o in outcome.items()))
-            _write_report(run, Path(f"{base}.json"), outcome)
-            run.reporter.write(f"log: {base}.log, report: {base}.json")
+    base = LOGS / f"deploy-{run.env.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    run.reporter.log = open(f"{base}.log", "w")
+    outcome = {name: "not run" for name in stages}
+    token = _take_lock(run, break_lock)
+    try:
+        for name in stages:
+            run.reporter.stage = name
+            run.reporter.write(f"== stage {name}")
+            outcome[name] = "running"
+            before = len(run.reporter.results)
+            try:
+                ok = STAGES[name](run) and succeeded(run.reporter.results[before:])
+            except InventoryError as exc:  # a setting only this stage reads
+                ok = not run.reporter.emit(Result("local", f"deploy.{name}", Status.FAILED, str(exc)))
+            outcome[name] = "ok" if ok else "failed"
+            if not ok and not run.dry_run:
+                run.reporter.write(f"stage {name} failed; fix it, then resume with: "
+                                   f"invoke deploy --env {run.env.name} --from {name}")
+                break
+    except KeyboardInterrupt:
+        running = next(n for n, o in outcome.items() if o == "running")
+        outcome[running] = "interrupted"
+        run.reporter.write(f"interrupted in stage {running}: every step under way finished first; resume "
+                           f"with: invoke deploy --env {run.env.name} --from {running}")
+        raise Exit(code=130) from None
+    finally:
+        run.reporter.stage = "deploy"
+        if token:
+            try:
+                lock.release(run.pool.get(run.control_plane()[0]), run.control_plane()[0], token)
+            except (ConnectError, RemoteError) as exc:
+                run.reporter.write(f"could not release the deploy lock: {exc}")
+        run.reporter.write("stages: " + ", ".join(f"{n} {o}" for n, o in outcome.items()))
+        _write_report(run, Path(f"{base}.json"), outcome)
+        run.reporter.write(f"log: {base}.log, report: {base}.json")

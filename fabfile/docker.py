@@ -5,7 +5,6 @@ import json
 from dataclasses import dataclass
 
 from fabric import Connection
-from invoke import task
 
 from . import daemon_config as dj
 from . import kube, remote
@@ -13,7 +12,7 @@ from .connections import ConnectError
 from .inventory import Host
 from .remote import RemoteError
 from .results import Result, Status
-from .session import HELP, READ_HELP, Run, session
+from .session import Run, host_task
 
 STEP = "docker.mirror"
 STATUS_STEP = "docker.status"
@@ -235,19 +234,15 @@ def status(conn: Connection, host: Host) -> Result:
                   f"drift: {reported}; {file_state}; run docker.mirror", outcome.diff)
 
 
-@task(help={**HELP, "drain": "cordon and drain each node (kubectl on the control plane) before its "
-                             "docker restarts; uncordon it once docker is back"})
-def mirror(c, env=None, drain=False, limit=None, dry_run=False, parallel=10, inventory=None,
-           accept_new_host_keys=False):
+@host_task(STEP, name="mirror", help={
+    "drain": "cordon and drain each node (kubectl on the control plane) before its docker restarts; "
+             "uncordon it once docker is back"})
+def mirror(run: Run, drain=False):
     """Set the Docker Hub mirror in daemon.json on every node and apply it, node by node."""
-    with session(c, env, STEP, limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        converge_mirrors(run, drain)
+    converge_mirrors(run, drain)
 
 
-@task(name="status", help=READ_HELP)
-def status_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task(STATUS_STEP, name="status", changes=False)
+def status_task(run: Run):
     """Show the mirrors docker reports on every node and whether daemon.json matches."""
-    with session(c, env, STATUS_STEP, limit=limit, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        run.each(run.hosts("node"), STATUS_STEP, status)
+    run.each(run.hosts("node"), STATUS_STEP, status)

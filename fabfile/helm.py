@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import yaml
 from fabric import Connection
-from invoke import task
 
 from . import kube, remote, values
 from .inventory import Host
 from .remote import RemoteError
 from .results import Result, Status, succeeded
-from .session import HELP, READ_HELP, Run, session
+from .session import Run, host_task
 
 
 def _find_chart(conn: Connection, host: Host) -> bool:
@@ -158,37 +157,28 @@ def release_stage(run: Run) -> bool:
                            run.dry_run))
 
 
-@task(name="repo", help=HELP)
-def repo_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("helm.repo", name="repo")
+def repo_task(run: Run):
     """Add and update the chart repository on the control plane, as the pinned chart needs."""
-    with session(c, env, "helm.repo", limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        host = run.control_plane()
-        run.each(host, "helm.repo", repo, run.gather(host, "helm.repo", kube.observe_repo), dry_run)
+    host = run.control_plane()
+    run.each(host, "helm.repo", repo, run.gather(host, "helm.repo", kube.observe_repo), run.dry_run)
 
 
-@task(name="upgrade", help=HELP)
-def upgrade_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("helm.upgrade", name="upgrade")
+def upgrade_task(run: Run):
     """Install or upgrade the BinderHub release when its chart or values differ."""
-    with session(c, env, "helm.upgrade", limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        release_stage(run)
+    release_stage(run)
 
 
-@task(name="values", help=READ_HELP)
-def values_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("helm.values", name="values", changes=False)
+def values_task(run: Run):
     """Show the rendered chart values, secrets masked, and their diff against the release."""
-    with session(c, env, "helm.values", limit=limit, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        host = run.control_plane()
-        run.each(host, "helm.values", show_values, values.render(host[0], run.env.name, run.secrets()))
+    host = run.control_plane()
+    run.each(host, "helm.values", show_values, values.render(host[0], run.env.name, run.secrets()))
 
 
-@task(name="rollback", help={**HELP, "revision": "revision to roll back to (default: the last deployed one)"})
-def rollback_task(c, env=None, revision=None, limit=None, dry_run=False, parallel=10, inventory=None,
-                  accept_new_host_keys=False):
+@host_task("helm.rollback", name="rollback",
+           help={"revision": "revision to roll back to (default: the last deployed one)"})
+def rollback_task(run: Run, revision=None):
     """Roll the BinderHub release back, e.g. out of a stuck pending-upgrade."""
-    with session(c, env, "helm.rollback", limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        run.each(run.control_plane(), "helm.rollback", rollback,
-                 int(revision) if revision else None, dry_run)
+    run.each(run.control_plane(), "helm.rollback", rollback, int(revision) if revision else None, run.dry_run)

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import yaml
 from fabric import Connection
-from invoke import task
 
 from . import kube, remote
 from .inventory import Host, InventoryError
 from .remote import RemoteError
 from .results import Result, Status, succeeded
-from .session import HELP, READ_HELP, Run, session
+from .session import Run, host_task
 
 NAMESPACE = "metallb-system"
 CRD_VERSION = (0, 13)  # MetalLB 0.13 replaced the ConfigMap with IPAddressPool/L2Advertisement
@@ -227,25 +226,19 @@ def _manifest(run: Run) -> str:
     return str(path)
 
 
-@task(name="install", help=HELP)
-def install_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("metallb.install", name="install")
+def install_task(run: Run):
     """Install MetalLB (the inventory's pinned manifest) where it is missing."""
-    with session(c, env, "metallb.install", limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        run.each(run.control_plane(), "metallb.install", install, _manifest(run), dry_run)
+    run.each(run.control_plane(), "metallb.install", install, _manifest(run), run.dry_run)
 
 
-@task(name="pool", help=HELP)
-def pool_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("metallb.pool", name="pool")
+def pool_task(run: Run):
     """Make MetalLB's address pool hold the floating IP(s), in the format its version reads."""
-    with session(c, env, "metallb.pool", limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        run.each(run.control_plane(), "metallb.pool", pool, dry_run)
+    run.each(run.control_plane(), "metallb.pool", pool, run.dry_run)
 
 
-@task(name="audit", help=READ_HELP)
-def audit_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("metallb.audit", name="audit", changes=False)
+def audit_task(run: Run):
     """Show MetalLB's pools, every LoadBalancer's IP, and who holds the floating IP."""
-    with session(c, env, "metallb.audit", limit=limit, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        run.each(run.control_plane(), "metallb.audit", audit)
+    run.each(run.control_plane(), "metallb.audit", audit)

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from fabric import Connection
-from invoke import task
 
 from . import kube, metallb, remote
 from .inventory import Host, InventoryError
 from .rendering import render
 from .results import Result, Status, succeeded
-from .session import HELP, READ_HELP, Run, session
+from .session import Run, host_task
 from .values import hub_url, public_url
 
 _PROBE = r'''site=$1
@@ -259,21 +258,17 @@ def reload_stage(run: Run) -> bool:
     return succeeded(run.each(proxies, "nginx.reload", reload_site, contexts, run.dry_run))
 
 
-@task(name="reload", help=HELP)
-def reload_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("nginx.reload", name="reload")
+def reload_task(run: Run):
     """Render the nginx site; test, swap, reload and probe it; roll back on failure."""
-    with session(c, env, "nginx.reload", limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        reload_stage(run)
+    reload_stage(run)
 
 
-@task(name="check", help=READ_HELP)
-def check_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("nginx.check", name="check", changes=False)
+def check_task(run: Run):
     """Check that base URLs, hub_url, nginx routes, NodePort and floating IP agree."""
-    with session(c, env, "nginx.check", limit=limit, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        control_plane = run.control_plane()[0]
-        facts = cluster_facts_of(run)
-        released = run.gather(run.control_plane(), "nginx.check", kube.observe_release).get(control_plane.name)
-        deployed = released.values if released and released.release else None
-        run.each(run.hosts("proxy"), "nginx.check", check, facts, deployed)
+    control_plane = run.control_plane()[0]
+    facts = cluster_facts_of(run)
+    released = run.gather(run.control_plane(), "nginx.check", kube.observe_release).get(control_plane.name)
+    deployed = released.values if released and released.release else None
+    run.each(run.hosts("proxy"), "nginx.check", check, facts, deployed)

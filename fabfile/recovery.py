@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from fabric import Connection
-from invoke import task
 
 from . import daemon_config as dj
 from . import diagnostics, docker, helm, kube, metallb, nginx, remote, values
 from .inventory import Host
 from .results import Result, Status, succeeded
-from .session import HELP, READ_HELP, Run, session
+from .session import Run, host_task
 from .smoke import last_verdict
 
 _NEWEST_BACKUP = 'ls -1t -- "$1".bhops-*.bak 2>/dev/null | head -n 1'
@@ -100,28 +99,22 @@ def rollback_run(run: Run) -> None:
         run.serially([h for h in run.hosts("node") if h.name in todo], "rollback.docker", docker.apply, todo)
 
 
-@task(name="status", help=READ_HELP)
-def status_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("status", name="status", changes=False)
+def status_task(run: Run):
     """Report drift across every stage (read-only); exit 1 when anything drifted."""
-    with session(c, env, "status", limit=limit, parallel=parallel, inventory_path=inventory,
-                 accept_new_host_keys=accept_new_host_keys) as run:
-        status_run(run)
+    status_run(run)
 
 
-@task(name="diagnose", help=READ_HELP)
-def diagnose_task(c, env=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("diagnose", name="diagnose", changes=False)
+def diagnose_task(run: Run):
     """Gather the diagnostics bundle (health, pods, events, logs, helm, nginx), secrets masked."""
-    with session(c, env, "diagnose", limit=limit, parallel=parallel, inventory_path=inventory,
-                 accept_new_host_keys=accept_new_host_keys) as run:
-        host = run.control_plane()[0]
-        run.secrets()
-        path = diagnostics.collect(run, f"{values.public_url(host)}{host.vars['binder_base_url']}")
-        run.reporter.emit(Result("local", "diagnose", Status.OK, f"bundle written: {path}"))
+    host = run.control_plane()[0]
+    run.secrets()
+    path = diagnostics.collect(run, f"{values.public_url(host)}{host.vars['binder_base_url']}")
+    run.reporter.emit(Result("local", "diagnose", Status.OK, f"bundle written: {path}"))
 
 
-@task(name="rollback", help=HELP)
-def rollback_task(c, env=None, limit=None, dry_run=False, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task("rollback", name="rollback")
+def rollback_task(run: Run):
     """Roll back the release, the nginx site and daemon.json to before the last deploy."""
-    with session(c, env, "rollback", limit=limit, dry_run=dry_run, parallel=parallel, inventory_path=inventory,
-                 accept_new_host_keys=accept_new_host_keys) as run:
-        rollback_run(run)
+    rollback_run(run)

@@ -6,13 +6,12 @@ import os
 import sys
 
 from fabric import Connection
-from invoke import task
 
 from . import kube, secretfile, values
 from .inventory import Host
 from .results import Result, Status
 from .secretfile import PROVIDED, SecretsError
-from .session import HELP, Run, session
+from .session import Run, host_task
 
 STEP = "secrets"
 
@@ -55,10 +54,8 @@ def stage(run: Run, rotate: str | None = None) -> list[Result]:
                                      f"{path}: {'; '.join(report) or 'all secrets present'}"))]
 
 
-@task(name="init", help={**HELP, "rotate": f"make a new value for this one secret ({', '.join(secretfile.GENERATED)})"})
-def init(c, env=None, rotate=None, limit=None, dry_run=False, parallel=10, inventory=None,
-         accept_new_host_keys=False):
+@host_task("secrets.init", name="init",
+           help={"rotate": f"make a new value for this one secret ({', '.join(secretfile.GENERATED)})"})
+def init(run: Run, rotate=None):
     """Create an environment's chart secrets once; never regenerate them unless told."""
-    with session(c, env, "secrets.init", limit=limit, dry_run=dry_run, parallel=parallel,
-                 inventory_path=inventory, accept_new_host_keys=accept_new_host_keys) as run:
-        stage(run, rotate)
+    stage(run, rotate)

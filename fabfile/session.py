@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -11,7 +12,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import paramiko
 from fabric import Connection
-from invoke import Context, Exit
+from invoke import Context, Exit, task
 
 from . import inventory, secretfile
 from .connections import ConnectError, Pool
@@ -165,3 +166,32 @@ def session(c: Context, env: str | None, title: str, *, limit: str | None = None
             run.reporter.log.close()
     if run.reporter.failed:
         raise Exit(code=1)
+
+
+_COMMON = ("env", "limit", "dry_run", "parallel", "inventory", "accept_new_host_keys")
+
+
+def host_task(title: str, *, name: str | None = None, changes: bool = True, help: dict | None = None):
+    """Make `body(run, **own)` an Invoke task that runs in a `session`. The task takes the body's
+    own arguments (documented in `help`) and the common ones: --env, --limit, --parallel,
+    --inventory, --accept-new-host-keys, and --dry-run where it `changes` anything."""
+    def wrap(body: Callable[..., Any]):
+        own = list(inspect.signature(body).parameters.values())[1:]
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        common = [inspect.Parameter("env", keyword, default=None), *[p.replace(kind=keyword) for p in own],
+                  *[inspect.Parameter(n, keyword, default=d) for n, d in
+                    (("limit", None), ("dry_run", False), ("parallel", 10), ("inventory", None),
+                     ("accept_new_host_keys", False)) if changes or n != "dry_run"]]
+
+        def run_task(c: Context, **kwargs: Any) -> None:
+            opts = {k: kwargs.pop(k) for k in _COMMON if k in kwargs}
+            with session(c, opts["env"], title, limit=opts["limit"], dry_run=opts.get("dry_run", False),
+                         parallel=opts["parallel"], inventory_path=opts["inventory"],
+                         accept_new_host_keys=opts["accept_new_host_keys"]) as run:
+                body(run, **kwargs)
+
+        run_task.__signature__ = inspect.Signature(
+            [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD), *common])
+        run_task.__doc__, run_task.__name__, run_task.__module__ = body.__doc__, body.__name__, body.__module__
+        return task(name=name, help={**(HELP if changes else READ_HELP), **(help or {})})(run_task)
+    return wrap

@@ -13,12 +13,11 @@ from xml.etree import ElementTree
 
 import requests
 import websocket
-from invoke import task
 
 from . import diagnostics, secretfile
 from .eventstream import Event, events, lines
 from .results import Result, Status
-from .session import HELP, Run, session
+from .session import Run, host_task
 from .values import public_url
 
 DEFAULT_REPO = "gh/binder-examples/requirements/HEAD"
@@ -276,28 +275,25 @@ def hub_access(run: Run) -> tuple[str, str] | None:
     return (f"{public_url(host)}{host.vars['hub_base_url']}", token.reveal()) if token else None
 
 
-@task(help={**{k: v for k, v in HELP.items() if k != "dry_run"},
-            "repo": f"what to build: provider/spec (default {DEFAULT_REPO})",
-            "timeout": "seconds the whole build and launch may take (default 900)",
-            "silence": "seconds the stream may stay silent (default 120)",
-            "report": "write a JSON report (phases, verdict, server checks) to this file",
-            "junit": "write a JUnit XML report to this file",
-            "binder_url": "BinderHub to test instead of the environment's (its base URL)"})
-def smoke(c, env=None, repo=DEFAULT_REPO, timeout=900, silence=120, report=None, junit=None,
-          binder_url=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+@host_task(STEP, name="smoke", changes=False, help={
+    "repo": f"what to build: provider/spec (default {DEFAULT_REPO})",
+    "timeout": "seconds the whole build and launch may take (default 900)",
+    "silence": "seconds the stream may stay silent (default 120)",
+    "report": "write a JSON report (phases, verdict, server checks) to this file",
+    "junit": "write a JUnit XML report to this file",
+    "binder_url": "BinderHub to test instead of the environment's (its base URL)"})
+def smoke(run: Run, repo=DEFAULT_REPO, timeout=900, silence=120, report=None, junit=None, binder_url=None):
     """Build a repository through BinderHub's API and prove the launched server works."""
-    with session(c, env, STEP, limit=limit, parallel=parallel, inventory_path=inventory,
-                 accept_new_host_keys=accept_new_host_keys) as run:
-        host = run.control_plane()[0]
-        url = binder_url or f"{public_url(host)}{host.vars['binder_base_url']}"
-        url = url if url.endswith("/") else url + "/"
-        token = os.environ.get("BHOPS_HUB_TOKEN")
-        hub = None if binder_url else hub_access(run)
-        result = smoke_run(run, repo.strip("/"), url, float(timeout), float(silence), 60.0, token, hub)
-        if result.verdict != "passed" and not binder_url:
-            result.diagnostics = str(diagnostics.collect(run, url))
-            run.reporter.note(STEP, f"diagnostics: {result.diagnostics}")
-        if report:
-            Path(report).write_text(run.reporter.masked(json.dumps(asdict(result), indent=2)))
-        if junit:
-            Path(junit).write_text(run.reporter.masked(junit_xml(result)))
+    host = run.control_plane()[0]
+    url = binder_url or f"{public_url(host)}{host.vars['binder_base_url']}"
+    url = url if url.endswith("/") else url + "/"
+    token = os.environ.get("BHOPS_HUB_TOKEN")
+    hub = None if binder_url else hub_access(run)
+    result = smoke_run(run, repo.strip("/"), url, float(timeout), float(silence), 60.0, token, hub)
+    if result.verdict != "passed" and not binder_url:
+        result.diagnostics = str(diagnostics.collect(run, url))
+        run.reporter.note(STEP, f"diagnostics: {result.diagnostics}")
+    if report:
+        Path(report).write_text(run.reporter.masked(json.dumps(asdict(result), indent=2)))
+    if junit:
+        Path(junit).write_text(run.reporter.masked(junit_xml(result)))
