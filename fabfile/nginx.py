@@ -33,8 +33,10 @@ cp -a /etc/nginx "$work/nginx"
 rm -f "$work/nginx/sites-enabled/$name"
 cp "$candidate" "$work/nginx/sites-enabled/$name"
 grep -rlZ /etc/nginx/ "$work/nginx" | xargs -0 -r sed -i "s#/etc/nginx/#$work/nginx/#g"
-nginx -t -q -c "$work/nginx/nginx.conf" 2>&1 | sed "s#$work/nginx/#/etc/nginx/#g"
-exit "$(nginx -t -q -c "$work/nginx/nginx.conf" >/dev/null 2>&1; echo $?)"
+out=$(nginx -t -q -c "$work/nginx/nginx.conf" 2>&1)
+status=$?
+printf '%s\n' "$out" | sed "s#$work/nginx/#/etc/nginx/#g"
+exit "$status"
 '''
 
 PROBE_SECONDS = 5  # how long the probe through the proxy may keep failing after a reload
