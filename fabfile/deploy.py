@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,8 @@ def smoke_stage(run: Run) -> bool:
         return True
     host = run.control_plane()[0]
     url = f"{smoke.public_url(host)}{host.vars['binder_base_url']}"
-    return smoke.smoke_run(run, smoke.DEFAULT_REPO, url, 900, 120, 60, None, smoke.hub_access(run)).verdict == "passed"
+    token = os.environ.get("BHOPS_HUB_TOKEN")  # with authentication on
+    return smoke.smoke_run(run, smoke.DEFAULT_REPO, url, 900, 120, 60, token, smoke.hub_access(run)).verdict == "passed"
 
 
 #: The runbook's stages in order; each returns whether it succeeded (a stage also fails when any
