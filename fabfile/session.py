@@ -5,7 +5,7 @@ import dataclasses
 import inspect
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -87,14 +87,18 @@ class Run:
         except _LOST as exc:
             return Result(host.name, step, Status.UNREACHABLE, f"connection lost: {exc or type(exc).__name__}")
 
-    def _parallel(self, hosts: Sequence[Host], step: str, fn: Callable[..., T], *args: Any) -> list[T | Result]:
-        """Run on worker threads. On Ctrl-C, steps not started are dropped and the ones under way
-        are let finish (a step never stops half-way through a change), then it propagates."""
+    def _parallel(self, hosts: Sequence[Host], step: str, fn: Callable[..., T], *args: Any,
+                  on_done: Callable[[T | Result], Any] = lambda out: None) -> list[T | Result]:
+        """Run on worker threads, calling `on_done` with each host's outcome as it comes; return
+        the outcomes in host order. On Ctrl-C, steps not started are dropped and the ones under
+        way are let finish (a step never stops half-way through a change), then it propagates."""
         if not hosts:
             return []
         pool = ThreadPoolExecutor(max_workers=min(self.parallel, len(hosts)))
         futures = [pool.submit(self._call, h, step, fn, *args) for h in hosts]
         try:
+            for future in as_completed(futures):
+                on_done(future.result())
             return [f.result() for f in futures]
         except KeyboardInterrupt:
             for future in futures:
@@ -107,19 +111,18 @@ class Run:
 
     def each(self, hosts: Sequence[Host], step: str, fn: Callable[..., Result | list[Result]],
              *args: Any) -> list[Result]:
-        """Run a step on every host in parallel and report its result(s)."""
-        done = self._parallel(hosts, step, fn, *args)
-        return [self.reporter.emit(r) for out in done for r in (out if isinstance(out, list) else [out])]
+        """Run a step on every host in parallel and report its result(s) as each host finishes."""
+        def emit(out: Result | list[Result]) -> None:
+            for result in out if isinstance(out, list) else [out]:
+                self.reporter.emit(result)
+        done = self._parallel(hosts, step, fn, *args, on_done=emit)
+        return [r for out in done for r in (out if isinstance(out, list) else [out])]
 
     def gather(self, hosts: Sequence[Host], step: str, fn: Callable[..., T], *args: Any) -> dict[str, T]:
         """Run a probe on every host in parallel; report the hosts where it failed, return the rest."""
-        found = {}
-        for host, value in zip(hosts, self._parallel(hosts, step, fn, *args)):
-            if isinstance(value, Result):
-                self.reporter.emit(value)
-            else:
-                found[host.name] = value
-        return found
+        report = lambda out: isinstance(out, Result) and self.reporter.emit(out)  # noqa: E731
+        outcomes = self._parallel(hosts, step, fn, *args, on_done=report)
+        return {h.name: out for h, out in zip(hosts, outcomes) if not isinstance(out, Result)}
 
     def serially(self, hosts: Sequence[Host], step: str, fn: Callable[..., Result], *args: Any) -> list[Result]:
         """Run a step host after host; after a failure the remaining hosts are skipped."""

@@ -154,7 +154,7 @@ def test_status_reports_mirrors_and_drift(fresh, cli):
     assert cli("docker.mirror", "--env", "lab")[0] == 0
     code, out = cli("docker.status", "--env", "lab", "--limit", "lab-node1,lab-node2")
     assert code == 0, out
-    assert lines(out, "ok") == [f"{n} | docker.status | ok | docker uses {MIRROR}" for n in NODES[:2]]
+    assert sorted(lines(out, "ok")) == [f"{n} | docker.status | ok | docker uses {MIRROR}" for n in NODES[:2]]
 
 
 def test_one_connection_per_host_per_run(fresh, cli):
