@@ -19,7 +19,6 @@ IP_TIMEOUT = 120
 def namespace(conn: Connection, host: Host, dry_run: bool) -> Result:
     """Create the release's namespace if it does not exist (runbook step 4)."""
     name = host.vars["namespace"]
-    kube.preflight(conn, host)
     if kube.namespace_exists(conn, host):
         return Result(host.name, "cluster.namespace", Status.OK, f"namespace {name} exists")
     if dry_run:

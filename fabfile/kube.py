@@ -52,6 +52,16 @@ def _unreachable(host: Host, out: Output) -> RemoteError:
                        "check the kubeconfig (vars.kubeconfig, or ~/.kube/config of the login user)")
 
 
+def _list_release(host: Host) -> list[str]:
+    """argv for `helm list` narrowed to the release (pending ones included)."""
+    return helm(host, "list", "--namespace", host.vars["namespace"], "--all", "--filter",
+                f"^{host.vars['release']}$", "--output", "json")
+
+
+def _named(host: Host, rows: list[dict] | None) -> dict | None:
+    return next((r for r in rows or [] if r["name"] == host.vars["release"]), None)
+
+
 @dataclass(frozen=True)
 class ReleaseState:
     """The release as helm lists it (None: not installed) and its deployed values."""
@@ -69,7 +79,8 @@ class RepoState:
     namespace: bool
 
 
-def _probe(conn: Connection, host: Host, probes: dict[str, list[str]]) -> dict[str, Output]:
+def probe(conn: Connection, host: Host, probes: dict[str, list[str]]) -> dict[str, Output]:
+    """Run kubectl/helm reads at once in one round trip; a missing tool is an error with its fix."""
     out = remote.run_many(conn, host, probes)
     for key, argv in probes.items():
         if out[key].exited == 127:
@@ -79,15 +90,14 @@ def _probe(conn: Connection, host: Host, probes: dict[str, list[str]]) -> dict[s
 
 def observe_release(conn: Connection, host: Host) -> ReleaseState:
     """`helm list` and `helm get values` of the release, at once, in one round trip."""
-    name, namespace = host.vars["release"], host.vars["namespace"]
-    out = _probe(conn, host, {
-        "release": helm(host, "list", "--namespace", namespace, "--all", "--filter", f"^{name}$",
-                        "--output", "json"),
-        "values": helm(host, "get", "values", name, "--namespace", namespace, "--output", "json"),
+    out = probe(conn, host, {
+        "release": _list_release(host),
+        "values": helm(host, "get", "values", host.vars["release"], "--namespace", host.vars["namespace"],
+                       "--output", "json"),
     })
     if not out["release"].ok:
         raise _unreachable(host, out["release"])
-    release = next((r for r in json.loads(out["release"].stdout or "[]") or [] if r["name"] == name), None)
+    release = _named(host, json.loads(out["release"].stdout or "[]"))
     if release and not out["values"].ok:
         raise RemoteError(f"helm get values failed on {host.name}: {remote.tail(out['values'].stderr)}")
     return ReleaseState(release, (json.loads(out["values"].stdout or "{}") or {}) if release else {})
@@ -95,7 +105,7 @@ def observe_release(conn: Connection, host: Host) -> ReleaseState:
 
 def observe_repo(conn: Connection, host: Host) -> RepoState:
     """The chart repositories, the pinned chart's presence and the namespace, in one round trip."""
-    out = _probe(conn, host, {
+    out = probe(conn, host, {
         "namespace": kubectl(host, "get", "namespace", host.vars["namespace"], "-o", "name",
                              "--request-timeout", "10s"),
         "repos": helm(host, "repo", "list", "--output", "json"),
@@ -114,12 +124,7 @@ def observe_repo(conn: Connection, host: Host) -> RepoState:
 
 def preflight(conn: Connection, host: Host) -> None:
     """Fail with the fix when kubectl is missing or the cluster cannot be reached."""
-    argv = kubectl(host, "get", "namespaces", "-o", "name", "--request-timeout", "10s")
-    probe = run(conn, host, argv, check=False)
-    if probe.exited == 127:
-        raise _missing_tool(host, argv)
-    if probe.failed:
-        raise _unreachable(host, Output(probe.exited, probe.stdout, probe.stderr))
+    namespace_exists(conn, host)
 
 
 def history(conn: Connection, host: Host) -> list[dict]:
@@ -130,18 +135,19 @@ def history(conn: Connection, host: Host) -> list[dict]:
 
 def release(conn: Connection, host: Host) -> dict | None:
     """The release as `helm list` shows it (name, revision, status, chart), or None."""
-    name = host.vars["release"]
-    rows = read_json(conn, host, helm(host, "list", "--namespace", host.vars["namespace"], "--all",
-                                      "--filter", f"^{name}$", "--output", "json"))
-    return next((r for r in rows or [] if r["name"] == name), None)
+    return _named(host, read_json(conn, host, _list_release(host)))
 
 
 def namespace_exists(conn: Connection, host: Host) -> bool:
-    """Whether the release's namespace exists; other kubectl errors raise."""
-    probe = run(conn, host, kubectl(host, "get", "namespace", host.vars["namespace"], "-o", "name"), check=False)
-    if probe.failed and "NotFound" not in probe.stderr:
-        raise RemoteError(remote.tail(probe.stderr))
-    return probe.ok
+    """Whether the release's namespace exists; a missing kubectl or an unreachable cluster
+    raises with its fix."""
+    argv = kubectl(host, "get", "namespace", host.vars["namespace"], "-o", "name", "--request-timeout", "10s")
+    got = run(conn, host, argv, check=False)
+    if got.exited == 127:
+        raise _missing_tool(host, argv)
+    if got.failed and "NotFound" not in got.stderr:
+        raise _unreachable(host, Output(got.exited, got.stdout, got.stderr))
+    return got.ok
 
 
 def apply(conn: Connection, host: Host, objects: list[dict]) -> str:

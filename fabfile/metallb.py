@@ -76,14 +76,12 @@ def _version(image: str) -> tuple[int, ...] | None:
 
 def observe(conn: Connection, host: Host) -> MetalLB:
     """Find MetalLB's controller (its image tag is the version) and read its pools."""
-    out = remote.run_many(conn, host, {
+    out = kube.probe(conn, host, {
         "deployments": kube.kubectl(host, "get", "deployments", "-n", NAMESPACE, "-o", "json"),
         "configmap": kube.kubectl(host, "get", "configmap", "config", "-n", NAMESPACE, "-o", "json"),
         "crs": kube.kubectl(host, "get", "ipaddresspools.metallb.io,l2advertisements.metallb.io",
                             "-n", NAMESPACE, "-o", "json"),
     })
-    if out["deployments"].exited == 127:
-        raise RemoteError(f"kubectl is not installed on {host.name}")
     if not out["deployments"].ok:
         raise RemoteError(f"cannot list MetalLB's deployments: {remote.tail(out['deployments'].stderr)}")
     images = [c["image"] for d in json.loads(out["deployments"].stdout)["items"]

@@ -88,7 +88,7 @@ def site_paths(host: Host) -> Site:
 def cluster_facts(conn: Connection, host: Host) -> ClusterFacts:
     """The binder NodePort, proxy-public's IP and a node's address, read on the control plane."""
     ns = host.vars["namespace"]
-    out = remote.run_many(conn, host, {
+    out = kube.probe(conn, host, {
         "binder": kube.kubectl(host, "get", "service", "binder", "-n", ns, "-o", "json"),
         "public": kube.kubectl(host, "get", "service", "proxy-public", "-n", ns, "-o", "json"),
         "nodes": kube.kubectl(host, "get", "nodes", "-o", "json"),
