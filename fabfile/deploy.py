@@ -9,7 +9,7 @@ from pathlib import Path
 
 from invoke import Exit
 
-from . import cluster, docker, helm, kube, lock, metallb, nginx, secrets, smoke
+from . import cluster, docker, helm, kube, lock, metallb, nginx, secrets, smoke, values
 from .connections import ConnectError
 from .inventory import InventoryError
 from .remote import RemoteError
@@ -56,7 +56,7 @@ def smoke_stage(run: Run) -> bool:
         run.reporter.emit(Result(smoke.STEP, smoke.STEP, Status.SKIPPED, "a dry run does not build"))
         return True
     host = run.control_plane()[0]
-    url = f"{smoke.public_url(host)}{host.vars['binder_base_url']}"
+    url = values.binder_url(host)
     token = os.environ.get("BHOPS_HUB_TOKEN")  # with authentication on
     return smoke.smoke_run(run, smoke.DEFAULT_REPO, url, 900, 120, 60, token, smoke.hub_access(run)).verdict == "passed"
 

@@ -13,7 +13,7 @@ from . import kube, remote
 from .connections import ConnectError
 from .remote import RemoteError
 from .session import Run
-from .values import public_url
+from .values import hub_url
 
 OUT = Path(__file__).resolve().parent.parent / "diagnostics"
 
@@ -40,7 +40,7 @@ def collect(run: Run, binder_url: str) -> Path:
     """Gather the bundle; return the tarball's path."""
     cp = run.control_plane()[0]
     ns, release = cp.vars["namespace"], cp.vars["release"]
-    hub = f"{public_url(cp)}{cp.vars['hub_base_url']}"
+    hub = hub_url(cp)
     logs = run.hosts("proxy")[0].vars["nginx_log_dir"]
     files = {
         "binder-health.txt": _http(f"{binder_url}health"),

@@ -110,7 +110,7 @@ def diagnose_task(run: Run):
     """Gather the diagnostics bundle (health, pods, events, logs, helm, nginx), secrets masked."""
     host = run.control_plane()[0]
     run.secrets()
-    path = diagnostics.collect(run, f"{values.public_url(host)}{host.vars['binder_base_url']}")
+    path = diagnostics.collect(run, values.binder_url(host))
     run.reporter.emit(Result("local", "diagnose", Status.OK, f"bundle written: {path}"))
 
 

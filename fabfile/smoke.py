@@ -14,11 +14,10 @@ from xml.etree import ElementTree
 import requests
 import websocket
 
-from . import diagnostics, secretfile
+from . import diagnostics, secretfile, values
 from .eventstream import Event, events, lines
 from .results import Result, Status
 from .session import Run, host_task
-from .values import public_url
 
 DEFAULT_REPO = "gh/binder-examples/requirements/HEAD"
 LOGS = Path(__file__).resolve().parent.parent / "logs"
@@ -272,7 +271,7 @@ def hub_access(run: Run) -> tuple[str, str] | None:
     if not secretfile.path_for(run.env.name).exists():
         return None
     token = run.secrets().get("binder_api_token")
-    return (f"{public_url(host)}{host.vars['hub_base_url']}", token.reveal()) if token else None
+    return (values.hub_url(host), token.reveal()) if token else None
 
 
 @host_task(STEP, name="smoke", changes=False, help={
@@ -285,7 +284,7 @@ def hub_access(run: Run) -> tuple[str, str] | None:
 def smoke(run: Run, repo=DEFAULT_REPO, timeout=900, silence=120, report=None, junit=None, binder_url=None):
     """Build a repository through BinderHub's API and prove the launched server works."""
     host = run.control_plane()[0]
-    url = binder_url or f"{public_url(host)}{host.vars['binder_base_url']}"
+    url = binder_url or values.binder_url(host)
     url = url if url.endswith("/") else url + "/"
     token = os.environ.get("BHOPS_HUB_TOKEN")
     hub = None if binder_url else hub_access(run)

@@ -37,6 +37,11 @@ def public_url(host: Host) -> str:
     return url.rstrip("/")
 
 
+def binder_url(host: Host) -> str:
+    """BinderHub's public URL, including its base URL."""
+    return public_url(host) + host.vars["binder_base_url"]
+
+
 def hub_url(host: Host) -> str:
     """BinderHub's `hub_url`: JupyterHub's public URL including its base URL."""
     return public_url(host) + host.vars["hub_base_url"]
