@@ -109,11 +109,6 @@ def decide(host: Host, state: NodeState) -> Plan | Result:
     return Plan(state.text, dj.render(merged), write, state.manager, action)
 
 
-def _service(conn: Connection, host: Host, manager: str, action: str) -> None:
-    argv = ["systemctl", action, "docker"] if manager == "systemd" else ["service", "docker", action]
-    remote.run(conn, host, argv)
-
-
 def _wait_for_docker(conn: Connection, host: Host) -> list[str]:
     done = remote.run(conn, host, remote.script(_WAIT, str(DOCKER_WAIT * 2)),
                       check=False, timeout=DOCKER_WAIT + 30)
@@ -155,7 +150,7 @@ def apply(conn: Connection, host: Host, plans: dict[str, Plan], drain: Drain | N
         backup = remote.write(conn, host, dj.PATH, plan.new_text, "0644",
                               validate=lambda path: remote.script(_VALIDATE, path))
     try:
-        _service(conn, host, plan.manager, plan.action)
+        remote.service(conn, host, plan.manager, "docker", plan.action)
         mirrors = _wait_for_docker(conn, host)
         if not dj.same_mirrors(mirrors, wanted):
             raise RemoteError(f"docker info reports mirrors {mirrors} after the {plan.action}")
@@ -178,7 +173,7 @@ def _roll_back(conn: Connection, host: Host, plan: Plan, backup: str | None) -> 
     try:
         remote.restore(conn, host, dj.PATH, backup)
         state = observe(conn, host)
-        _service(conn, host, plan.manager, "start" if state.mirrors is None else "restart")
+        remote.service(conn, host, plan.manager, "docker", "start" if state.mirrors is None else "restart")
         _wait_for_docker(conn, host)
     except RemoteError as exc:
         return f"{restored}, but docker is still down: {exc}"

@@ -134,10 +134,6 @@ def _observe(conn: Connection, host: Host, site: Site) -> tuple[str, bool, str |
     return facts["manager"], facts["nginx"] == "yes", text if sep else None
 
 
-def _reload(conn: Connection, host: Host, manager: str) -> None:
-    remote.run(conn, host, ["systemctl", "reload", "nginx"] if manager == "systemd" else ["service", "nginx", "reload"])
-
-
 def _probe(conn: Connection, host: Host, context: dict) -> list[str]:
     """Requests through the proxy that did not answer 200, as `path -> status`. A reload is
     graceful (old workers finish first), so a failure is retried for a few seconds."""
@@ -182,14 +178,14 @@ def install_site(conn: Connection, host: Host, text: str, context: dict, dry_run
                           f"nginx -t rejected the new site; the live one is untouched: {remote.tail(test.stdout)}", patch)
         backup = remote.write(conn, host, site.available, text, "0644")
     remote.run(conn, host, remote.script(_ENABLE, site.available, site.enabled))
-    _reload(conn, host, manager)
+    remote.service(conn, host, manager, "nginx", "reload")
     failures = _probe(conn, host, context)
     if failures:
         error_log = f"{context['log_dir']}/binderhub-error.log"
         last = remote.run(conn, host, ["tail", "-n", "1", error_log], check=False).stdout.strip()
         remote.restore(conn, host, site.available, backup)
         remote.run(conn, host, remote.script(_DISABLE, site.available, site.enabled))
-        _reload(conn, host, manager)
+        remote.service(conn, host, manager, "nginx", "reload")
         return Result(host.name, step, Status.FAILED,
                       f"probe through the proxy failed ({'; '.join(failures)}); restored "
                       f"{'the previous site from ' + backup if backup else 'no site (there was none)'} and reloaded; "

@@ -52,6 +52,11 @@ def file_diff(old: str | None, new: str, path: str) -> str:
                                         fromfile=path if old is not None else "/dev/null", tofile=path))
 
 
+def service(conn: Connection, host: Host, manager: str, name: str, action: str) -> None:
+    """start/restart/reload a service through its manager: systemd, or sysvinit's `service`."""
+    run(conn, host, ["systemctl", action, name] if manager == "systemd" else ["service", name, action])
+
+
 def tail(text: str, lines: int = 3) -> str:
     """The last lines of command output, joined on one line."""
     return " / ".join(text.strip().splitlines()[-lines:]) or "(no output)"
