@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -57,7 +56,9 @@ def smoke_stage(run: Run) -> bool:
         return True
     host = run.control_plane()[0]
     url = values.binder_url(host)
-    token = os.environ.get("BHOPS_HUB_TOKEN")  # with authentication on
+    token = smoke.user_token(run)
+    if smoke.needs_token(run, host, token, "; or deploy with --skip-smoke"):
+        return False
     return smoke.smoke_run(run, smoke.DEFAULT_REPO, url, 900, 120, 60, token, smoke.hub_access(run)).verdict == "passed"
 
 

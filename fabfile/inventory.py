@@ -140,6 +140,7 @@ def _list_of(check: Callable[[Any, str], Any]) -> Callable[[Any, str], tuple]:
 _AUTH = _shape({
     "login_service": _text, "client_id": _text, "authorize_url": _url, "token_url": _url,
     "userdata_url": _url, "username_key": _text, "scope": _list_of(_text),
+    "allowed_users": _list_of(_text), "allow_all": _flag,
 }, required=("client_id", "authorize_url", "token_url", "userdata_url"))
 _STORAGE = _shape({
     "per_user": _shape({"storage_class": _text, "capacity": _text, "mount_path": _text},

@@ -29,6 +29,10 @@ PROVIDED = {
     "registry_password": "BHOPS_REGISTRY_PASSWORD",
     "oauth_client_secret": "BHOPS_OAUTH_CLIENT_SECRET",
 }
+#: Put in the file by the operator if wanted; never asked for.
+OPTIONAL = {
+    "smoke_hub_token": "the JupyterHub API token `smoke` sends when authentication is on ($BHOPS_HUB_TOKEN wins)",
+}
 
 
 class SecretsError(Exception):
@@ -79,7 +83,7 @@ def load(path: Path) -> dict[str, Secret]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise SecretsError(f"{path} is not valid YAML{where}; fix it by hand (it was not changed)") from None
-    known = set(GENERATED) | set(PROVIDED)
+    known = set(GENERATED) | set(PROVIDED) | set(OPTIONAL)
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise SecretsError(f"{path} must map secret names to strings; fix it by hand (it was not changed)")
     unknown = sorted(set(data) - known)

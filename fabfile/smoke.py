@@ -9,6 +9,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 import requests
@@ -16,6 +17,7 @@ import websocket
 
 from . import diagnostics, secretfile, values
 from .eventstream import Event, events, lines
+from .inventory import Host
 from .results import Result, Status
 from .session import Run, host_task
 
@@ -24,11 +26,18 @@ LOGS = Path(__file__).resolve().parent.parent / "logs"
 PROGRESS_EVERY = 30  # seconds between progress lines during a long phase
 STEP = "smoke"
 
+TOKEN_ENV = "BHOPS_HUB_TOKEN"
+AUTH_HINT = (f"authentication is on: set ${TOKEN_ENV} (or smoke_hub_token in the secrets file) to a JupyterHub "
+             "API token made on the hub's /hub/token page with the scopes access:services!service=binder and "
+             "access:servers!user=<its user>")
+
 HINTS = [  # (status code, words in the message, hint)
     (429, "", "rate limited: raise config.RateLimiter.limit in the chart values (0 disables it) or "
               "send a build token; a smoke test run often meets this limit"),
-    (403, "", "authentication is on: set $BHOPS_HUB_TOKEN to a JupyterHub API token with the scope "
-              "access:services!service=binder"),
+    (302, "", AUTH_HINT),
+    (403, " is not allowed.", "this token's user may not use BinderHub: " + AUTH_HINT),
+    (403, "", "BinderHub refused this client: with authentication on, see $BHOPS_HUB_TOKEN in docs/smoke.md; "
+              "without, the client's network may be in config.BinderHub.ban_networks"),
     (500, "Failed to create temporary user", "the binder's hub token does not match the hub: both come "
           "from binder_api_token; run helm.upgrade so binder and hub get the same one"),
     (500, "Internal Server Error", "BinderHub cannot reach JupyterHub: check hub_url, the hub pod, and that "
@@ -89,7 +98,13 @@ def follow(http: requests.Session, url: str, headers: dict, report: Report, say:
     last_note = start
     try:
         with http.get(url, headers={**headers, "Accept": "text/event-stream"}, stream=True,
-                      timeout=(10, silence)) as response:
+                      timeout=(10, silence), allow_redirects=False) as response:
+            if response.is_redirect:  # BinderHub sends a browser without a valid token to log in
+                where = urlsplit(response.headers["Location"])
+                report.status_code = response.status_code
+                report.message = (f"redirected to {where.scheme}://{where.netloc}{where.path} to log in: "
+                                  "no token, or one the hub does not know")
+                return None
             if response.status_code != 200:
                 report.status_code, report.message = response.status_code, f"HTTP {response.status_code}"
                 return None
@@ -175,8 +190,9 @@ def stop_server(http: requests.Session, url: str, token: str, hub: tuple[str, st
     try:
         if hub:
             hub_url, hub_token = hub
-            name = url.rstrip("/").rsplit("/user/", 1)[1].split("/")[0]
-            stopped = http.delete(f"{hub_url}hub/api/users/{name}/server",
+            name, _, server = url.rstrip("/").rsplit("/user/", 1)[1].partition("/")
+            path = f"users/{name}/servers/{server}" if server else f"users/{name}/server"
+            stopped = http.delete(f"{hub_url}hub/api/{path}",
                                   headers={"Authorization": f"token {hub_token}"}, timeout=60)
             return Check("server stop", stopped.status_code in (202, 204), f"hub: HTTP {stopped.status_code}")
         stopped = http.post(f"{url}api/shutdown", headers={"Authorization": f"token {token}"}, timeout=30)
@@ -243,7 +259,7 @@ def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: flo
         report.message = "; ".join(f"{c.name}: {c.detail}" for c in failed)
     else:
         seen = [p.name for p in report.phases if p.name not in ("failed", "failure")]
-        report.failed_phase = seen[-1] if seen else ("request" if event else "connect")
+        report.failed_phase = seen[-1] if seen else ("request" if event or report.status_code else "connect")
         if event:
             report.status_code = event.data.get("status_code")
             report.message = event.message.strip()
@@ -262,6 +278,24 @@ def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: flo
         "verdict": report.verdict, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "message": report.message})))
     return report
+
+
+def user_token(run: Run) -> str | None:
+    """The user's JupyterHub API token to send: $BHOPS_HUB_TOKEN, else the secrets file's smoke_hub_token."""
+    if os.environ.get(TOKEN_ENV):
+        return os.environ[TOKEN_ENV]
+    if not secretfile.path_for(run.env.name).exists():
+        return None
+    token = run.secrets().get("smoke_hub_token")
+    return token.reveal() if token else None
+
+
+def needs_token(run: Run, host: Host, token: str | None, advice: str = "") -> bool:
+    """Whether authentication is on and no token is at hand (then a failed result says so)."""
+    if host.vars["auth"] and not token:
+        run.reporter.emit(Result(STEP, STEP, Status.FAILED, AUTH_HINT + advice))
+        return True
+    return False
 
 
 def hub_access(run: Run) -> tuple[str, str] | None:
@@ -286,7 +320,9 @@ def smoke(run: Run, repo=DEFAULT_REPO, timeout=900, silence=120, report=None, ju
     host = run.control_plane()[0]
     url = binder_url or values.binder_url(host)
     url = url if url.endswith("/") else url + "/"
-    token = os.environ.get("BHOPS_HUB_TOKEN")
+    token = user_token(run)
+    if not binder_url and needs_token(run, host, token):
+        return
     hub = None if binder_url else hub_access(run)
     result = smoke_run(run, repo.strip("/"), url, float(timeout), float(silence), 60.0, token, hub)
     if result.verdict != "passed" and not binder_url:

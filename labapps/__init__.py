@@ -12,8 +12,10 @@ control-plane host, so that the deployed BinderHub answers as it would on a clus
 - `hub`, `jupyterhub_config`, `spawner`: a real JupyterHub configured from the release like
   BinderHub's chart configures it, spawning real local Jupyter servers.
 - `faults`: failures the lab can be asked to produce, to test clients.
+- `idp`: an OAuth2 identity provider, playing the site's IAM when the release turns
+  authentication on (GenericOAuthenticator logs users in against it).
 
-Command line: `python -m labapps run|binder|fault` (see `__main__`).
+Command line: `python -m labapps run|binder|fault|idp` (see `__main__`).
 """
 
 __version__ = "0.1.0"

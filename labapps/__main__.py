@@ -1,4 +1,4 @@
-"""Command line: `python -m labapps run|binder|fault ...` (see --help of each)."""
+"""Command line: `python -m labapps run|binder|idp|fault ...` (see --help of each)."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +41,19 @@ def _binder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _idp(args: argparse.Namespace) -> int:
+    from labapps.idp import IdpConfig, serve
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        config = IdpConfig.load(args.config)
+    except ValueError as exc:
+        logging.getLogger("labapps.idp").error("cannot start: %s", exc)
+        return 1
+    asyncio.run(serve(config, args.address, args.port))
+    return 0
+
+
 def _fault(args: argparse.Namespace) -> int:
     faults.choose(args.file, None if args.name == "clear" else args.name)
     print(f"labapps: fault {args.name} in {args.file}")
@@ -78,13 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     binder.add_argument("--hold-open", type=float, default=60.0, help="seconds a stream stays open after ready")
     binder.add_argument("--step-delay", type=float, default=0.2, help="seconds between build log lines")
 
+    idp = commands.add_parser("idp", help="serve an OAuth2 identity provider (authorization-code grant)")
+    idp.add_argument("--config", type=Path, required=True,
+                     help='0600 JSON: {"clients": {ID: {"secret", "redirect_uris"}}, "users": {NAME: PASSWORD}}')
+    idp.add_argument("--address", default="127.0.0.1")
+    idp.add_argument("--port", type=int, required=True)
+
     fault = commands.add_parser("fault", help="choose the fault the lab's apps produce from now on")
     fault.add_argument("name", choices=[*faults.FAULTS, "clear"])
     fault.add_argument("--file", type=Path, default=Path("/var/lib/labapps/faults.json"),
                        help="the faults file (default the runner's, /var/lib/labapps/faults.json)")
 
     args = parser.parse_args(argv)
-    return {"run": _run, "binder": _binder, "fault": _fault}[args.command](args)
+    return {"run": _run, "binder": _binder, "idp": _idp, "fault": _fault}[args.command](args)
 
 
 if __name__ == "__main__":

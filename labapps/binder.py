@@ -18,8 +18,15 @@ Under `base_url`:
   (the hub unreachable). The stream stays open `hold_open` seconds after `ready`, and for good
   after a failed build, with a `:keepalive` comment every `keepalive` seconds, until the client
   closes it. Faults asked for in the faults file (labapps.faults) apply per request.
-Not implemented: authentication (`auth_enabled`), `build_only`, `build_token`, the HTML pages,
-`/metrics`, providers other than gh, gl and git.
+With `BinderHub.auth_enabled`, `/build` is for JupyterHub's users only, as BinderHub's HubOAuth
+handlers decide: the token in `Authorization: token|bearer <token>` (never `?token=`) is looked
+up at the hub (`GET hub/api/user` with it); no token, or one the hub does not know, gets a 302 to
+the hub's OAuth authorize URL (a browser's login); a user whose token lacks
+`access:services!service=binder` (or `access:services`) gets `failed` 403 "user NAME is not
+allowed.". The server is then launched for that user (no temporary user): the ready event's
+token is still sent, but only the user's own hub token opens a jupyterhub-singleuser server.
+Not implemented: the browser's OAuth cookie login at BinderHub itself, named servers,
+`build_only`, `build_token`, the HTML pages, `/metrics`, providers other than gh, gl and git.
 """
 from __future__ import annotations
 
@@ -27,10 +34,12 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 import secrets
 import signal
 import socket
 from pathlib import Path
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
@@ -42,6 +51,8 @@ from labapps.launcher import LaunchFailed, Launcher, temporary_username
 log = logging.getLogger(__name__)
 
 VERSION = f"{__version__} (binderhub-ops lab; no images are built)"
+AUTH_HEADER = re.compile(r"^(?:token|bearer)\s+(\S+)$", re.IGNORECASE)  # as JupyterHub reads it
+ALLOWED_SCOPES = {"access:services!service=binder", "access:services"}  # HubAuth's access_scopes
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                "Access-Control-Allow-Headers": "cache-control"}
 
@@ -54,6 +65,9 @@ class BinderSettings:
     hub_url: str = ""             # the hub's public URL, base URL included, trailing "/"
     hub_url_local: str = ""       # where the binder reaches the hub's API, if not at hub_url
     hub_api_token: str = ""
+    auth_enabled: bool = False
+    oauth_client_id: str = ""     # the binder service's OAuth client at the hub (with auth)
+    oauth_redirect_uri: str = ""
     image_prefix: str = ""
     build_image: str = ""
     rate_limit: int = 10
@@ -71,12 +85,13 @@ class BinderSettings:
     def from_config(cls, config: dict, hub_api_token: str, **lab) -> BinderSettings:
         """Settings from binderhub_config.json's `BinderHub`, `RateLimiter` and `Launcher` sections."""
         binderhub, limiter, launcher = (config.get(k) or {} for k in ("BinderHub", "RateLimiter", "Launcher"))
-        if binderhub.get("auth_enabled"):
-            raise ValueError("BinderHub.auth_enabled is not supported by the lab's binder")
+        oauth = config.get("jupyterhub_oauth") or {}
         defaults = cls()
         return cls(base_url=binderhub.get("base_url") or defaults.base_url,
                    hub_url=binderhub.get("hub_url") or "", hub_url_local=binderhub.get("hub_url_local") or "",
-                   hub_api_token=hub_api_token, image_prefix=binderhub.get("image_prefix") or "",
+                   hub_api_token=hub_api_token, auth_enabled=bool(binderhub.get("auth_enabled")),
+                   oauth_client_id=oauth.get("client_id") or "", oauth_redirect_uri=oauth.get("redirect_uri") or "",
+                   image_prefix=binderhub.get("image_prefix") or "",
                    build_image=binderhub.get("build_image") or "",
                    rate_limit=int(limiter.get("limit", defaults.rate_limit)),
                    rate_period=int(limiter.get("period_seconds", defaults.rate_period)),
@@ -216,7 +231,36 @@ class Binder:
         ok = all(check["ok"] for check in checks)
         return web.json_response({"ok": ok, "checks": checks}, status=200 if ok else 503)
 
+    async def user(self, request: web.Request) -> dict | None:
+        """The hub's model of the user whose token the request carries (None: no such user)."""
+        match = AUTH_HEADER.match(request.headers.get("Authorization", ""))
+        if not match:
+            return None
+        url, _ = self._hub_api(faults.current(self.settings.faults_file))
+        async with self.session.get(url + "user", headers={"Authorization": f"token {match[1]}"},
+                                    timeout=aiohttp.ClientTimeout(total=10)) as response:
+            return await response.json() if response.status == 200 else None
+
+    def login_redirect(self) -> web.HTTPFound:
+        """What an unauthenticated GET gets: a redirect to the hub's OAuth authorization."""
+        query = urlencode({"client_id": self.settings.oauth_client_id, "redirect_uri": self.settings.oauth_redirect_uri,
+                           "response_type": "code", "state": secrets.token_urlsafe(16)})
+        return web.HTTPFound(f"{self.settings.hub_url}hub/api/oauth2/authorize?{query}")
+
     async def build(self, request: web.Request) -> web.StreamResponse:
+        user = None
+        if self.settings.auth_enabled:
+            try:
+                user = await self.user(request)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                log.error("cannot identify the user at the hub: %r", exc)
+                return _single_event({"phase": "failed", "status_code": 500,
+                                      "message": "Failed to connect to Hub API\n"})
+            if user is None:
+                raise self.login_redirect()
+            if not ALLOWED_SCOPES & set(user.get("scopes") or []):
+                return _single_event({"phase": "failed", "status_code": 403,
+                                      "message": f"{user.get('kind', 'user')} {user['name']} is not allowed.\n"})
         if "text/event-stream" not in request.headers.get("Accept", ""):
             return _single_event({"phase": "failed", "status_code": 400,
                                   "message": "Missing Accept header: text/event-stream\n"})
@@ -231,7 +275,7 @@ class Binder:
         await stream.open()
         failure = None
         try:
-            await self._build_and_launch(stream, request, prefix, spec, client_ip, fault)
+            await self._build_and_launch(stream, request, prefix, spec, client_ip, fault, user)
         except ClientGone:
             log.info("client closed the stream of %s", request.path)
         except LaunchFailed as exc:
@@ -249,7 +293,7 @@ class Binder:
         return stream.response
 
     async def _build_and_launch(self, stream: EventStream, request: web.Request, prefix: str, spec: str,
-                                client_ip: str, fault: str | None) -> None:
+                                client_ip: str, fault: str | None, user: dict | None) -> None:
         try:
             repo = providers.resolve(prefix, spec)
         except (providers.UnknownProvider, ValueError) as exc:
@@ -273,12 +317,12 @@ class Binder:
                       "binder_request": repo.binder_request,
                       "binder_persistent_request": repo.binder_persistent_request,
                       "binder_client_ip": client_ip}
-        server = await self._launch(stream, image, repo.repo_url, extra_args, fault)
+        server = await self._launch(stream, image, repo.repo_url, extra_args, fault, user)
         await stream.send({"phase": "ready", "message": f"server running at {server['url']}\n", **server})
         await asyncio.sleep(self.settings.hold_open)
 
     async def _launch(self, stream: EventStream, image: str, repo_url: str, extra_args: dict[str, str],
-                      fault: str | None) -> dict[str, str]:
+                      fault: str | None, user: dict | None) -> dict[str, str]:
         await stream.send({"phase": "launching", "message": "Launching server...\n"})
         api_url, token = self._hub_api(fault)
         launcher = Launcher(self.session, self.settings.hub_url, api_url, token,
@@ -291,6 +335,8 @@ class Binder:
         delay, attempt = self.settings.launch_retry_delay, 1
         while True:
             try:
+                if user:
+                    return await launcher.launch(image, user["name"], repo_url, extra_args, relay, create_user=False)
                 return await launcher.launch(image, temporary_username(repo_url), repo_url, extra_args, relay)
             except ClientGone:
                 raise

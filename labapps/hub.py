@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,6 +30,8 @@ class HubSettings:
     proxy_token: str         # hub-secret proxy.token (jupyterhub.proxy.secretToken)
     binder_token: str        # hub-secret hub.services.binder.apiToken
     state_dir: str           # database, cookie secret, proxy pid file, users' home directories
+    values: dict = dataclasses.field(default_factory=dict)  # hub-secret values.yaml: the chart's
+    #                          jupyterhub.{hub,singleuser,custom,cull} (authentication, roles, ...)
     chp: str = str(DEFAULT_CHP)
     faults_file: str | None = None
     hub_port: int = 8081     # the chart's `hub` Service port
@@ -57,3 +60,11 @@ def command(settings: HubSettings) -> tuple[list[str], dict[str, str]]:
     python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return ([sys.executable, "-m", "jupyterhub", "--config", str(CONFIG_FILE)],
             {SETTINGS_ENV: str(settings.file), "PYTHONPATH": python_path})
+
+
+def command_path(cmd: str | list[str]) -> str:
+    """`singleuser.cmd` as the lab runs it: a command's name is looked up beside this Python
+    (the lab venv's bin, where jupyterhub-singleuser is), then on PATH."""
+    name = cmd[0] if isinstance(cmd, list) else cmd
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name) or name

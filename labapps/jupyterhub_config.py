@@ -1,18 +1,23 @@
 """JupyterHub's configuration in the lab: `jupyterhub --config` this file, with $LABAPPS_HUB_SETTINGS
 naming the settings (labapps.hub.HubSettings) written by the runner.
 
-As BinderHub's chart sets JupyterHub up: the base URL from `jupyterhub.hub.baseUrl`; no login
-(NullAuthenticator): users exist only because the `binder` service creates them through the REST
-API with the apiToken from the release's Secret, which it may do (and start and stop their
-servers); servers start with the token BinderHub passes in user_options (labapps.spawner). The
-proxy is configurable-http-proxy, started by the hub, public side on proxy-public's address, its
-API authenticated with the release's proxy secretToken. The hub stops the proxy and every server
-when it exits.
+As BinderHub's chart sets JupyterHub up: the base URL from `jupyterhub.hub.baseUrl`; the `binder`
+service with the apiToken from the release's Secret, allowed to create users and start and stop
+their servers. The proxy is configurable-http-proxy, started by the hub, public side on
+proxy-public's address, its API authenticated with the release's proxy secretToken. The hub
+stops the proxy and every server when it exits.
+
+Authentication off (the default): no login (NullAuthenticator); users exist only because the
+binder service creates them, and servers start with the token BinderHub passes in user_options.
+With authentication (`custom.binderauth_enabled`), the chart's values apply as zero-to-jupyterhub
+applies them: every `hub.config` section as traitlets config (e.g. GenericOAuthenticator),
+`hub.services.binder`'s OAuth client settings, `hub.loadRoles`, `hub.redirectToServer`, and
+`singleuser.cmd` (jupyterhub-singleuser, so that the user's own hub token opens the server).
 """
 import os
 from pathlib import Path
 
-from labapps.hub import SETTINGS_ENV, HubSettings
+from labapps.hub import SETTINGS_ENV, HubSettings, command_path
 
 settings = HubSettings.load(os.environ[SETTINGS_ENV])
 state = Path(settings.state_dir)
@@ -33,11 +38,23 @@ c.ConfigurableHTTPProxy.api_url = f"http://{settings.internal_address}:{settings
 c.ConfigurableHTTPProxy.auth_token = settings.proxy_token
 c.ConfigurableHTTPProxy.pid_file = str(state / "jupyterhub-proxy.pid")
 
+values = settings.values
+hub = values.get("hub") or {}
 c.JupyterHub.authenticator_class = "jupyterhub.auth.NullAuthenticator"
-c.JupyterHub.services = [{"name": "binder", "api_token": settings.binder_token}]
-c.JupyterHub.load_roles = [{"name": "binder", "services": ["binder"], "scopes": ["admin:users", "servers"]}]
+binder = {k: v for k, v in ((hub.get("services") or {}).get("binder") or {}).items()
+          if k in ("oauth_client_id", "oauth_redirect_uri", "oauth_no_confirm")}
+c.JupyterHub.services = [{"name": "binder", "api_token": settings.binder_token, **binder}]
+c.JupyterHub.load_roles = [{"name": "binder", "services": ["binder"], "scopes": ["admin:users", "servers"]},
+                           *({"name": name, **role} for name, role in (hub.get("loadRoles") or {}).items())]
+if "redirectToServer" in hub:
+    c.JupyterHub.redirect_to_server = bool(hub["redirectToServer"])
+for section, options in (hub.get("config") or {}).items():
+    c[section].update(options)
 
 c.JupyterHub.spawner_class = "labapps.spawner.LabBinderSpawner"
 c.Spawner.ip = settings.internal_address
 c.LabBinderSpawner.home_dir_template = str(state / "home" / "{username}")
 c.LabBinderSpawner.faults_file = settings.faults_file
+c.LabBinderSpawner.auth_enabled = bool((values.get("custom") or {}).get("binderauth_enabled"))
+if (values.get("singleuser") or {}).get("cmd"):
+    c.LabBinderSpawner.cmd = [command_path(values["singleuser"]["cmd"])]

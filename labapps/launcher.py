@@ -2,7 +2,7 @@
 
 One launch attempt, as the JupyterHub service `binder` with its API token:
 1. `POST users/<name>`: a temporary user, its name made from the repo URL plus 8 random
-   characters. A refusal (e.g. 403 for a wrong token) fails the attempt with "Failed to create
+   characters (not with authentication, where the launch is for the user who asked). A refusal (e.g. 403 for a wrong token) fails the attempt with "Failed to create
    temporary user for <image>".
 2. `POST users/<name>/server` with user_options {image, repo_url, token, binder_*}; the token is
    a fresh random one that opens the server. An HTTP error fails it with "Failed to launch image
@@ -84,15 +84,17 @@ class Launcher:
             delay, attempt = delay * 2, attempt + 1
 
     async def launch(self, image: str, username: str, repo_url: str, extra_args: dict[str, str],
-                     on_progress: Callable[[dict], Awaitable[None]]) -> dict[str, str]:
-        """One launch attempt; returns the `ready` event's data (url, token, image, ...)."""
+                     on_progress: Callable[[dict], Awaitable[None]], create_user: bool = True) -> dict[str, str]:
+        """One launch attempt, for a new temporary user or (with authentication) an existing
+        one; returns the `ready` event's data (url, token, image, ...)."""
         name = quote(username, safe="@~")
-        log.info("creating user %s for image %s", username, image)
-        try:
-            await self.api_request("POST", f"users/{name}")
-        except HubError as exc:
-            log.error("error creating user %s: %s", username, exc)
-            raise LaunchFailed(f"Failed to create temporary user for {image}") from exc
+        if create_user:
+            log.info("creating user %s for image %s", username, image)
+            try:
+                await self.api_request("POST", f"users/{name}")
+            except HubError as exc:
+                log.error("error creating user %s: %s", username, exc)
+                raise LaunchFailed(f"Failed to create temporary user for {image}") from exc
 
         data = {"image": image, "repo_url": repo_url, "token": secrets.token_urlsafe(16), **extra_args}
         log.info("starting server for user %s with image %s", username, image)

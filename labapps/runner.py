@@ -9,15 +9,17 @@ Every `interval` seconds it reads the release's objects from the API emulator (n
 - hub: while Deployments `hub` and `proxy` exist and Service `proxy-public` has a load-balancer
   IP (`status.loadBalancer.ingress[0].ip`) that is on one of this host's interfaces, JupyterHub
   (labapps.hub) with its public proxy on that IP at the Service's port, base URL
-  `jupyterhub.hub.baseUrl` and the tokens from Secret `hub-secret`; the hub API, proxy API and
-  users' servers on `node_address`.
-A process is restarted when what it was started from changes (a helm upgrade, another IP),
-stopped when its Deployments go away (helm uninstall), restarted with back-off (1 s doubling to
-60 s) when it exits by itself, and every process is stopped on SIGTERM or SIGINT. The processes
-are this runner's children, started in their own sessions and stopped by PID (SIGTERM, then
-SIGKILL after `STOP_TIMEOUT` s); should the runner die, the kernel sends them SIGTERM. If the API
-cannot be read, running processes are left as they are. Logs: `<state_dir>/logs/{runner,binder,
-hub}.log`; `<state_dir>/status.json` tells what runs (PIDs) and what waits, and why.
+  `jupyterhub.hub.baseUrl`, the tokens from Secret `hub-secret` and the chart's JupyterHub values
+  from its `values.yaml` (authentication); the hub API, proxy API and users' servers on
+  `node_address`.
+A process is restarted when what it was started from changes (a helm upgrade, another IP), stopped
+when its Deployments go away (helm uninstall), restarted with back-off (1 s doubling to 60 s) when
+it exits by itself (at once when what it starts from has changed since, as a new pod would), and
+every process is stopped on SIGTERM or SIGINT. The processes are this runner's children, started
+in their own sessions and stopped by PID (SIGTERM, then SIGKILL after `STOP_TIMEOUT` s); should
+the runner die, the kernel sends them SIGTERM. If the API cannot be read, running processes are
+left as they are. Logs: `<state_dir>/logs/{runner,binder,hub}.log`; `<state_dir>/status.json`
+tells what runs (PIDs) and what waits, and why.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import time
 from pathlib import Path
 
 import requests
+import yaml
 
 from labapps import faults
 from labapps.hub import DEFAULT_CHP, REPO, HubSettings, command as hub_command
@@ -136,7 +139,7 @@ class Runner:
         self.faults_file = state_dir / "faults.json"
         self.running: dict[str, Running] = {}
         self.waiting: dict[str, str] = {}      # app -> why it does not run
-        self.backoff: dict[str, tuple[float, float]] = {}  # app -> (delay, not before)
+        self.backoff: dict[str, tuple[float, float, str]] = {}  # app -> (delay, not before, fingerprint)
         self.stopping = threading.Event()
         self._status = ""
 
@@ -183,13 +186,14 @@ class Runner:
         config = json.loads(self.api.config("binder-config", "binderhub_config.json") or "{}")
         proxy_token = self.api.secret("hub-secret", "proxy.token")
         binder_token = self.api.secret("hub-secret", "hub.services.binder.apiToken")
+        values = yaml.safe_load(self.api.secret("hub-secret", "values.yaml") or "{}") or {}
         if proxy_token is None or binder_token is None:
             return "Secret hub-secret missing"
         if not self.chp.exists():
             return f"{self.chp} missing: run scripts/install-lab-apps"
         settings = HubSettings(base_url=config.get("jupyterhub_base_url") or "/", public_address=ip,
                                public_port=port, internal_address=self.node_address, proxy_token=proxy_token,
-                               binder_token=binder_token, state_dir=str(self.state_dir / "hub"),
+                               binder_token=binder_token, state_dir=str(self.state_dir / "hub"), values=values,
                                chp=str(self.chp), faults_file=str(self.faults_file))
         argv, env = hub_command(settings)
         return App("hub", argv, env, Path(settings.state_dir), {settings.file: settings.to_json()})
@@ -223,7 +227,8 @@ class Runner:
                     log.info("restarting %s: its configuration changed", name)
                     self._stop(name)
                     self.backoff.pop(name, None)
-                if time.monotonic() < self.backoff.get(name, (0, 0))[1]:
+                _, not_before, crashed = self.backoff.get(name, (0, 0, ""))
+                if crashed == app.fingerprint and time.monotonic() < not_before:  # a new configuration starts at once
                     self._wait_reason(name, "exited by itself; restarting after a back-off")
                 else:
                     self._wait_reason(name, None)
@@ -240,10 +245,10 @@ class Runner:
 
     def _exited(self, name: str, current: Running) -> None:
         ran = time.monotonic() - current.started
-        delay = 1.0 if ran > MAX_BACKOFF else min(MAX_BACKOFF, self.backoff.get(name, (0.5, 0))[0] * 2)
+        delay = 1.0 if ran > MAX_BACKOFF else min(MAX_BACKOFF, self.backoff.get(name, (0.5, 0, ""))[0] * 2)
         log.warning("%s (pid %d) exited with %s after %.1fs; restarting in %.0fs (see %s)", name,
                     current.process.pid, current.process.returncode, ran, delay, self._log_file(name))
-        self.backoff[name] = (delay, time.monotonic() + delay)
+        self.backoff[name] = (delay, time.monotonic() + delay, current.app.fingerprint)
         del self.running[name]
 
     def _log_file(self, name: str) -> Path:

@@ -1,10 +1,12 @@
 """BinderHub's spawner, on local processes instead of Kubernetes pods.
 
-The BinderHub chart (0.2.0-n600, `jupyterhub.hub.extraConfig.00-binder`) subclasses KubeSpawner;
-with authentication off it requires `token` and `image` in user_options and starts the image's
+The BinderHub chart (0.2.0-n600, `jupyterhub.hub.extraConfig.00-binder`) subclasses KubeSpawner.
+With authentication off it requires `token` and `image` in user_options and starts the image's
 `jupyter-notebook` (`jupyterhub.singleuser.cmd`) with that token, so that `?token=` and
-`Authorization: token` open the server, and passes the binder_* options on as environment
-variables. Here the same happens with a local `jupyter server` process (no image is pulled: the
+`Authorization: token` open the server. With authentication on (`auth_enabled`, from the chart's
+`custom.binderauth_enabled`) it starts `singleuser.cmd` (jupyterhub-singleuser) as JupyterHub
+does, and only the hub's own tokens open the server. Either way it passes the binder_* options on
+as environment variables. Here the same happens with a local process (no image is pulled: the
 `image` option is only recorded), run by SimpleLocalProcessSpawner with a home directory per user.
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado import web
-from traitlets import Unicode, default
+from traitlets import Bool, Unicode, default
 
 from labapps import faults
 
@@ -23,15 +25,18 @@ _ENV_FROM_OPTIONS = {"repo_url": "BINDER_REPO_URL", "binder_ref_url": "BINDER_RE
 
 
 class LabBinderSpawner(SimpleLocalProcessSpawner):
-    """BinderSpawner (authentication off) running `jupyter server` as a local process."""
+    """BinderSpawner running `jupyter server` (or `singleuser.cmd`, with authentication) as a local process."""
 
     faults_file = Unicode(None, allow_none=True, config=True, help="see labapps.faults")
+    auth_enabled = Bool(False, config=True, help="BinderHub's authentication is on")
 
     @default("cmd")
     def _default_cmd(self):
         return [sys.executable, "-m", "jupyter_server"]
 
     def get_args(self) -> list[str]:
+        if self.auth_enabled:
+            return [*super().get_args(), "--ServerApp.allow_root=True"]
         return [f"--ip={self.ip or '127.0.0.1'}", f"--port={self.port}",
                 f"--ServerApp.base_url={self.server.base_url}",
                 f"--IdentityProvider.token={self.user_options['token']}",
@@ -48,9 +53,9 @@ class LabBinderSpawner(SimpleLocalProcessSpawner):
 
     async def start(self):
         for required in ("token", "image"):
-            if required not in self.user_options:
+            if required not in self.user_options and not self.auth_enabled:
                 raise web.HTTPError(400, f"{required} required")
         if faults.current(self.faults_file) == faults.SPAWN_FAILS:
-            raise RuntimeError(f"image {self.user_options['image']} did not start "
+            raise RuntimeError(f"image {self.user_options.get('image')} did not start "
                                f"(lab fault {faults.SPAWN_FAILS})")
         return await super().start()

@@ -35,6 +35,7 @@ environments:
         authorize_url: https://iam.example.org/authorize
         token_url: https://iam.example.org/token
         userdata_url: https://iam.example.org/userinfo
+        allowed_users: [alice]
       storage:
         per_user: {storage_class: rook-cephfs, capacity: 10Gi}
         shared: {claim: binderhub-data-rw-pvc, mount_path: /home/jovyan/shared-workflows}
@@ -91,7 +92,11 @@ def test_options_render_auth_storage_and_profiles(tmp_path):
     assert oauth["client_secret"] == f"{MARKER}-oauth_client_secret"
     assert oauth["oauth_callback_url"] == "https://binder.example.org/jupyterhub/hub/oauth_callback"
     assert hub["services"]["binder"]["oauth_redirect_uri"] == "https://binder.example.org/binderhub/oauth_callback"
+    assert hub["services"]["binder"]["oauth_client_id"].startswith("service-")  # JupyterHub 2+ refuses others
     assert hub["config"]["JupyterHub"]["authenticator_class"] == "generic-oauth"
+    assert oauth["allowed_users"] == ["alice"] and "allow_all" not in oauth
+    assert "access:services!service=binder" in hub["loadRoles"]["user"]["scopes"]
+    assert merged["jupyterhub"]["singleuser"]["cmd"] == "jupyterhub-singleuser"
     storage = merged["jupyterhub"]["singleuser"]["storage"]
     assert storage["type"] == "dynamic" and storage["dynamic"]["storageClass"] == "rook-cephfs"
     assert storage["extraVolumes"][0]["persistentVolumeClaim"]["claimName"] == "binderhub-data-rw-pvc"

@@ -41,5 +41,8 @@ release: {{ .root.Release.Name }}
 {{- $binderhub := merge (deepCopy (.Values.config.BinderHub | default dict)) (dict "base_url" "/" "hub_url" "" "use_registry" true "image_prefix" "" "auth_enabled" false) -}}
 {{- $config := merge (dict "BinderHub" $binderhub) (deepCopy .Values.config) -}}
 {{- $_ := set $config "jupyterhub_base_url" .Values.jupyterhub.hub.baseUrl -}}
+{{- with .Values.jupyterhub.hub.services.binder }}
+{{- $_ := set $config "jupyterhub_oauth" (dict "client_id" (.oauth_client_id | default "") "redirect_uri" (.oauth_redirect_uri | default "")) -}}
+{{- end }}
 {{- toJson $config -}}
 {{- end }}

@@ -1,0 +1,164 @@
+"""smoke with authentication on, on the lab: the release's GenericOAuthenticator logs users in
+against the lab's identity provider (`python -m labapps idp`, playing the site's IAM), a user
+makes a JupyterHub API token as an operator would, and smoke builds and checks the server with it."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import requests
+
+from fabfile import labhosts, secretfile
+from tests.conftest import lab_inventory, run_task
+
+pytestmark = pytest.mark.lab
+
+HUB = "http://10.77.0.5/jupyterhub/"
+IDP = "http://10.77.0.1:8880"  # the lab bridge's address: every lab host reaches it
+CLIENT_ID = "binderhub-lab"
+USERS = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12)}
+BINDER_SCOPE = "access:services!service=binder"
+
+
+@pytest.fixture(scope="module")
+def idp(lab, tmp_path_factory):
+    """The identity provider, with the hub registered as a client and two users."""
+    client_secret = secrets.token_urlsafe(24)
+    config = tmp_path_factory.mktemp("idp") / "idp.json"
+    config.touch(mode=0o600)
+    config.write_text(json.dumps({
+        "clients": {CLIENT_ID: {"secret": client_secret, "redirect_uris": [f"{HUB}hub/oauth_callback"]}},
+        "users": USERS}))
+    host, port = urlsplit(IDP).hostname, urlsplit(IDP).port
+    process = subprocess.Popen([sys.executable, "-m", "labapps", "idp", "--config", str(config),
+                                "--address", host, "--port", str(port)], env={**os.environ, "PYTHONPATH": str(labhosts.REPO)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for(lambda: requests.get(f"{IDP}/.well-known/openid-configuration", timeout=2).ok, "the IdP to answer")
+    yield client_secret
+    process.send_signal(signal.SIGTERM)
+    process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def auth_inventory(idp, lab_secrets, tmp_path_factory):
+    """The lab deployed with authentication on (the next `deployed` turns it off again)."""
+    path = lab_inventory(tmp_path_factory.mktemp("auth"), auth={
+        "login_service": "Lab IdP", "client_id": CLIENT_ID, "authorize_url": f"{IDP}/authorize",
+        "token_url": f"{IDP}/token", "userdata_url": f"{IDP}/userinfo", "allowed_users": sorted(USERS)})
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
+        env.setenv("BHOPS_OAUTH_CLIENT_SECRET", idp)
+        code, out = run_task("deploy", "--env", "lab", "--inventory", str(path), "--skip-smoke", "--break-lock")
+    assert code == 0, out
+    # The runner restarts the hub with the new configuration: wait for its OAuth login.
+    wait_for(lambda: requests.get(f"{HUB}hub/oauth_login", allow_redirects=False, timeout=5)
+             .headers.get("Location", "").startswith(f"{IDP}/authorize"), "the hub to log in through the IdP")
+    return path
+
+
+def wait_for(ready, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def hub_token(user: str, scopes: list[str]) -> str:
+    """What an operator does: log in to the hub (through the IdP's form), then make a token."""
+    browser = requests.Session()
+    authorize = browser.get(f"{HUB}hub/oauth_login", allow_redirects=False, timeout=10).headers["Location"]
+    assert browser.get(authorize, timeout=10).status_code == 200  # the IdP's login form
+    form = dict(parse_qsl(urlsplit(authorize).query), username=user, password=USERS[user])
+    landed = browser.post(f"{IDP}/authorize", data=form, timeout=30)  # → the hub's callback → the hub
+    assert landed.ok and landed.url.startswith(HUB), landed.url
+    browser.get(f"{HUB}hub/token", timeout=10)  # the token page sets the _xsrf cookie
+    made = browser.post(f"{HUB}hub/api/users/{user}/tokens", json={"scopes": scopes, "note": "smoke test"},
+                        headers={"X-XSRFToken": browser.cookies.get("_xsrf", path="/jupyterhub/hub/")}, timeout=10)
+    assert made.status_code == 201, made.text
+    return made.json()["token"]
+
+
+def hub_users(lab_secrets) -> dict[str, dict]:
+    """The hub's users and their servers, asked as the binder service."""
+    token = secretfile.load(lab_secrets / "lab.yaml")["binder_api_token"].reveal()
+    users = requests.get(f"{HUB}hub/api/users", headers={"Authorization": f"token {token}"}, timeout=10)
+    return {u["name"]: u.get("servers") or {} for u in users.json()}
+
+
+def test_smoke_passes_with_a_users_token_and_launches_as_that_user(auth_inventory, lab_secrets, cli, monkeypatch,
+                                                                     tmp_path):
+    token = hub_token("alice", [BINDER_SCOPE, "access:servers!user=alice"])
+    before = hub_users(lab_secrets)
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
+    monkeypatch.setenv("BHOPS_HUB_TOKEN", token)
+    code, out = cli("smoke", "--env", "lab", "--inventory", str(auth_inventory), "--repo", "gh/lab-tests/auth/HEAD",
+                    "--report", str(tmp_path / "r.json"))
+    assert code == 0, out
+    # The ready event's token opens no server here: only alice's hub token (jupyterhub-singleuser) did.
+    assert "smoke | smoke.kernel-idle | ok | kernel_info answered, execution_state idle" in out
+    assert "smoke | smoke.server-stop | ok" in out
+    users = hub_users(lab_secrets)
+    assert users.keys() == before.keys()  # launched as alice: no temporary user was made
+    assert users["alice"] == {}           # and stopped afterwards
+    assert token not in out and token not in (tmp_path / "r.json").read_text()
+
+
+def test_deploys_smoke_stage_takes_the_token_from_the_secrets_file(auth_inventory, lab_secrets, cli, monkeypatch):
+    token = hub_token("alice", [BINDER_SCOPE, "access:servers!user=alice"])
+    path = lab_secrets / "lab.yaml"
+    kept = secretfile.load(path)
+    secretfile.save(path, {**kept, "smoke_hub_token": secretfile.Secret(token)})
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
+    monkeypatch.delenv("BHOPS_HUB_TOKEN", raising=False)
+    try:
+        code, out = cli("deploy", "--env", "lab", "--inventory", str(auth_inventory), "--only", "smoke", "--break-lock")
+    finally:
+        secretfile.save(path, kept)
+    assert code == 0, out
+    assert "smoke | smoke | ok" in out and token not in out
+
+
+def test_without_a_token_smoke_says_which_token_to_make(auth_inventory, lab_secrets, cli, monkeypatch):
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
+    monkeypatch.delenv("BHOPS_HUB_TOKEN", raising=False)
+    code, out = cli("smoke", "--env", "lab", "--inventory", str(auth_inventory))
+    assert code == 1
+    assert "smoke | smoke | failed | authentication is on: set $BHOPS_HUB_TOKEN" in out
+    assert "access:services!service=binder" in out
+    code, out = cli("deploy", "--env", "lab", "--inventory", str(auth_inventory), "--only", "smoke", "--break-lock")
+    assert code == 1 and "; or deploy with --skip-smoke" in out
+
+
+def test_binderhub_sends_a_request_without_token_to_log_in(auth_inventory, lab_secrets, cli, monkeypatch):
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
+    monkeypatch.delenv("BHOPS_HUB_TOKEN", raising=False)
+    code, out = cli("smoke", "--env", "lab", "--inventory", str(auth_inventory),
+                    "--binder-url", "http://10.77.0.5/binderhub/")
+    assert code == 1
+    assert ("failed in phase request (302): redirected to http://10.77.0.5/jupyterhub/hub/api/oauth2/authorize "
+            "to log in") in out
+    assert "hint: authentication is on" in out
+
+
+def test_a_token_without_access_to_binderhub_is_refused(auth_inventory, lab_secrets, cli, monkeypatch):
+    token = hub_token("bob", ["access:servers!user=bob"])
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
+    monkeypatch.setenv("BHOPS_HUB_TOKEN", token)
+    code, out = cli("smoke", "--env", "lab", "--inventory", str(auth_inventory))
+    assert code == 1
+    assert "failed in phase request (403): user bob is not allowed." in out
+    assert "hint: this token's user may not use BinderHub" in out
+    assert token not in out
+    assert hub_users(lab_secrets)["bob"] == {}  # nothing was launched for bob
