@@ -36,7 +36,6 @@ import json
 import logging
 import re
 import secrets
-import signal
 import socket
 from pathlib import Path
 from urllib.parse import urlencode
@@ -47,6 +46,7 @@ from aiohttp import web
 from labapps import __version__, faults, providers
 from labapps.build import BuiltImages, build_log, image_name
 from labapps.launcher import LaunchFailed, Launcher, temporary_username
+from labapps.serving import serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -351,14 +351,6 @@ class Binder:
 
 async def serve(settings: BinderSettings, address: str, port: int) -> None:
     """Serve the API on address:port until SIGTERM or SIGINT."""
-    runner = web.AppRunner(Binder(settings).application(), handler_cancellation=True, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, address, port).start()
-    log.info("binder API at http://%s:%d%s (hub %s)", address, port, settings.base_url, settings.hub_url or "unset")
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(Binder(settings).application(), address, port, lambda: log.info(
+        "binder API at http://%s:%d%s (hub %s)", address, port, settings.base_url, settings.hub_url or "unset"),
+        handler_cancellation=True)

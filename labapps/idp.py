@@ -14,7 +14,6 @@ Secrets, passwords, codes and tokens are never logged.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import hmac
@@ -22,12 +21,13 @@ import html
 import json
 import logging
 import secrets
-import signal
 import time
 from pathlib import Path
 from urllib.parse import unquote_plus, urlencode, urlsplit
 
 from aiohttp import web
+
+from labapps.serving import serve_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -208,15 +208,6 @@ class Idp:
 
 async def serve(config: IdpConfig, address: str, port: int) -> None:
     """Serve the IdP on address:port until SIGTERM or SIGINT."""
-    runner = web.AppRunner(Idp(config).application(), shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, address, port).start()
-    log.info("identity provider at http://%s:%d (%d clients, %d users)", address, port,
-             len(config.clients), len(config.users))
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    await serve_until_stopped(Idp(config).application(), address, port, lambda: log.info(
+        "identity provider at http://%s:%d (%d clients, %d users)", address, port, len(config.clients),
+        len(config.users)))

@@ -5,6 +5,7 @@ import contextlib
 import io
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -96,6 +97,17 @@ def cli(capsys):
         out = capsys.readouterr()
         return code, out.out + out.err
     return run
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> int:
+    """Stop a process this test started, by its PID: SIGTERM, then SIGKILL after `timeout` s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
 
 
 def ssh(host: str, command: str, check: bool = True) -> str:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from urllib.parse import quote
 import pytest
 import requests
 import yaml
+
+from tests.conftest import stop
 
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
@@ -101,15 +102,6 @@ def _start(argv: list[str], log: Path) -> subprocess.Popen:
         return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def _stop(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     """The chart installed as in the runbook, proxy-public given an IP, the runner running it all."""
@@ -148,15 +140,15 @@ def release(tmp_path_factory):
         print(f"\nhub answered {time.monotonic() - started:.1f}s after proxy-public got its IP")
         yield lab
         pids = [app["pid"] for app in lab.running().values()]
-        assert _stop(runner) == 0, (lab.state / "logs" / "runner.log").read_text()
+        assert stop(runner, 20) == 0, (lab.state / "logs" / "runner.log").read_text()
         runner = None
         for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
     finally:
         if runner:
-            _stop(runner)
-        _stop(emulator)
+            stop(runner, 20)
+        stop(emulator, 20)
 
 
 @dataclasses.dataclass

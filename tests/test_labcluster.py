@@ -7,7 +7,6 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from labcluster import chartrepo
+from tests.conftest import stop
 
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
@@ -62,20 +62,10 @@ def _start(argv: list[str], ready: Path, log: Path, env: dict[str, str] | None =
     deadline = time.monotonic() + 15
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc)
+            stop(proc, 5)
             pytest.fail(f"{argv[2:4]} did not start:\n{log.read_text()}")
         time.sleep(0.02)
     return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @contextlib.contextmanager
@@ -88,7 +78,7 @@ def _emulator(workdir: Path, *args: str, env: dict[str, str] | None = None):
     try:
         yield Lab(workdir, kubeconfig)
     finally:
-        _stop(proc)
+        stop(proc, 5)
     assert proc.returncode == 0, (workdir / "server.log").read_text()
 
 
@@ -326,7 +316,7 @@ def test_chart_repository_offers_only_the_pinned_version(lab, tmp_path):
         missing = lab.helm("show", "chart", "jupyterhub/binderhub", "--version", "0.2.0-n999.h0000000", check=False)
         assert missing.returncode != 0 and "0.2.0-n999.h0000000" in missing.stderr
     finally:
-        _stop(server)
+        stop(server, 5)
 
 
 def test_a_fault_injected_with_kmocks_dsl_reaches_kubectl(tmp_path):

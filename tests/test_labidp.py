@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+
+from tests.conftest import stop
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENT, SECRET = "jupyterhub", "client-secret-marker-5e1f"
@@ -60,12 +60,7 @@ def idp(tmp_path_factory):
                 time.sleep(0.1)
         yield base, log
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 def _login(base: str, redirect_uri: str = CALLBACK, password: str = PASSWORD) -> requests.Response:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 import requests
 
 from fabfile import labhosts, secretfile
-from tests.conftest import lab_inventory, run_task
+from tests.conftest import lab_inventory, run_task, stop
 
 pytestmark = pytest.mark.lab
 
@@ -28,39 +27,37 @@ BINDER_SCOPE = "access:services!service=binder"
 
 
 @pytest.fixture(scope="module")
-def idp(lab, tmp_path_factory):
-    """The identity provider, with the hub registered as a client and two users."""
-    client_secret = secrets.token_urlsafe(24)
-    config = tmp_path_factory.mktemp("idp") / "idp.json"
-    config.touch(mode=0o600)
-    config.write_text(json.dumps({
-        "clients": {CLIENT_ID: {"secret": client_secret, "redirect_uris": [f"{HUB}hub/oauth_callback"]}},
-        "users": USERS}))
-    host, port = urlsplit(IDP).hostname, urlsplit(IDP).port
-    process = subprocess.Popen([sys.executable, "-m", "labapps", "idp", "--config", str(config),
-                                "--address", host, "--port", str(port)], env={**os.environ, "PYTHONPATH": str(labhosts.REPO)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wait_for(lambda: requests.get(f"{IDP}/.well-known/openid-configuration", timeout=2).ok, "the IdP to answer")
-    yield client_secret
-    process.send_signal(signal.SIGTERM)
-    process.wait(10)
-
-
-@pytest.fixture(scope="module")
-def auth_inventory(idp, lab_secrets, tmp_path_factory):
-    """The lab deployed with authentication on (the next `deployed` turns it off again)."""
-    path = lab_inventory(tmp_path_factory.mktemp("auth"), auth={
+def auth_inventory(lab, lab_secrets, tmp_path_factory):
+    """The lab deployed with authentication on (the next `deployed` turns it off again), and the
+    identity provider the hub logs users in with."""
+    tmp = tmp_path_factory.mktemp("auth")
+    path = lab_inventory(tmp, auth={
         "login_service": "Lab IdP", "client_id": CLIENT_ID, "authorize_url": f"{IDP}/authorize",
         "token_url": f"{IDP}/token", "userdata_url": f"{IDP}/userinfo", "allowed_users": sorted(USERS)})
     with pytest.MonkeyPatch.context() as env:
         env.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
-        env.setenv("BHOPS_OAUTH_CLIENT_SECRET", idp)
+        env.setenv("BHOPS_OAUTH_CLIENT_SECRET", secrets.token_urlsafe(24))
         code, out = run_task("deploy", "--env", "lab", "--inventory", str(path), "--skip-smoke", "--break-lock")
     assert code == 0, out
-    # The runner restarts the hub with the new configuration: wait for its OAuth login.
-    wait_for(lambda: requests.get(f"{HUB}hub/oauth_login", allow_redirects=False, timeout=5)
-             .headers.get("Location", "").startswith(f"{IDP}/authorize"), "the hub to log in through the IdP")
-    return path
+    # The IdP knows the hub by the client secret the deployment holds (recovered from the release
+    # when an earlier run deployed one, not rotated).
+    client_secret = secretfile.load(lab_secrets / "lab.yaml")["oauth_client_secret"].reveal()
+    config = tmp / "idp.json"
+    config.touch(mode=0o600)
+    config.write_text(json.dumps({
+        "clients": {CLIENT_ID: {"secret": client_secret, "redirect_uris": [f"{HUB}hub/oauth_callback"]}},
+        "users": USERS}))
+    process = subprocess.Popen([sys.executable, "-m", "labapps", "idp", "--config", str(config), "--address",
+                                urlsplit(IDP).hostname, "--port", str(urlsplit(IDP).port)],
+                               env={**os.environ, "PYTHONPATH": str(labhosts.REPO)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        # The lab's Deployments are ready at once, but its runner restarts the hub a few seconds
+        # later: wait until a user can log in.
+        wait_for(lambda: log_in("alice") is not None, "a login at the hub through the IdP")
+        yield path
+    finally:
+        stop(process)
 
 
 def wait_for(ready, what: str, timeout: float = 90) -> None:
@@ -75,14 +72,20 @@ def wait_for(ready, what: str, timeout: float = 90) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def hub_token(user: str, scopes: list[str]) -> str:
-    """What an operator does: log in to the hub (through the IdP's form), then make a token."""
+def log_in(user: str) -> requests.Session | None:
+    """A browser logged in to the hub through the IdP's form (None if the hub did not take it)."""
     browser = requests.Session()
     authorize = browser.get(f"{HUB}hub/oauth_login", allow_redirects=False, timeout=10).headers["Location"]
     assert browser.get(authorize, timeout=10).status_code == 200  # the IdP's login form
     form = dict(parse_qsl(urlsplit(authorize).query), username=user, password=USERS[user])
     landed = browser.post(f"{IDP}/authorize", data=form, timeout=30)  # → the hub's callback → the hub
-    assert landed.ok and landed.url.startswith(HUB), landed.url
+    return browser if landed.ok and landed.url.startswith(HUB) else None
+
+
+def hub_token(user: str, scopes: list[str]) -> str:
+    """What an operator does: log in to the hub, then make a token on its token page."""
+    browser = log_in(user)
+    assert browser, f"{user} could not log in"
     browser.get(f"{HUB}hub/token", timeout=10)  # the token page sets the _xsrf cookie
     made = browser.post(f"{HUB}hub/api/users/{user}/tokens", json={"scopes": scopes, "note": "smoke test"},
                         headers={"X-XSRFToken": browser.cookies.get("_xsrf", path="/jupyterhub/hub/")}, timeout=10)
