@@ -23,7 +23,7 @@ handlers decide: the token in `Authorization: token|bearer <token>` (never `?tok
 up at the hub (`GET hub/api/user` with it); no token, or one the hub does not know, gets a 302 to
 the hub's OAuth authorize URL (a browser's login); a user whose token lacks
 `access:services!service=binder` (or `access:services`) gets `failed` 403 "user NAME is not
-allowed.". The server is then launched for that user (no temporary user): the ready event's
+allowed."; a hub that cannot be asked, `failed` 500 "Failed to connect to Hub API". The server is then launched for that user (no temporary user): the ready event's
 token is still sent, but only the user's own hub token opens a jupyterhub-singleuser server.
 Not implemented: the browser's OAuth cookie login at BinderHub itself, named servers,
 `build_only`, `build_token`, the HTML pages, `/metrics`, providers other than gh, gl and git.

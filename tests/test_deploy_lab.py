@@ -128,9 +128,11 @@ def test_dry_run_plans_every_stage_and_changes_nothing(env_secrets, cli):
 def test_ctrl_c_lets_the_step_under_way_finish_and_releases_the_lock(env_secrets):
     for node in NODES:  # a change to roll out, so that the deploy is busy restarting docker
         ssh(node, "echo '{\"log-driver\": \"json-file\"}' | sudo tee /etc/docker/daemon.json >/dev/null")
+    # As from a terminal: Ctrl-C delivered, even when the tests run where SIGINT is ignored (a
+    # background job of a shell without job control), which Python would keep ignoring.
     proc = subprocess.Popen([str(REPO / ".venv/bin/invoke"), "deploy", "--env", "lab", "--only", "nodes"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ})
+                            env={**os.environ}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in proc.stdout:
         lines.append(line)

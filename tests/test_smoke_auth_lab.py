@@ -75,7 +75,9 @@ def wait_for(ready, what: str, timeout: float = 90) -> None:
 def log_in(user: str) -> requests.Session | None:
     """A browser logged in to the hub through the IdP's form (None if the hub did not take it)."""
     browser = requests.Session()
-    authorize = browser.get(f"{HUB}hub/oauth_login", allow_redirects=False, timeout=10).headers["Location"]
+    authorize = browser.get(f"{HUB}hub/oauth_login", allow_redirects=False, timeout=10).headers.get("Location")
+    if not authorize:  # the hub is (re)starting: the proxy host answers 502
+        return None
     assert browser.get(authorize, timeout=10).status_code == 200  # the IdP's login form
     form = dict(parse_qsl(urlsplit(authorize).query), username=user, password=USERS[user])
     landed = browser.post(f"{IDP}/authorize", data=form, timeout=30)  # → the hub's callback → the hub
