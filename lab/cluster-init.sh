@@ -22,7 +22,8 @@ nodes=""
 for node in "$@"; do nodes="$nodes --node $node"; done
 # shellcheck disable=SC2086 # one word per --node option
 PYTHONPATH=$repo setsid "$python" -m labcluster serve --address "$address" --port 6443 \
-	--kubeconfig "$state/kubeconfig" --state "$state/objects.json" --announce-dev eth0 $nodes \
+	--kubeconfig "$state/kubeconfig" --state "$state/objects.json" --announce-dev eth0 \
+	--pod-logs "$state/pod-logs" $nodes \
 	</dev/null >>/var/log/labcluster.log 2>&1 &
 
 PYTHONPATH=$repo "$python" -m labcluster chart-repo --out "$state/charts" \
@@ -43,4 +44,5 @@ install -o deploy -g deploy -m 600 "$state/kubeconfig" /home/deploy/.kube/config
 # The release's workloads, as a kubelet would run them: the binder API on its NodePort and a
 # real JupyterHub whose proxy listens on proxy-public's IP (see labapps/runner.py).
 PYTHONPATH=$repo setsid "$python" -m labapps run --api "http://$address:6443" --namespace binder \
-	--node-address "$address" --state-dir /var/lib/labapps </dev/null >>/var/log/labapps.log 2>&1 &
+	--node-address "$address" --state-dir /var/lib/labapps --pod-logs "$state/pod-logs" \
+	</dev/null >>/var/log/labapps.log 2>&1 &

@@ -21,7 +21,8 @@ def _run(args: argparse.Namespace) -> int:
     (args.state_dir / "logs").mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, filename=args.state_dir / "logs" / "runner.log")
     Runner(Api(args.api, args.namespace), args.node_address, args.state_dir, nodeport_address=args.nodeport_address,
-           chp=args.chp, keepalive=args.keepalive, hold_open=args.hold_open, interval=args.interval).run()
+           chp=args.chp, keepalive=args.keepalive, hold_open=args.hold_open, interval=args.interval,
+           pod_logs=args.pod_logs).run()
     return 0
 
 
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="address NodePorts are served on, as kube-proxy's --nodeport-addresses (default 0.0.0.0)")
     run.add_argument("--chp", type=Path, default=DEFAULT_CHP,
                      help="configurable-http-proxy (default: the one scripts/install-lab-apps installs)")
+    run.add_argument("--pod-logs", type=Path, metavar="DIR",
+                     help="link each process's log as DIR/NAMESPACE/DEPLOYMENT.log (labcluster serve --pod-logs)")
     run.add_argument("--interval", type=float, default=1.0, help="seconds between reads of the API (default 1)")
     run.add_argument("--keepalive", type=float, default=25.0, help="binder: seconds between :keepalive comments")
     run.add_argument("--hold-open", type=float, default=60.0, help="binder: seconds a stream stays open after ready")

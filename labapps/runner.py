@@ -18,8 +18,9 @@ it exits by itself (at once when what it starts from has changed since, as a new
 every process is stopped on SIGTERM or SIGINT. The processes are this runner's children, started
 in their own sessions and stopped by PID (SIGTERM, then SIGKILL after `STOP_TIMEOUT` s); should
 the runner die, the kernel sends them SIGTERM. If the API cannot be read, running processes are
-left as they are. Logs: `<state_dir>/logs/{runner,binder,hub}.log`; `<state_dir>/status.json`
-tells what runs (PIDs) and what waits, and why.
+left as they are. Logs: `<state_dir>/logs/{runner,binder,hub}.log`, linked as the pods' logs of the
+Deployments each process plays (`pod_logs`/NAMESPACE/{binder,hub,proxy}.log, where the emulator's
+`kubectl logs` reads them); `<state_dir>/status.json` tells what runs (PIDs) and what waits, and why.
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ class App:
     env: dict[str, str]
     workdir: Path
     files: dict[Path, str]  # written before it starts (its configuration)
+    plays: tuple[str, ...] = ()  # the Deployments whose pods' log is this process's
 
     @property
     def fingerprint(self) -> str:
@@ -132,8 +134,9 @@ class Runner:
     """Keeps the release's processes running as the API says; see the module docstring."""
 
     def __init__(self, api: Api, node_address: str, state_dir: Path, *, nodeport_address: str = "0.0.0.0",
-                 chp: Path = DEFAULT_CHP, keepalive: float = 25, hold_open: float = 60, interval: float = 1.0):
-        self.api, self.node_address, self.state_dir = api, node_address, state_dir
+                 chp: Path = DEFAULT_CHP, keepalive: float = 25, hold_open: float = 60, interval: float = 1.0,
+                 pod_logs: Path | None = None):
+        self.api, self.node_address, self.state_dir, self.pod_logs = api, node_address, state_dir, pod_logs
         self.nodeport_address, self.chp = nodeport_address, chp
         self.keepalive, self.hold_open, self.interval = keepalive, hold_open, interval
         self.faults_file = state_dir / "faults.json"
@@ -166,7 +169,7 @@ class Runner:
                 "--address", self.nodeport_address, "--port", str(node_port), "--state-dir", str(workdir),
                 "--keepalive", str(self.keepalive), "--hold-open", str(self.hold_open)]
         env = {"JUPYTERHUB_API_TOKEN": token, faults.FAULTS_ENV: str(self.faults_file), "PYTHONPATH": str(REPO)}
-        return App("binder", argv, env, workdir, {config_file: config})
+        return App("binder", argv, env, workdir, {config_file: config}, ("binder",))
 
     def _hub(self) -> App | str:
         missing = [name for name in ("hub", "proxy") if not self.api.deployment(name)]
@@ -196,7 +199,7 @@ class Runner:
                                binder_token=binder_token, state_dir=str(self.state_dir / "hub"), values=values,
                                chp=str(self.chp), faults_file=str(self.faults_file))
         argv, env = hub_command(settings)
-        return App("hub", argv, env, Path(settings.state_dir), {settings.file: settings.to_json()})
+        return App("hub", argv, env, Path(settings.state_dir), {settings.file: settings.to_json()}, ("hub", "proxy"))
 
     # -- making it so ------------------------------------------------------------------------
 
@@ -264,6 +267,11 @@ class Runner:
                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                        start_new_session=True, preexec_fn=_terminate_with_parent)
         self.running[app.name] = Running(app, process, time.monotonic())
+        for deployment in app.plays if self.pod_logs else ():
+            link = self.pod_logs / self.api.namespace / f"{deployment}.log"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(self._log_file(app.name))
         log.info("started %s (pid %d): %s", app.name, process.pid, " ".join(app.argv))
 
     def _stop(self, name: str) -> None:

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--announce-dev", metavar="DEV",
                        help="announce MetalLB's assigned IPs on this host: add each to DEV as IP/32 while it is "
                             "assigned (`ip addr add`/`del`); default: announce nowhere")
+    serve.add_argument("--pod-logs", type=Path, metavar="DIR",
+                       help="serve `kubectl logs` of a pod from DIR/NAMESPACE/OWNER.log, OWNER its Deployment "
+                            "(or DaemonSet); default: every log is empty")
     serve.add_argument("--verbose", action="store_true", help="log every request to stderr")
 
     repo = commands.add_parser("chart-repo", help="package the stand-in chart into a Helm chart repository")
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("labcluster.metallb").setLevel(logging.INFO)  # as MetalLB's pods log, always
         metallb = MetalLBController(AddressAnnouncer(args.announce_dev) if args.announce_dev else None)
         emulator = LabCluster(nodes=dict(args.nodes or [("lab-node-1", None)]), ready_delay=args.ready_delay,
-                              load_balancer=metallb)
+                              load_balancer=metallb, pod_logs=args.pod_logs)
         asyncio.run(run(emulator, args.address, args.port, args.kubeconfig, args.state))
         return 0
     for archive in chartrepo.build(args.out, args.url, args.chart, args.versions or (), args.helm):

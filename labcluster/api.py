@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,16 @@ def _json(data: Any, status: int = 200) -> aiohttp.web.Response:
     return aiohttp.web.json_response(data, status=status, dumps=lambda d: json.dumps(d, separators=(",", ":")))
 
 
+def _workload_of(cluster: Cluster, pod: dict[str, Any]) -> str:
+    """The name of the Deployment or DaemonSet that owns `pod` (through its ReplicaSet), else the pod's."""
+    owner = next(iter(pod["metadata"].get("ownerReferences") or []), None)
+    if owner and owner.get("kind") == "ReplicaSet":
+        replicaset = cluster.store.get(cluster.resource("apps", "v1", "replicasets"), pod["metadata"]["namespace"],
+                                       owner["name"])
+        owner = next(iter((replicaset or {}).get("metadata", {}).get("ownerReferences") or []), owner)
+    return owner["name"] if owner else pod["metadata"]["name"]
+
+
 def _scale_of(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj["metadata"]
     labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
@@ -105,6 +116,7 @@ class LabCluster(kmock.KubernetesEmulator):
     ready_delay: float = 0.5
     load_balancer: LoadBalancerController = attrs.field(factory=MetalLBController)
     server_address: str = "127.0.0.1:6443"
+    pod_logs: Path | None = None  # `kubectl logs`: see `_pod_log`
     cluster: Cluster = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -182,6 +194,8 @@ class LabCluster(kmock.KubernetesEmulator):
         resource = self.cluster.resource(target.group, target.version, target.plural)
         if target.namespace is not None and not resource.namespaced:
             raise errors.resource_not_found(path)
+        if (resource.group, resource.plural, target.subresource, request.method) == ("", "pods", "log", "GET"):
+            return self._pod_log(request, target.namespace, target.name)
         if target.subresource and target.subresource not in resource.subresources & {"status", "scale", "eviction"}:
             raise errors.resource_not_found(path)
         return await self._serve_resource(request, resource, target)
@@ -303,6 +317,31 @@ class LabCluster(kmock.KubernetesEmulator):
         elif request.method != "GET":
             raise errors.method_not_allowed()
         return _json(_scale_of(obj))
+
+    def _pod_log(self, request: kmock.Request, namespace: str, name: str) -> aiohttp.web.Response:
+        """A pod's log, as the kubelet serves it: the file `pod_logs/NAMESPACE/OWNER.log`, OWNER the
+        pod's Deployment (or DaemonSet, or the pod itself), written by whatever plays its containers
+        (labapps' runner); empty when there is none. `tailLines` and `limitBytes` apply; `follow`
+        returns what there is now."""
+        pod = self.cluster.get(self.cluster.core("pods"), namespace, name)
+        containers = [c.get("name") for c in pod["spec"].get("containers") or []]
+        container = request.params.get("container")
+        if container and container not in containers:
+            raise errors.bad_request(f"container {container} is not valid for pod {name}")
+        if not container and len(containers) > 1:
+            raise errors.bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                                     f"[{' '.join(containers)}]")
+        path = self.pod_logs / namespace / f"{_workload_of(self.cluster, pod)}.log" if self.pod_logs else None
+        try:
+            text = path.read_bytes() if path else b""
+        except FileNotFoundError:
+            text = b""
+        tail = int(request.params.get("tailLines") or -1)
+        if tail >= 0:
+            text = b"".join(text.splitlines(keepends=True)[-tail:]) if tail else b""
+        if request.params.get("limitBytes"):
+            text = text[:int(request.params["limitBytes"])]
+        return aiohttp.web.Response(body=text, content_type="text/plain")
 
     def _delete_collection(self, request: kmock.Request, resource: ResourceType, namespace: str | None,
                            dry_run: bool) -> aiohttp.web.Response:

@@ -84,8 +84,9 @@ def _emulator(workdir: Path, *args: str, env: dict[str, str] | None = None):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """The emulator with its default single node."""
-    with _emulator(tmp_path_factory.mktemp("labcluster")) as running:
+    """The emulator with its default single node, pods' logs read from pod-logs/ beside its kubeconfig."""
+    workdir = tmp_path_factory.mktemp("labcluster")
+    with _emulator(workdir, "--pod-logs", str(workdir / "pod-logs")) as running:
         yield running
 
 
@@ -229,6 +230,16 @@ def test_rollout_status_succeeds_for_each_workload(lab, release):
     for workload in ("deployment/hub", "deployment/binder", "deployment/proxy", "daemonset/binder-image-cleaner"):
         done = lab.kubectl("rollout", "status", workload, "-n", "binder", "--timeout", "30s")
         assert "successfully rolled out" in done.stdout
+
+
+def test_kubectl_logs_reads_what_the_deployments_player_wrote(lab, release):
+    written = lab.kubeconfig.parent / "pod-logs" / "binder" / "hub.log"
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_text("".join(f"hub line {i}\n" for i in range(1, 6)))
+    assert lab.kubectl("logs", "deployment/hub", "-n", "binder", "--tail=2").stdout == "hub line 4\nhub line 5\n"
+    assert lab.kubectl("logs", "deployment/binder", "-n", "binder").stdout == ""  # nothing written yet
+    missing = lab.kubectl("logs", "deployment/hub", "-n", "binder", "-c", "nope", check=False)
+    assert missing.returncode != 0 and "container nope is not valid" in missing.stderr
 
 
 def test_pods_are_listed_running_like_the_runbooks_step_6(lab, release):

@@ -81,7 +81,9 @@ def test_each_failure_mode_names_the_phase_message_and_hint(smoke, deployed, tmp
     with tarfile.open(bundle) as tar:
         names = {n.rsplit("/", 1)[-1] for n in tar.getnames()}
         assert {"binder-health.txt", "kubectl-get.txt", "helm-status.txt", "nginx-binderhub-error.log"} <= names
-        text = "".join(tar.extractfile(m).read().decode() for m in tar.getmembers())
+        files = {m.name.rsplit("/", 1)[-1]: tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile()}
+        text = "".join(files.values())
+    assert "JupyterHub" in files["logs-hub.txt"] and files["logs-binder.txt"].strip()  # the pods' real logs
     for secret in secretfile.load(deployed / "lab.yaml").values():
         assert secret.reveal() not in text
     assert running_servers(deployed) == []
