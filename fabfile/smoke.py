@@ -316,7 +316,11 @@ def hub_access(run: Run) -> tuple[str, str] | None:
     "junit": "write a JUnit XML report to this file",
     "binder_url": "BinderHub to test instead of the environment's (its base URL)"})
 def smoke(run: Run, repo=DEFAULT_REPO, timeout=900, silence=120, report=None, junit=None, binder_url=None):
-    """Build a repository through BinderHub's API and prove the launched server works."""
+    """Build a repository through BinderHub's API and prove the launched server works.
+
+    With authentication on (vars.auth), it sends a user's JupyterHub API token, from
+    $BHOPS_HUB_TOKEN or the secrets file's smoke_hub_token (docs/smoke.md says how to make one).
+    """
     host = run.control_plane()[0]
     url = binder_url or values.binder_url(host)
     url = url if url.endswith("/") else url + "/"
