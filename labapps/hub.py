@@ -62,9 +62,9 @@ def command(settings: HubSettings) -> tuple[list[str], dict[str, str]]:
             {SETTINGS_ENV: str(settings.file), "PYTHONPATH": python_path})
 
 
-def command_path(cmd: str | list[str]) -> str:
-    """`singleuser.cmd` as the lab runs it: a command's name is looked up beside this Python
+def singleuser_command(cmd: str | list[str]) -> list[str]:
+    """`singleuser.cmd` as the lab runs it: the command's name is looked up beside this Python
     (the lab venv's bin, where jupyterhub-singleuser is), then on PATH."""
-    name = cmd[0] if isinstance(cmd, list) else cmd
+    name, *args = [cmd] if isinstance(cmd, str) else cmd
     beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else shutil.which(name) or name
+    return [str(beside) if beside.exists() else shutil.which(name) or name, *args]

@@ -17,7 +17,7 @@ applies them: every `hub.config` section as traitlets config (e.g. GenericOAuthe
 import os
 from pathlib import Path
 
-from labapps.hub import SETTINGS_ENV, HubSettings, command_path
+from labapps.hub import SETTINGS_ENV, HubSettings, singleuser_command
 
 settings = HubSettings.load(os.environ[SETTINGS_ENV])
 state = Path(settings.state_dir)
@@ -57,4 +57,4 @@ c.LabBinderSpawner.home_dir_template = str(state / "home" / "{username}")
 c.LabBinderSpawner.faults_file = settings.faults_file
 c.LabBinderSpawner.auth_enabled = bool((values.get("custom") or {}).get("binderauth_enabled"))
 if (values.get("singleuser") or {}).get("cmd"):
-    c.LabBinderSpawner.cmd = [command_path(values["singleuser"]["cmd"])]
+    c.LabBinderSpawner.cmd = singleuser_command(values["singleuser"]["cmd"])

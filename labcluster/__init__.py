@@ -6,8 +6,8 @@ What the lab relies on behaves as the real components document it: the API (`api
 becoming ready (`workloads`), cordoning and draining nodes (`nodes`), namespaces, garbage
 collection and CRDs (`controllers`), MetalLB 0.9 and 0.13+ assigning LoadBalancer IPs and
 announcing them from the host (`metallb`, `announce`), and pods' logs read from files that
-whatever plays their containers writes (`api`, `--pod-logs`). `chartrepo` builds a Helm chart repository
-for the stand-in chart in lab/charts. Run it with `python -m labcluster serve`.
+whatever plays their containers writes (`api`, `--pod-logs`). `chartrepo` builds a Helm chart
+repository for the stand-in chart in lab/charts. Run it with `python -m labcluster serve`.
 """
 from labcluster.api import LabCluster
 from labcluster.metallb import MetalLBController
