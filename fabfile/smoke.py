@@ -280,13 +280,16 @@ def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: flo
     return report
 
 
+def _file_secrets(run: Run) -> dict[str, secretfile.Secret]:
+    """The environment's secrets file, or nothing when it has none (smoke can run without one)."""
+    return run.secrets() if secretfile.path_for(run.env.name).exists() else {}
+
+
 def user_token(run: Run) -> str | None:
     """The user's JupyterHub API token to send: $BHOPS_HUB_TOKEN, else the secrets file's smoke_hub_token."""
     if os.environ.get(TOKEN_ENV):
         return os.environ[TOKEN_ENV]
-    if not secretfile.path_for(run.env.name).exists():
-        return None
-    token = run.secrets().get("smoke_hub_token")
+    token = _file_secrets(run).get("smoke_hub_token")
     return token.reveal() if token else None
 
 
@@ -301,11 +304,8 @@ def needs_token(run: Run, host: Host, token: str | None, advice: str = "") -> bo
 def hub_access(run: Run) -> tuple[str, str] | None:
     """The hub's public URL and the binder service's token (from the secrets file), with which
     smoke stops the server it launched; None when there is no secrets file."""
-    host = run.control_plane()[0]
-    if not secretfile.path_for(run.env.name).exists():
-        return None
-    token = run.secrets().get("binder_api_token")
-    return (values.hub_url(host), token.reveal()) if token else None
+    token = _file_secrets(run).get("binder_api_token")
+    return (values.hub_url(run.control_plane()[0]), token.reveal()) if token else None
 
 
 @host_task(STEP, name="smoke", changes=False, help={

@@ -231,12 +231,12 @@ class Binder:
         ok = all(check["ok"] for check in checks)
         return web.json_response({"ok": ok, "checks": checks}, status=200 if ok else 503)
 
-    async def user(self, request: web.Request) -> dict | None:
+    async def user(self, request: web.Request, fault: str | None) -> dict | None:
         """The hub's model of the user whose token the request carries (None: no such user)."""
         match = AUTH_HEADER.match(request.headers.get("Authorization", ""))
         if not match:
             return None
-        url, _ = self._hub_api(faults.current(self.settings.faults_file))
+        url, _ = self._hub_api(fault)
         async with self.session.get(url + "user", headers={"Authorization": f"token {match[1]}"},
                                     timeout=aiohttp.ClientTimeout(total=10)) as response:
             return await response.json() if response.status == 200 else None
@@ -248,10 +248,11 @@ class Binder:
         return web.HTTPFound(f"{self.settings.hub_url}hub/api/oauth2/authorize?{query}")
 
     async def build(self, request: web.Request) -> web.StreamResponse:
+        fault = faults.current(self.settings.faults_file)
         user = None
         if self.settings.auth_enabled:
             try:
-                user = await self.user(request)
+                user = await self.user(request, fault)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 log.error("cannot identify the user at the hub: %r", exc)
                 return _single_event({"phase": "failed", "status_code": 500,
@@ -264,7 +265,6 @@ class Binder:
         if "text/event-stream" not in request.headers.get("Accept", ""):
             return _single_event({"phase": "failed", "status_code": 400,
                                   "message": "Missing Accept header: text/event-stream\n"})
-        fault = faults.current(self.settings.faults_file)
         client_ip = _client_ip(request)
         if fault == faults.RATE_LIMITED or not self.rate_limiter.allows(client_ip):
             retry = f"Try again in {self.settings.rate_period} seconds."

@@ -115,9 +115,10 @@ class Api:
         configmap = self.get("v1", "configmaps", name)
         return ((configmap or {}).get("data") or {}).get(key)
 
-    def secret(self, name: str, key: str) -> str | None:
-        value = ((self.get("v1", "secrets", name) or {}).get("data") or {}).get(key)
-        return base64.b64decode(value).decode() if value is not None else None
+    def secret(self, name: str) -> dict[str, str]:
+        """Secret `name`'s data, decoded ({} when there is no such Secret)."""
+        data = (self.get("v1", "secrets", name) or {}).get("data") or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
 
 def _is_local_address(ip: str) -> bool:
@@ -158,7 +159,7 @@ class Runner:
         ports = ((self.api.service("binder") or {}).get("spec") or {}).get("ports") or []
         node_port = next((p["nodePort"] for p in ports if p.get("nodePort")), None)
         config = self.api.config("binder-config", "binderhub_config.json")
-        token = self.api.secret("binder-secret", "binder.hub-token")
+        token = self.api.secret("binder-secret").get("binder.hub-token")
         if not node_port:
             return "Service binder has no nodePort"
         if config is None or token is None:
@@ -187,9 +188,9 @@ class Runner:
         ports = service["spec"].get("ports") or [{}]
         port = next((p["port"] for p in ports if p.get("name") == "http"), ports[0].get("port", 80))
         config = json.loads(self.api.config("binder-config", "binderhub_config.json") or "{}")
-        proxy_token = self.api.secret("hub-secret", "proxy.token")
-        binder_token = self.api.secret("hub-secret", "hub.services.binder.apiToken")
-        values = yaml.safe_load(self.api.secret("hub-secret", "values.yaml") or "{}") or {}
+        hub_secret = self.api.secret("hub-secret")
+        proxy_token, binder_token = hub_secret.get("proxy.token"), hub_secret.get("hub.services.binder.apiToken")
+        values = yaml.safe_load(hub_secret.get("values.yaml") or "{}") or {}
         if proxy_token is None or binder_token is None:
             return "Secret hub-secret missing"
         if not self.chp.exists():
