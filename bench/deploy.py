@@ -43,7 +43,7 @@ def deploy(inventory: Path, *extra: str) -> float:
 
 def accepted() -> dict[str, int]:
     return {p.parent.name: p.read_text().count("Accepted publickey")
-            for p in (labhosts.state_dir() / "hosts").glob("*/sshd.log")}
+            for p in (labhosts.hosts_dir() / "hosts").glob("*/sshd.log")}
 
 
 def fresh_nodes(names: list[str]) -> None:

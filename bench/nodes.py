@@ -63,8 +63,7 @@ def floor(names: list[str]) -> float:
 
 
 def accepted(names: list[str]) -> dict[str, int]:
-    logs = labhosts.state_dir() / "hosts"
-    return {n: (logs / n.removeprefix("lab-") / "sshd.log").read_text().count("Accepted publickey")
+    return {n: (labhosts.host_dir(n.removeprefix("lab-")) / "sshd.log").read_text().count("Accepted publickey")
             for n in names}
 
 

@@ -7,7 +7,7 @@ import time
 import yaml
 from fabric import Connection
 
-from . import helm, kube, metallb, remote
+from . import helm, kube, lock, metallb, remote
 from .inventory import Host
 from .results import Result, Status
 from .session import Run, host_task
@@ -165,11 +165,13 @@ def floating_ip(conn: Connection, host: Host, fix: bool, dry_run: bool, timeout:
 
 @host_task("cluster.floating-ip", name="floating-ip", help={
     "fix": "switch other LoadBalancers holding the IP to NodePort",
-    "timeout": f"seconds to wait for the IP (default {IP_TIMEOUT})"})
-def floating_ip_task(run: Run, fix=False, timeout=IP_TIMEOUT):
+    "timeout": f"seconds to wait for the IP (default {IP_TIMEOUT})",
+    "break_lock": "take over the deploy lock even though someone holds it"})
+def floating_ip_task(run: Run, fix=False, timeout=IP_TIMEOUT, break_lock=False):
     """Make proxy-public hold the floating IP, durably (in the chart values) first."""
-    if helm.release_stage(run) or run.dry_run:
-        run.each(run.control_plane(), "cluster.floating-ip", floating_ip, fix, run.dry_run, int(timeout))
+    with lock.held(run, break_lock) as holding:
+        if holding and (helm.release_stage(run) or run.dry_run):
+            run.each(run.control_plane(), "cluster.floating-ip", floating_ip, fix, run.dry_run, timeout)
 
 
 @host_task("cluster.namespace", name="namespace")

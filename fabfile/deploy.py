@@ -8,10 +8,9 @@ from pathlib import Path
 
 from invoke import Exit
 
-from . import cluster, docker, helm, kube, lock, metallb, nginx, secrets, smoke, values
-from .connections import ConnectError
+from . import cluster, docker, helm, kube, lock, metallb, nginx, secrets, smoke
 from .inventory import InventoryError
-from .remote import RemoteError
+from .localfiles import LocalFileError, open_private, write_private
 from .results import Result, Status, succeeded
 from .session import Run, host_task
 
@@ -50,16 +49,12 @@ def floating_stage(run: Run) -> bool:
 
 
 def smoke_stage(run: Run) -> bool:
-    """A build and launch through the public URL: step 14."""
+    """A build and launch through the public URL, diagnostics gathered on failure: step 14."""
     if run.dry_run:
         run.reporter.emit(Result(smoke.STEP, smoke.STEP, Status.SKIPPED, "a dry run does not build"))
         return True
-    host = run.control_plane()[0]
-    url = values.binder_url(host)
-    token = smoke.user_token(run)
-    if smoke.needs_token(run, host, token, "; or deploy with --skip-smoke"):
-        return False
-    return smoke.smoke_run(run, smoke.DEFAULT_REPO, url, 900, 120, 60, token, smoke.hub_access(run)).verdict == "passed"
+    report = smoke.Report(smoke.DEFAULT_REPO, "")
+    return smoke.on_env(run, smoke.Options(), report, "; or deploy with --skip-smoke").verdict == "passed"
 
 
 #: The runbook's stages in order; each returns whether it succeeded (a stage also fails when any
@@ -74,15 +69,25 @@ STAGES = {
 }
 
 
+def _stage_names(flag: str, text: str) -> list[str]:
+    """The stages a flag names; refused when blank or naming an unknown or empty stage."""
+    chosen = [s.strip() for s in text.split(",")]
+    for name in chosen:
+        if name not in STAGES:
+            what = f"unknown stage {name!r}" if name else f"--{flag} {text!r} names an empty stage"
+            raise Exit(f"{what}; stages, in order: {', '.join(STAGES)}")
+    return chosen
+
+
 def pick(only: str | None, start: str | None, skip_smoke: bool) -> list[str]:
     """The stages to run, in order, from --only, --from and --skip-smoke."""
     names = list(STAGES)
-    chosen = [s.strip() for s in only.split(",")] if only else names
-    for name in chosen + ([start] if start else []):
-        if name not in STAGES:
-            raise Exit(f"unknown stage {name!r}; stages, in order: {', '.join(STAGES)}")
-    if start:
-        chosen = [s for s in chosen if names.index(s) >= names.index(start)]
+    chosen = _stage_names("only", only) if only is not None else names
+    if start is not None:
+        first = _stage_names("from", start)
+        if len(first) != 1:
+            raise Exit(f"--from takes one stage, not {start!r}; stages, in order: {', '.join(STAGES)}")
+        chosen = [s for s in chosen if names.index(s) >= names.index(first[0])]
     return [s for s in names if s in chosen and not (skip_smoke and s == "smoke")]
 
 
@@ -96,42 +101,15 @@ def confirm(run: Run, yes: bool) -> None:
         raise Exit("not confirmed; nothing was done")
 
 
-def _take_lock(run: Run, break_lock: bool) -> str | None:
-    host = run.control_plane()[0]
-    try:
-        conn = run.pool.get(host)
-        if run.dry_run:
-            run.reporter.emit(Result(host.name, "deploy.lock", Status.OK, lock.peek(conn, host)))
-            return None
-        token, note = lock.acquire(conn, host, run.env.name, break_lock)
-    except (lock.LockError, ConnectError, RemoteError) as exc:
-        run.reporter.emit(Result(host.name, "deploy.lock", Status.FAILED, str(exc)))
-        raise Exit(code=1) from None
-    run.reporter.emit(Result(host.name, "deploy.lock", Status.OK, note))
-    return token
-
-
 def _write_report(run: Run, path: Path, stages: dict[str, str]) -> None:
-    path.write_text(json.dumps({"env": run.env.name, "dry_run": run.dry_run, "stages": stages,
-                                "results": run.reporter.records()}, indent=2))
+    write_private(path, json.dumps({"env": run.env.name, "dry_run": run.dry_run, "stages": stages,
+                                    "results": run.reporter.records()}, indent=2))
 
 
-@host_task("deploy", name="deploy", help={
-    "only": f"run only these stages, comma-separated ({', '.join(STAGES)})",
-    "from_": "start at this stage (resume after a failure)", "skip_smoke": "do not run the smoke test",
-    "yes": "do not ask for confirmation (environments with `confirm: true`)",
-    "break_lock": "take over the deploy lock even though someone holds it"})
-def deploy(run: Run, only=None, from_=None, skip_smoke=False, yes=False, break_lock=False):
-    """Run the whole runbook on an environment, stage by stage; resumable with --from."""
-    stages = pick(only, from_, skip_smoke)
-    confirm(run, yes)
-    LOGS.mkdir(exist_ok=True)
-    base = LOGS / f"deploy-{run.env.name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    run.reporter.log = open(f"{base}.log", "w")
-    outcome = {name: "not run" for name in stages}
-    token = _take_lock(run, break_lock)
+def _run_stages(run: Run, outcome: dict[str, str]) -> None:
+    """Run the stages of `outcome` in order, recording how each ended; stop at a failure."""
     try:
-        for name in stages:
+        for name in outcome:
             run.reporter.stage = name
             run.reporter.write(f"== stage {name}")
             outcome[name] = "running"
@@ -144,20 +122,58 @@ def deploy(run: Run, only=None, from_=None, skip_smoke=False, yes=False, break_l
             if not ok and not run.dry_run:
                 run.reporter.write(f"stage {name} failed; fix it, then resume with: "
                                    f"invoke deploy --env {run.env.name} --from {name}")
-                break
+                return
     except KeyboardInterrupt:
         running = next(n for n, o in outcome.items() if o == "running")
         outcome[running] = "interrupted"
         run.reporter.write(f"interrupted in stage {running}: every step under way finished first; resume "
                            f"with: invoke deploy --env {run.env.name} --from {running}")
         raise Exit(code=130) from None
+
+
+def _log_base(env: str) -> Path:
+    """The log and report's path without suffix: deploy-ENV-TIME, then -2, -3... within a second."""
+    base = stem = LOGS / f"deploy-{env}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    for n in range(2, 100):
+        if not Path(f"{base}.log").exists():
+            break
+        base = Path(f"{stem}-{n}")
+    return base
+
+
+def _not_touched(run: Run, why: str) -> None:
+    """A skipped result for every host no step reached, so that the recap names every host."""
+    reached = {r.host for r in run.reporter.results}
+    for host in run.env.hosts:
+        if host.name not in reached:
+            run.reporter.emit(Result(host.name, "deploy", Status.SKIPPED, why))
+
+
+@host_task("deploy", name="deploy", help={
+    "only": f"run only these stages, comma-separated ({', '.join(STAGES)})",
+    "from_": "start at this stage (resume after a failure)", "skip_smoke": "do not run the smoke test",
+    "yes": "do not ask for confirmation (environments with `confirm: true`)",
+    "break_lock": "take over the deploy lock even though someone holds it"})
+def deploy(run: Run, only=None, from_=None, skip_smoke=False, yes=False, break_lock=False):
+    """Run the whole runbook on an environment, stage by stage; resumable with --from."""
+    outcome = {name: "not run" for name in pick(only, from_, skip_smoke)}
+    confirm(run, yes)
+    base = _log_base(run.env.name)
+    try:
+        run.reporter.log = open_private(Path(f"{base}.log"))
+    except LocalFileError as exc:
+        raise Exit(str(exc)) from None
+    try:
+        with lock.held(run, break_lock) as locked:
+            if locked:
+                _run_stages(run, outcome)
+            else:
+                run.reporter.write(f"no stage run without the deploy lock; fix it, then resume with: "
+                                   f"invoke deploy --env {run.env.name} --from {next(iter(outcome))}")
     finally:
         run.reporter.stage = "deploy"
-        if token:
-            try:
-                lock.release(run.pool.get(run.control_plane()[0]), run.control_plane()[0], token)
-            except (ConnectError, RemoteError) as exc:
-                run.reporter.write(f"could not release the deploy lock: {exc}")
+        if any(o != "ok" for o in outcome.values()):
+            _not_touched(run, "not touched: the deploy stopped before reaching this host")
         run.reporter.write("stages: " + ", ".join(f"{n} {o}" for n, o in outcome.items()))
         _write_report(run, Path(f"{base}.json"), outcome)
         run.reporter.write(f"log: {base}.log, report: {base}.json")

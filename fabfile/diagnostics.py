@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from . import kube, remote
+from . import kube, localfiles, remote
 from .connections import ConnectError
 from .remote import RemoteError
 from .session import Run
@@ -37,7 +37,9 @@ def _remote(run: Run, role: str, commands: dict[str, list[str]], sudo: bool) -> 
 
 
 def collect(run: Run, binder_url: str) -> Path:
-    """Gather the bundle; return the tarball's path."""
+    """Gather the bundle; return the tarball's path (0600, in a 0700 directory: it may still
+    hold what masking cannot recognise; localfiles.LocalFileError when that cannot be)."""
+    localfiles.private_dir(OUT)  # refused before gathering anything
     cp = run.control_plane()[0]
     ns, release = cp.vars["namespace"], cp.vars["release"]
     hub = hub_url(cp)
@@ -57,13 +59,12 @@ def collect(run: Run, binder_url: str) -> Path:
             "nginx-jupyterhub-error.log": ["tail", "-n", "100", f"{logs}/jupyterhub-error.log"],
         }, sudo=True),
     }
-    OUT.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = OUT / f"{run.env.name}-{stamp}.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
+    bundle = io.BytesIO()
+    with tarfile.open(fileobj=bundle, mode="w:gz") as tar:
         for name, text in files.items():
             data = run.reporter.masked(text).encode()
             info = tarfile.TarInfo(f"{run.env.name}-{stamp}/{name}")
-            info.size, info.mtime = len(data), time.time()
+            info.size, info.mtime, info.mode = len(data), time.time(), 0o600
             tar.addfile(info, io.BytesIO(data))
-    return path
+    return localfiles.write_private(OUT / f"{run.env.name}-{stamp}.tar.gz", bundle.getvalue())

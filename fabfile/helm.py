@@ -1,10 +1,13 @@
 """The BinderHub helm release: chart repository, values, install/upgrade, rollback (steps 3-5, 11-12)."""
 from __future__ import annotations
 
+import json
+
 import yaml
 from fabric import Connection
+from invoke import Exit
 
-from . import kube, remote, values
+from . import kube, lock, values
 from .inventory import Host
 from .remote import RemoteError
 from .results import Result, Status, succeeded
@@ -66,7 +69,8 @@ def current(host: Host, state: kube.ReleaseState, rendered: values.Values) -> bo
 def upgrade(conn: Connection, host: Host, states: dict[str, kube.ReleaseState], namespaces: dict[str, bool],
             rendered: values.Values, env: str, dry_run: bool) -> Result:
     """Install or upgrade the release when the chart version or the values differ from the
-    deployed revision: upload privately, validate with `helm template`, then upgrade."""
+    deployed revision: validate with `helm template`, then upgrade. The values, secrets
+    included, go to helm on stdin as one document: no file on the host holds them."""
     step, name, namespace = "helm.upgrade", host.vars["release"], host.vars["namespace"]
     version = host.vars["chart_version"]
     chart_id = f"{kube.CHART}-{version}"
@@ -87,16 +91,14 @@ def upgrade(conn: Connection, host: Host, states: dict[str, kube.ReleaseState], 
     if not namespaces[host.name]:
         return Result(host.name, step, Status.FAILED, f"namespace {namespace} does not exist; create it "
                       f"with `invoke cluster.namespace --env {env}` (deploy does it first)")
-    chart = [kube.chart(host), "--version", version, "--namespace", namespace]
-    with remote.private_files(conn, host, {"secret.yaml": rendered.secret,
-                                                 "config.yaml": rendered.config}) as tmp:
-        files = ["-f", f"{tmp}/secret.yaml", "-f", f"{tmp}/config.yaml"]
-        try:
-            kube.run(conn, host, kube.helm(host, "template", name, *chart, *files))
-        except RemoteError as exc:
-            return Result(host.name, step, Status.FAILED, f"values rejected before any change: {exc}")
-        kube.run(conn, host, kube.helm(host, "upgrade", "--install", name, *chart, *files,
-                                       "--cleanup-on-fail"), timeout=host.command_timeout + 600)
+    chart = [kube.chart(host), "--version", version, "--namespace", namespace, "--values", "-"]
+    document = json.dumps(wanted)
+    try:
+        kube.run(conn, host, kube.helm(host, "template", name, *chart), stdin=document)
+    except RemoteError as exc:
+        return Result(host.name, step, Status.FAILED, f"values rejected before any change: {exc}")
+    kube.run(conn, host, kube.helm(host, "upgrade", "--install", name, *chart, "--cleanup-on-fail"),
+             stdin=document, timeout=host.command_timeout + 600)
     after = kube.release(conn, host) or {}
     return Result(host.name, step, Status.CHANGED,
                   f"{'upgraded' if release else 'installed'} {name}: revision {after.get('revision')} "
@@ -164,10 +166,15 @@ def repo_task(run: Run):
     run.each(host, "helm.repo", repo, run.gather(host, "helm.repo", kube.observe_repo), run.dry_run)
 
 
-@host_task("helm.upgrade", name="upgrade")
-def upgrade_task(run: Run):
+_BREAK_LOCK = {"break_lock": "take over the deploy lock even though someone holds it"}
+
+
+@host_task("helm.upgrade", name="upgrade", help=_BREAK_LOCK)
+def upgrade_task(run: Run, break_lock=False):
     """Install or upgrade the BinderHub release when its chart or values differ."""
-    release_stage(run)
+    with lock.held(run, break_lock) as holding:
+        if holding:
+            release_stage(run)
 
 
 @host_task("helm.values", name="values", changes=False)
@@ -177,8 +184,20 @@ def values_task(run: Run):
     run.each(host, "helm.values", show_values, values.render(host[0], run.env.name, run.secrets()))
 
 
+def revision_number(text: str | None) -> int | None:
+    """--revision as a number; refused unless a whole number from 1 up."""
+    if text is None:
+        return None
+    if not str(text).strip().isdigit() or int(text) < 1:
+        raise Exit(f"--revision must be a revision number from 1 up (see `helm history`), not {text!r}")
+    return int(text)
+
+
 @host_task("helm.rollback", name="rollback",
-           help={"revision": "revision to roll back to (default: the last deployed one)"})
-def rollback_task(run: Run, revision=None):
+           help={"revision": "revision to roll back to (default: the last deployed one)", **_BREAK_LOCK})
+def rollback_task(run: Run, revision=None, break_lock=False):
     """Roll the BinderHub release back, e.g. out of a stuck pending-upgrade."""
-    run.each(run.control_plane(), "helm.rollback", rollback, int(revision) if revision else None, run.dry_run)
+    target = revision_number(revision)
+    with lock.held(run, break_lock) as holding:
+        if holding:
+            run.each(run.control_plane(), "helm.rollback", rollback, target, run.dry_run)

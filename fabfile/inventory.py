@@ -2,12 +2,15 @@
 
 Format (see README, "Inventory"): a top-level `defaults` block and `environments`, each
 environment a block of settings plus `hosts`. Every block may carry the connection keys and
-`vars`; a host's value wins over its environment's, which wins over `defaults`.
+`vars`; a host's value wins over its environment's, which wins over `defaults`. An error names
+the block that set the value. A key given twice, or two entries for one machine, is refused.
 """
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -15,19 +18,15 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlparse
 
 import yaml
+from paramiko.config import SSHConfig
+from paramiko.ssh_exception import ConfigParseError, CouldNotCanonicalize
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "hosts.yaml"
 ROLES = ("node", "control-plane", "proxy")
-CONNECTION_DEFAULTS: Mapping[str, Any] = MappingProxyType({
-    "hostname": None,
-    "user": None,
-    "port": None,
-    "sudo": False,
-    "ssh_config": None,
-    "gateway": None,
-    "connect_timeout": 10,
-    "command_timeout": 120,
-})
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a host name or ssh_config alias
+_USER = re.compile(r"[^\s@:/]+")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class InventoryError(Exception):
@@ -53,10 +52,78 @@ def _choice(*choices: str) -> Callable[[Any, str], str]:
     return check
 
 
+def _not_a_scalar(value: Any, where: str) -> None:
+    """Refuse a number or true/false where text is meant, saying to quote it."""
+    if isinstance(value, (bool, int, float)):
+        kind = "true/false" if isinstance(value, bool) else "a number"
+        written = getattr(value, "written", value)
+        raise InventoryError(f"{where}: YAML read {written} as {kind}, not text; put the value in quotes, "
+                             f'like {where.rpartition(".")[2]}: "{written}"')
+
+
 def _text(value: Any, where: str) -> str:
+    _not_a_scalar(value, where)
     if not isinstance(value, str) or not value.strip():
         raise InventoryError(f"{where}: must be a non-empty string")
     return value
+
+
+def _matching(pattern: re.Pattern, most: int, what: str) -> Callable[[Any, str], str]:
+    """A text check: `value` must match `pattern` in full and be at most `most` characters."""
+    def check(value: Any, where: str) -> str:
+        _not_a_scalar(value, where)
+        if not isinstance(value, str) or not pattern.fullmatch(value) or len(value) > most:
+            raise InventoryError(f"{where}: {value!r} is not {what}")
+        return value
+    return check
+
+
+def _number(value: Any, where: str) -> int | float:
+    if isinstance(value, str):
+        raise InventoryError(f"{where}: {value!r} must be a number, not text; remove the quotes")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise InventoryError(f"{where}: {value!r} must be a number")
+    return value
+
+
+def _port(value: Any, where: str) -> int:
+    if not isinstance(_number(value, where), int) or not 1 <= value <= 65535:
+        raise InventoryError(f"{where}: {value!r} is out of range; use a number from 1 to 65535")
+    return value
+
+
+def _seconds(value: Any, where: str) -> float:
+    if not math.isfinite(_number(value, where)) or value <= 0:
+        raise InventoryError(f"{where}: {value!r} must be a positive number of seconds, like 30")
+    return float(value)
+
+
+def _gateway(value: Any, where: str) -> str:
+    """`[user@]host[:port]`, read as Fabric reads it (an IPv6 address takes no port)."""
+    user, at, hostport = value.rpartition("@") if isinstance(value, str) else ("", "", "")
+    host, colon, port = hostport.rpartition(":") if hostport.count(":") == 1 else (hostport, "", "")
+    good_host = _NAME.fullmatch(host) or (hostport.count(":") > 1 and _is_ipv6(host))
+    good_port = not colon or (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535)
+    if not good_host or not good_port or (at and not _USER.fullmatch(user)):
+        raise InventoryError(f"{where}: {value!r} is not [user@]host[:port] with a port from 1 to 65535; "
+                             "write it like ops@bastion.example.org:22")
+    return value
+
+
+def _hostname(value: Any, where: str) -> str:
+    _not_a_scalar(value, where)
+    if not isinstance(value, str) or not (_NAME.fullmatch(value) or _is_ipv6(value)) or len(value) > 253:
+        raise InventoryError(f"{where}: {value!r} is not a host name or address; "
+                             "give one, like head.example.org")
+    return value
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
@@ -75,7 +142,7 @@ def _url_path(value: Any, where: str) -> str:
 
 def _ipv4(value: Any, where: str) -> str:
     try:
-        return str(ipaddress.IPv4Address(value))
+        return str(ipaddress.IPv4Address(_text(value, where)))
     except (ipaddress.AddressValueError, ValueError):
         raise InventoryError(f"{where}: {value!r} is not an IPv4 address like 192.0.2.10") from None
 
@@ -83,7 +150,7 @@ def _ipv4(value: Any, where: str) -> str:
 def _address_range(value: Any, where: str) -> str:
     """A MetalLB pool entry: an address, a CIDR or an A-B range."""
     try:
-        if isinstance(value, str) and "-" in value:
+        if "-" in _text(value, where):
             first, last = (ipaddress.IPv4Address(v.strip()) for v in value.split("-", 1))
             if last < first:
                 raise ValueError
@@ -96,7 +163,7 @@ def _address_range(value: Any, where: str) -> str:
 
 
 def _count(value: Any, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not isinstance(_number(value, where), int) or value < 0:
         raise InventoryError(f"{where}: {value!r} must be a whole number, 0 or more")
     return value
 
@@ -108,7 +175,7 @@ def _flag(value: Any, where: str) -> bool:
 
 
 def _node_port(value: Any, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 30000 <= value <= 32767:
+    if not isinstance(_number(value, where), int) or not 30000 <= value <= 32767:
         raise InventoryError(f"{where}: {value!r} is outside Kubernetes' NodePort range 30000-32767")
     return value
 
@@ -118,7 +185,7 @@ def _shape(fields: Mapping[str, Callable[[Any, str], Any]], required: tuple[str,
     def check(value: Any, where: str) -> Mapping[str, Any]:
         if not isinstance(value, dict):
             raise InventoryError(f"{where}: must be a mapping with keys {', '.join(fields)}")
-        unknown = sorted(set(value) - set(fields))
+        unknown = sorted(map(str, set(value) - set(fields)))
         if unknown:
             raise InventoryError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
         missing = [k for k in required if k not in value]
@@ -156,8 +223,10 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "docker_service": ("auto", _choice("auto", "systemd", "sysvinit")),
     "k8s_node_name": (None, _optional(_text)),
     "kubeconfig": (None, _optional(_text)),
-    "namespace": ("binder", _text),
-    "release": ("binder", _text),
+    "namespace": ("binder", _matching(_DNS_LABEL, 63, "a Kubernetes namespace: lowercase letters, "
+                                      "digits and '-', at most 63, like binder")),
+    "release": ("binder", _matching(_DNS_SUBDOMAIN, 53, "a helm release name: lowercase letters, "
+                                    "digits, '-' and '.', at most 53, like binder")),
     "chart_repo_name": ("jupyterhub", _text),
     "chart_repo_url": ("https://jupyterhub.github.io/helm-chart/", _url),
     "chart_version": ("0.2.0-n600.h36369a7", _text),
@@ -180,11 +249,24 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "metallb_manifest": ("https://raw.githubusercontent.com/metallb/metallb/v0.14.8/config/manifests/"
                          "metallb-native.yaml", _text),
     "binder_node_address": (None, _optional(_ipv4)),
-    "nginx_site": ("binderhub", _text),
+    "nginx_site": ("binderhub", _matching(_NAME, 255, "a file name in /etc/nginx/sites-available; "
+                                          "give a plain name like binderhub")),
     "nginx_log_dir": ("/var/log/nginx", _text),
     "tls_certificate": (None, _optional(_text)),
     "tls_certificate_key": (None, _optional(_text)),
 })
+
+#: The connection keys (any block may set them), with their defaults and checks; see also ssh_config.
+CONNECTION: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
+    "hostname": (None, _optional(_hostname)),
+    "user": (None, _optional(_matching(_USER, 64, "a user name; give one name, like deploy"))),
+    "port": (None, _optional(_port)),
+    "sudo": (False, _flag),
+    "gateway": (None, _optional(_gateway)),
+    "connect_timeout": (10, _seconds),
+    "command_timeout": (120, _seconds),
+})
+_CONNECTION_KEYS = {*CONNECTION, "ssh_config"}
 
 
 @dataclass(frozen=True)
@@ -233,97 +315,195 @@ class Environment:
         return Environment(self.name, self.source, tuple(h for h in self.hosts if h.name in names), self.confirm)
 
 
-def _block(data: Any, where: str, allowed: set[str]) -> dict:
+def _block(data: Any, where: str, allowed: set[str] | None = None) -> dict:
+    """A mapping (None reads as empty) whose keys are all in `allowed`, or any text when it is None."""
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InventoryError(f"{where}: must be a mapping")
-    unknown = sorted(set(data) - allowed)
+    if allowed is None:
+        for key in data:
+            _name(key, f"{where}.{key}")
+        return data
+    unknown = sorted(map(str, set(data) - allowed))
     if unknown:
         raise InventoryError(
-            f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
-            f"allowed: {', '.join(sorted(allowed))}")
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
     return data
 
 
-def _check_vars(merged: dict, where: str) -> Mapping[str, Any]:
-    return MappingProxyType({k: check(merged.get(k, default), f"{where}.vars.{k}")
-                             for k, (default, check) in VARS.items()})
+def _name(value: Any, where: str) -> str:
+    """An environment's or a host's name: text, so that --env and --limit can name it."""
+    if not isinstance(value, str) or not value.strip():
+        raise InventoryError(f"{where}: the name {value!r} must be text; put it in quotes, like '{value}':")
+    return value
 
 
-def _connection(merged: dict, where: str, base: Path) -> dict:
-    port = merged["port"]
-    if port is not None and (not isinstance(port, int) or isinstance(port, bool)
-                             or not 1 <= port <= 65535):
-        raise InventoryError(f"{where}.port: {port!r} is out of range; use a number from 1 to 65535")
-    for key in ("connect_timeout", "command_timeout"):
-        value = merged[key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise InventoryError(f"{where}.{key}: {value!r} must be a positive number of seconds")
-    if not isinstance(merged["sudo"], bool):
-        raise InventoryError(f"{where}.sudo: {merged['sudo']!r} must be true or false")
-    ssh_config = merged["ssh_config"]
-    if ssh_config is not None:
-        ssh_config = (base / os.path.expanduser(ssh_config)).resolve()
-        if not ssh_config.is_file():
-            hint = " (for the lab, run `invoke lab.up` first)" if ".lab" in ssh_config.parts else ""
-            raise InventoryError(f"{where}.ssh_config: {ssh_config} does not exist{hint}")
-    return dict(merged, ssh_config=ssh_config)
+def _setting(layers: tuple, key: str, default: Any, where: str) -> tuple[Any, str]:
+    """The value of `key` in the last of `layers` ((block, where)...) that sets it, and its key path."""
+    return next(((block[key], f"{at}.{key}") for block, at in reversed(layers) if key in block),
+                (default, f"{where}.{key}"))
 
 
-def _host(name: str, data: Any, env_block: dict, defaults: dict, where: str, base: Path) -> Host:
-    env_where, _, _ = where.rpartition(".hosts.")
-    defaults_where = where.split(": ", 1)[0] + ": defaults"
-    allowed = set(CONNECTION_DEFAULTS) | {"roles", "vars"}
-    data = _block(data, where, allowed)
-    roles = data.get("roles")
-    if not isinstance(roles, list) or not roles:
-        raise InventoryError(f"{where}.roles: give at least one of {', '.join(ROLES)}")
-    bad = [r for r in roles if r not in ROLES]
+def _settings(table: Mapping[str, tuple[Any, Callable]], layers: tuple, where: str) -> dict:
+    """Each key of `table` from `layers` (else its default), checked and named where it was set."""
+    checked = {}
+    for key, (default, check) in table.items():
+        value, at = _setting(layers, key, default, where)
+        checked[key] = check(value, at)
+    return checked
+
+
+def _ssh_config(value: Any, where: str, base: Path) -> Path | None:
+    if value is None:
+        return None
+    path = (base / os.path.expanduser(_text(value, where))).resolve()
+    if not path.is_file():
+        hint = " (for the lab, run `invoke lab.up` first)" if ".lab" in path.parts else ""
+        raise InventoryError(f"{where}: {path} does not exist{hint}")
+    return path
+
+
+def _roles(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise InventoryError(f"{where}: give at least one of {', '.join(ROLES)}")
+    bad = [r for r in value if r not in ROLES]
     if bad:
-        raise InventoryError(f"{where}.roles: unknown role(s) {bad}; valid roles: {', '.join(ROLES)}")
-    layers = (CONNECTION_DEFAULTS, defaults, env_block, data)
-    merged = {k: next(l[k] for l in reversed(layers) if k in l) for k in CONNECTION_DEFAULTS}
-    merged = _connection(merged, where, base)
-    variables: dict = {}
-    for layer, at in ((defaults, defaults_where), (env_block, env_where), (data, where)):
-        variables.update(_block(layer.get("vars"), f"{at}.vars", set(VARS)))
+        raise InventoryError(f"{where}: unknown role(s) {bad}; valid roles: {', '.join(ROLES)}")
+    return tuple(value)
+
+
+def _host(name: str, data: Any, layers: tuple, where: str, base: Path) -> Host:
+    """Host `name` from its block `data` over `layers` ((defaults, where), (environment, where))."""
+    data = _block(data, where, _CONNECTION_KEYS | {"roles", "vars"})
+    roles = _roles(data.get("roles"), f"{where}.roles")
+    layers = (*layers, (data, where))
+    settings = _settings(CONNECTION, layers, where)
+    ssh_config = _ssh_config(*_setting(layers, "ssh_config", None, where), base)
+    var_layers = tuple((_block(block.get("vars"), f"{at}.vars", set(VARS)), f"{at}.vars")
+                       for block, at in layers)
     return Host(
-        name=str(name),
-        hostname=str(merged["hostname"] or name),
-        user=merged["user"],
-        port=merged["port"],
-        sudo=merged["sudo"],
-        ssh_config=merged["ssh_config"],
-        gateway=merged["gateway"],
-        connect_timeout=float(merged["connect_timeout"]),
-        command_timeout=float(merged["command_timeout"]),
-        roles=tuple(roles),
-        vars=_check_vars(variables, where),
+        name=name,
+        hostname=settings["hostname"] or _hostname(name, where),
+        user=settings["user"],
+        port=settings["port"],
+        sudo=settings["sudo"],
+        ssh_config=ssh_config,
+        gateway=settings["gateway"],
+        connect_timeout=settings["connect_timeout"],
+        command_timeout=settings["command_timeout"],
+        roles=roles,
+        vars=MappingProxyType(_settings(VARS, var_layers, f"{where}.vars")),
     )
+
+
+def _address(host: Host, configs: dict[Path, SSHConfig]) -> tuple[str | None, str, int]:
+    """Where a connection to `host` goes: its gateway, and host name and port after its ssh_config."""
+    hostname, port = host.hostname, host.port
+    if host.ssh_config:
+        if host.ssh_config not in configs:
+            configs[host.ssh_config] = SSHConfig.from_path(str(host.ssh_config))
+        found = configs[host.ssh_config].lookup(hostname)
+        hostname, port = found["hostname"], port or int(found.get("port", 22))
+    return host.gateway, hostname.lower(), port or 22
+
+
+def _distinct(hosts: tuple[Host, ...], where: str) -> tuple[Host, ...]:
+    """Refuse two names for one machine (same gateway, host name and port): it would be worked on twice."""
+    seen: dict[tuple, Host] = {}
+    configs: dict[Path, SSHConfig] = {}
+    for host in hosts:
+        try:
+            address = _address(host, configs)
+        except (ConfigParseError, CouldNotCanonicalize, ValueError) as exc:
+            raise InventoryError(f"{where}.{host.name}: its ssh_config {host.ssh_config} cannot be read: "
+                                 f"{exc}; fix that file") from None
+        first = seen.setdefault(address, host)
+        if first is not host:
+            raise InventoryError(
+                f"{where}: {first.name} and {host.name} are the same machine ({address[1]}:{address[2]}); "
+                "keep one of them and give it the roles and vars of both")
+    return hosts
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (else the last one silently wins),
+    and keeping how each float was written."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = lines.get(key)
+            except TypeError:
+                continue  # an unhashable key, which the safe loader refuses itself
+            if first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first}); keep only one",
+                    key_node.start_mark)
+            lines[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+class _Float(float):
+    """A float that keeps the text the file wrote (YAML reads 1.10 as 1.1), for the hint to quote it."""
+
+    written = ""
+
+
+def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> _Float:
+    value = _Float(loader.construct_yaml_float(node))
+    value.written = node.value
+    return value
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _float)
+
+
+def _read(path: Path) -> Any:
+    """The YAML document at `path`; every failure an InventoryError naming the file and line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InventoryError(f"cannot read inventory {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InventoryError(f"{path}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x}); "
+                             "save the file as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = "; ".join(filter(None, (exc.context, exc.problem)))
+        raise InventoryError(f"{path}: {at}not valid YAML: {problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise InventoryError(f"{path}: line {line}: not valid YAML: character #x{exc.character:04x} "
+                             "is not allowed; remove it") from None
 
 
 def load(env: str, path: Path | str | None = None) -> Environment:
     """Read the inventory at `path` and return environment `env`, fully checked."""
     path = Path(path or os.environ.get("BHOPS_INVENTORY") or DEFAULT_PATH)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InventoryError(f"cannot read inventory {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InventoryError(f"{path}: not valid YAML: {exc}") from None
-    data = _block(data, str(path), {"defaults", "environments"})
-    defaults = _block(data.get("defaults"), f"{path}: defaults", set(CONNECTION_DEFAULTS) | {"vars"})
-    envs = _block(data.get("environments"), f"{path}: environments", set(data.get("environments") or {}))
+    data = _block(_read(path), str(path), {"defaults", "environments"})
+    defaults = _block(data.get("defaults"), f"{path}: defaults", _CONNECTION_KEYS | {"vars"})
+    envs = _block(data.get("environments"), f"{path}: environments")
     if env not in envs:
         what = f"unknown environment {env!r}" if env else "no environment given (pass --env ENV)"
         raise InventoryError(f"{path}: {what}; valid environments: {', '.join(sorted(envs)) or 'none'}")
     where = f"{path}: environments.{env}"
-    block = _block(envs[env], where, set(CONNECTION_DEFAULTS) | {"vars", "hosts", "confirm"})
+    block = _block(envs[env], where, _CONNECTION_KEYS | {"vars", "hosts", "confirm"})
     confirm = _flag(block.get("confirm", False), f"{where}.confirm")
-    hosts = _block(block.get("hosts"), f"{where}.hosts", set(block.get("hosts") or {}))
+    hosts = _block(block.get("hosts"), f"{where}.hosts")
     if not hosts:
         raise InventoryError(f"{where}.hosts: the environment has no hosts; add at least one")
-    return Environment(env, path, tuple(
-        _host(name, spec, block, defaults, f"{where}.hosts.{name}", path.parent)
-        for name, spec in hosts.items()), confirm)
+    layers = ((defaults, f"{path}: defaults"), (block, where))
+    return Environment(env, path, _distinct(tuple(
+        _host(name, spec, layers, f"{where}.hosts.{name}", path.parent)
+        for name, spec in hosts.items()), f"{where}.hosts"), confirm)

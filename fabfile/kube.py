@@ -88,19 +88,29 @@ def probe(conn: Connection, host: Host, probes: dict[str, list[str]]) -> dict[st
     return out
 
 
+def _read(conn: Connection, host: Host, argv: list[str]) -> Output:
+    """One kubectl/helm read, its output streamed straight back (nothing kept on the host);
+    a missing tool is an error with its fix."""
+    got = run(conn, host, argv, check=False)
+    if got.exited == 127:
+        raise _missing_tool(host, argv)
+    return Output(got.exited, got.stdout, got.stderr)
+
+
 def observe_release(conn: Connection, host: Host) -> ReleaseState:
-    """`helm list` and `helm get values` of the release, at once, in one round trip."""
-    out = probe(conn, host, {
-        "release": _list_release(host),
-        "values": helm(host, "get", "values", host.vars["release"], "--namespace", host.vars["namespace"],
-                       "--output", "json"),
-    })
-    if not out["release"].ok:
-        raise _unreachable(host, out["release"])
-    release = _named(host, json.loads(out["release"].stdout or "[]"))
-    if release and not out["values"].ok:
-        raise RemoteError(f"helm get values failed on {host.name}: {remote.tail(out['values'].stderr)}")
-    return ReleaseState(release, (json.loads(out["values"].stdout or "{}") or {}) if release else {})
+    """`helm list` of the release, then its deployed values read off `helm get values`'s
+    stdout: they hold the secrets, so never through run_many's files on the host."""
+    listed = _read(conn, host, _list_release(host))
+    if not listed.ok:
+        raise _unreachable(host, listed)
+    release = _named(host, json.loads(listed.stdout or "[]"))
+    if not release:
+        return ReleaseState(None, {})
+    got = _read(conn, host, helm(host, "get", "values", host.vars["release"], "--namespace",
+                                 host.vars["namespace"], "--output", "json"))
+    if not got.ok:
+        raise RemoteError(f"helm get values failed on {host.name}: {remote.tail(got.stderr)}")
+    return ReleaseState(release, json.loads(got.stdout or "{}") or {})
 
 
 def observe_repo(conn: Connection, host: Host) -> RepoState:
@@ -123,7 +133,8 @@ def observe_repo(conn: Connection, host: Host) -> RepoState:
 
 
 def preflight(conn: Connection, host: Host) -> None:
-    """Fail with the fix when kubectl is missing or the cluster cannot be reached."""
+    """Fail with the fix when helm or kubectl is missing or the cluster cannot be reached."""
+    _read(conn, host, helm(host, "version", "--short"))
     namespace_exists(conn, host)
 
 
@@ -141,12 +152,10 @@ def release(conn: Connection, host: Host) -> dict | None:
 def namespace_exists(conn: Connection, host: Host) -> bool:
     """Whether the release's namespace exists; a missing kubectl or an unreachable cluster
     raises with its fix."""
-    argv = kubectl(host, "get", "namespace", host.vars["namespace"], "-o", "name", "--request-timeout", "10s")
-    got = run(conn, host, argv, check=False)
-    if got.exited == 127:
-        raise _missing_tool(host, argv)
-    if got.failed and "NotFound" not in got.stderr:
-        raise _unreachable(host, Output(got.exited, got.stdout, got.stderr))
+    got = _read(conn, host, kubectl(host, "get", "namespace", host.vars["namespace"], "-o", "name",
+                                    "--request-timeout", "10s"))
+    if not got.ok and "NotFound" not in got.stderr:
+        raise _unreachable(host, got)
     return got.ok
 
 

@@ -26,23 +26,25 @@ def _print_table(hosts: list[labhosts.HostInfo]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-@task(help={"nodes": f"number of nodes, 1 to {labhosts.MAX_NODES} (default 3), besides the proxy"})
+@task(auto_shortflags=False,
+      help={"nodes": f"number of nodes, 1 to {labhosts.MAX_NODES} (default 3), besides the proxy"})
 def up(c, nodes=3):
     """Start the lab's hosts (idempotent); write its hosts.yaml and ssh_config.
 
     Running hosts are kept; a changed --nodes adds or removes nodes. The state
-    (keys, ssh_config, hosts.yaml, per-host files) is in .lab/ or $BHOPS_LAB_DIR.
+    (keys, ssh_config, hosts.yaml) is in .lab/ or $BHOPS_LAB_DIR; the per-host files too, or
+    in /srv/bhops-lab/<hash> when that is under /etc, /var, /usr or /opt (docs/lab.md).
     """
     _print_table(_call(labhosts.up, nodes))
 
 
-@task
+@task(auto_shortflags=False)
 def down(c):
     """Stop every lab host and remove its network, mounts and files."""
     _call(labhosts.down)
 
 
-@task
+@task(auto_shortflags=False)
 def status(c):
     """Show each lab host: running, sshd answering, service (dockerd/nginx) answering."""
     _print_table(labhosts.status())

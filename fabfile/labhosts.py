@@ -6,10 +6,16 @@ running ``lab/host-init.sh``. That script gives the host its private files, the 
 root and deploy, sshd, and dockerd (nodes) or nginx (the proxy). This module is the
 root-namespace side: keys, the shared template layer, the network, starting and
 killing hosts by their recorded PID, and the client files in the state directory
-(``ssh_config``, ``known_hosts``, ``hosts.yaml``). Everything here needs root.
+(``ssh_config``, ``known_hosts``, ``hosts.yaml``). The hosts' own files (overlay upper and
+work dirs, the template layer) sit in the state directory too, unless it is under a directory
+hosts get privately: then in a root-only ``/srv/bhops-lab/<hash>``, since an overlay cannot
+keep its upper dir inside its lower dir. One lab per machine (the bridge and subnet are
+fixed): ``/run/bhops-lab.owner`` names the state directory whose lab it is. Everything here
+needs root.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -31,10 +37,12 @@ CONTROL_PLANE = "node1"  # also runs the lab's cluster: API emulator :6443, char
 TIMEOUT = 60.0
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 ENV = {"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8"}  # for commands and hosts
-# Hosts get these directories privately, so lab state under them is not visible inside
-# (unless it is in the checkout, which host-init.sh shows to hosts wherever it is).
+# Hosts get these directories privately (host-init.sh shows them the checkout wherever it is),
+# so the hosts' files must live elsewhere: under HOSTS_ROOT when the state dir is under one.
 PRIVATE_DIRS = ("/etc", "/var", "/usr", "/opt", "/run", "/tmp", "/root", "/home")
 OVERLAID = ("etc", "var", "usr", "opt")
+HOSTS_ROOT = Path("/srv/bhops-lab")
+OWNER = Path("/run/bhops-lab.owner")  # the state dir whose lab runs on this machine
 PREREQUISITES = {  # binary: Debian package
     "ip": "iproute2",
     "nsenter": "util-linux",
@@ -81,17 +89,35 @@ def state_dir() -> Path:
     return Path(os.environ.get("BHOPS_LAB_DIR") or REPO / ".lab").absolute()
 
 
+def hosts_dir(state: Path | None = None) -> Path:
+    """Where the hosts' files are (hosts/NAME/, template/): the state dir, or, when that is under
+    one of PRIVATE_DIRS, HOSTS_ROOT/<hash of the state dir's path>."""
+    state = Path(state or state_dir()).resolve()
+    if not any(state.is_relative_to(d) for d in PRIVATE_DIRS):
+        return state
+    return HOSTS_ROOT / hashlib.sha256(str(state).encode()).hexdigest()[:12]
+
+
+def host_dir(name: str, state: Path | None = None) -> Path:
+    """One host's files: init.log, sshd.log, upper/ (its writes to /etc, /var, /usr, /opt)."""
+    return hosts_dir(state) / "hosts" / name
+
+
 def up(nodes: int = 3, state: Path | None = None) -> list[HostInfo]:
-    """Run the proxy and `nodes` nodes; keep running hosts, start or remove the others."""
+    """Run the proxy and `nodes` nodes; keep running hosts, start or remove the others. When
+    the nodes change, the control plane restarts so that its cluster has them (and starts empty)."""
     if not 1 <= nodes <= MAX_NODES:
         raise LabError(f"the number of nodes must be between 1 and {MAX_NODES}, not {nodes}")
     state = _prepare(state)
     wanted = [f"node{i}" for i in range(1, nodes + 1)] + ["proxy"]
     _remove(state, [name for name in _names(state) if name not in wanted])
     _plumb(wanted)
+    OWNER.write_text(f"{state}\n")
     for name in wanted:  # every host's directory first: the control plane is told of all nodes
         if not _host_dir(state, name).exists():
             _make_host_dir(_host_dir(state, name), name)
+    if (pid := _pid(state, CONTROL_PLANE)) and _started_with(pid) != _cluster_nodes(state):
+        _kill(state, [CONTROL_PLANE])  # its cluster knows other nodes: restart it (empty)
     _wait(state, {name: _start(state, name) for name in wanted if not _pid(state, name)})
     _write_client_files(state, wanted)
     return status(state)
@@ -100,16 +126,19 @@ def up(nodes: int = 3, state: Path | None = None) -> list[HostInfo]:
 def down(state: Path | None = None) -> None:
     """Stop every host and remove its network, mounts and files (keeps the client key)."""
     _check_root()
-    state = Path(state or state_dir())
+    state = Path(state or state_dir()).resolve()
+    _check_owner(state)
     _remove(state, _names(state))
     links = [p.name for p in Path("/sys/class/net").glob("bhlab*")]
     netns = [p.name for p in Path("/run/netns").glob("bhlab-*")]
     _ip_batch([f"link del {link}" for link in links] + [f"netns del {ns}" for ns in netns])
-    _unmount_under(state)
-    for name in ("hosts", "template"):
-        shutil.rmtree(state / name, ignore_errors=True)
-    for name in ("ssh_config", "known_hosts", "hosts.yaml"):
+    root = hosts_dir(state)
+    _unmount_under(root)
+    for path in [root] if root != state else [root / "hosts", root / "template"]:
+        shutil.rmtree(path, ignore_errors=True)
+    for name in ("client.pub", "ssh_config", "known_hosts", "hosts.yaml"):
         (state / name).unlink(missing_ok=True)
+    OWNER.unlink(missing_ok=True)
 
 
 def status(state: Path | None = None) -> list[HostInfo]:
@@ -121,7 +150,8 @@ def status(state: Path | None = None) -> list[HostInfo]:
 def stop_host(name: str, state: Path | None = None) -> None:
     """Kill one host's processes; its network and files stay, so connections are refused."""
     _check_root()
-    state = Path(state or state_dir())
+    state = Path(state or state_dir()).resolve()
+    _check_owner(state)
     _check_host(state, name)
     _kill(state, [name])
 
@@ -152,13 +182,13 @@ def _init_role(name: str) -> str:
 
 def _names(state: Path) -> list[str]:
     """Hosts that have a directory in the state dir: nodes by number, then the proxy."""
-    names = [p.name for p in (state / "hosts").glob("*")
+    names = [p.name for p in (hosts_dir(state) / "hosts").glob("*")
              if re.fullmatch(r"node[1-9]\d*|proxy", p.name)]
     return sorted(names, key=lambda n: (n == "proxy", int(n[4:]) if n != "proxy" else 0))
 
 
 def _host_dir(state: Path, name: str) -> Path:
-    return state / "hosts" / name
+    return host_dir(name, state)
 
 
 def _check_host(state: Path, name: str) -> None:
@@ -181,20 +211,44 @@ def _check_prerequisites() -> None:
 
 
 def _prepare(state: Path | None) -> Path:
-    """Check prerequisites; make the state dir, client key and template layer."""
+    """Check prerequisites and that no other state dir's lab runs; make the state dir, client
+    key, hosts' dir and template layer."""
     _check_prerequisites()
     state = Path(state or state_dir()).resolve()
-    if any(state.is_relative_to(d) for d in PRIVATE_DIRS) and not state.is_relative_to(REPO):
-        raise LabError(
-            f"lab state dir {state} is under one of {', '.join(PRIVATE_DIRS)}, which hosts "
-            "get privately; set BHOPS_LAB_DIR to a directory elsewhere (e.g. under /work)"
-        )
-    (state / "hosts").mkdir(parents=True, exist_ok=True)
+    _check_owner(state)
+    root = hosts_dir(state)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if root != state:
+        HOSTS_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
+        HOSTS_ROOT.chmod(0o700)  # the hosts' keys and files: root only
+    (root / "hosts").mkdir(parents=True, exist_ok=True)
     if not (state / "id_ed25519").exists():
         _keygen(state / "id_ed25519", "bhops-lab-client")
-    if not (state / "template").exists():
-        _make_template(state / "template")
+    shutil.copyfile(state / "id_ed25519.pub", root / "client.pub")  # where the hosts can read it
+    if not (root / "template").exists():
+        _make_template(root / "template")
     return state
+
+
+def _owner() -> Path | None:
+    """The state dir whose lab runs on this machine (None: no lab, or one from before owners)."""
+    if not Path("/sys/class/net", BRIDGE).exists():
+        return None
+    try:
+        return Path(OWNER.read_text().strip())
+    except FileNotFoundError:
+        return None
+
+
+def _check_owner(state: Path) -> None:
+    """Refuse to touch the lab of another state dir (another checkout or $BHOPS_LAB_DIR)."""
+    owner, taken = _owner(), f"the lab on this machine (bridge {BRIDGE}, {SUBNET}.0/24)"
+    if owner is None and Path("/sys/class/net", BRIDGE).exists() and not _names(state):
+        raise LabError(f"{taken} was not made from {state}; only one lab runs per machine: take it "
+                       "down from its own checkout (`invoke lab.down`) first")
+    if owner is not None and owner != state:
+        raise LabError(f"{taken} belongs to {owner}, not to {state}; only one lab runs per machine: "
+                       f"take it down first (`BHOPS_LAB_DIR={owner} invoke lab.down`, as root)")
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -243,12 +297,13 @@ def _plumb(names: list[str]) -> None:
     for name in new:
         if not Path(f"/run/netns/bhlab-{name}").exists():
             batch.append(f"netns add bhlab-{name}")
-        batch += [f"link add bhlab-{name} type veth peer name eth0 netns bhlab-{name}",
+        # A fixed MAC per address: a host made anew is not hidden by others' stale ARP entries.
+        mac = "02:77:00:00:00:%02x" % int(_address(name).rsplit(".", 1)[1])
+        batch += [f"link add bhlab-{name} type veth peer name eth0 address {mac} netns bhlab-{name}",
                   f"link set bhlab-{name} master {BRIDGE} up"]
     _ip_batch(batch)
     for name in new:
-        _ip_batch([f"addr add {_address(name)}/24 dev eth0", "link set eth0 up", "link set lo up"],
-                  netns=f"bhlab-{name}")
+        _ip_batch(["link set eth0 up", "link set lo up"], netns=f"bhlab-{name}")
 
 
 # Starting, finding and killing hosts.
@@ -258,14 +313,15 @@ def _start(state: Path, name: str) -> int:
     host = _host_dir(state, name)
     if not host.exists():
         _make_host_dir(host, name)
+    # Only its own address: not those MetalLB's speaker added while it last ran.
+    _ip_batch(["addr flush dev eth0", f"addr add {_address(name)}/24 dev eth0"], netns=f"bhlab-{name}")
     argv = ["nsenter", f"--net=/run/netns/bhlab-{name}", "--",
             "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc",
             "--propagation", "private",
             "tini", "-s", "--", "/bin/sh", str(LAB_FILES / "host-init.sh"),
-            name, _init_role(name), str(host), str(state / "template"),
-            str(state / "id_ed25519.pub"),
-            *([f"lab-{n}={_address(n)}" for n in _names(state) if n != "proxy"]
-              if name == CONTROL_PLANE else [])]
+            name, _init_role(name), str(host), str(hosts_dir(state) / "template"),
+            str(hosts_dir(state) / "client.pub"),
+            *(_cluster_nodes(state) if name == CONTROL_PLANE else [])]
     with open(host / "init.log", "ab") as log:
         leader = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
@@ -279,6 +335,17 @@ def _start(state: Path, name: str) -> int:
     _LEADERS[pid] = leader
     (host / "pid").write_text(f"{pid}\n")
     return pid
+
+
+def _cluster_nodes(state: Path) -> list[str]:
+    """The control plane's NODE=IP arguments: the nodes its cluster has (fixed at its start)."""
+    return [f"lab-{n}={_address(n)}" for n in _names(state) if n != "proxy"]
+
+
+def _started_with(pid: int) -> list[str]:
+    """The NODE=IP arguments a running control plane was started with."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return [arg for arg in argv if re.fullmatch(r"lab-node\d+=[\d.]+", arg)]
 
 
 def _make_host_dir(host: Path, name: str) -> None:

@@ -7,15 +7,22 @@ import os
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
 
 from fabric import Connection
 
 from . import kube
 from .inventory import Host
 from .remote import RemoteError
+from .results import Result, Status, succeeded
+
+if TYPE_CHECKING:
+    from .session import Run
 
 NAME = "binderhub-ops-deploy-lock"
+STEP = "deploy.lock"
 NAMESPACE = "kube-system"
 TTL = 3600  # seconds a lock holds before it is stale
 
@@ -87,3 +94,38 @@ def peek(conn: Connection, host: Host) -> str:
     """Who holds the lock, for a dry run."""
     holder = _holder(conn, host)
     return f"deploy lock held by {holder.describe(time.time())}" if holder else "deploy lock is free"
+
+
+@contextmanager
+def held(run: Run, break_lock: bool = False) -> Iterator[bool]:
+    """Hold the deploy lock on the control plane around the body, which is told whether it
+    holds it (a dry run only shows who does, and goes on). Taking and giving it back are
+    reported as `deploy.lock` results; it is given back however the body ends."""
+    tokens: dict[str, str] = {}
+
+    def take(conn: Connection, host: Host) -> Result:
+        if run.dry_run:
+            return Result(host.name, STEP, Status.OK, peek(conn, host))
+        try:
+            tokens[host.name], note = acquire(conn, host, run.env.name, break_lock)
+        except LockError as exc:
+            return Result(host.name, STEP, Status.FAILED, str(exc))
+        except RemoteError:
+            kube.preflight(conn, host)  # a missing tool or an unreachable cluster: that, with its fix
+            raise
+        return Result(host.name, STEP, Status.OK, note)
+
+    def give_back(conn: Connection, host: Host) -> Result:
+        release(conn, host, tokens[host.name])
+        return Result(host.name, STEP, Status.OK, "gave the deploy lock back")
+
+    control_plane = run.control_plane()
+    if not succeeded(run.each(control_plane, STEP, take)):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        if tokens and not succeeded(run.each(control_plane, STEP, give_back)):
+            run.reporter.write(f"the deploy lock stays until it expires ({TTL // 60} min); "
+                               "or the next deploy takes it over with --break-lock")

@@ -40,6 +40,8 @@ exit "$status"
 '''
 
 PROBE_SECONDS = 5  # how long the probe through the proxy may keep failing after a reload
+UPSTREAM_SECONDS = 30  # ... and longer while only the upstream is away (502-504: a pod restarting)
+_UPSTREAM_AWAY = ("502", "503", "504")
 
 _ENABLE = 'ln -sfn -- "$1" "$2"'
 _DISABLE = 'if [ ! -e "$1" ]; then rm -f -- "$2"; fi'
@@ -119,8 +121,9 @@ def site_context(run: Run, host: Host, facts: ClusterFacts | None) -> dict:
     node_port = (facts and facts.node_port) or host.vars["binder_node_port"]
     floating = (facts and facts.floating_ip) or host.vars["floating_ip"]
     if not node_address or not floating:
+        why = "the cluster did not say" if facts else "the control plane could not be asked (see its result)"
         raise InventoryError(f"cannot tell {'a node address' if not node_address else 'the floating IP'} for "
-                             "the site: the cluster did not say; pin vars.binder_node_address / vars.floating_ip")
+                             f"the site: {why}; pin vars.binder_node_address / vars.floating_ip")
     return {"env": run.env.name, "server_name": url.hostname, "port": url.port or (443 if https else 80),
             "http_port": 80, "tls": tls, "binder_base_url": host.vars["binder_base_url"],
             "hub_base_url": host.vars["hub_base_url"], "node_address": node_address, "node_port": node_port,
@@ -136,17 +139,21 @@ def _observe(conn: Connection, host: Host, site: Site) -> tuple[str, bool, str |
 
 def _probe(conn: Connection, host: Host, context: dict) -> list[str]:
     """Requests through the proxy that did not answer 200, as `path -> status`. A reload is
-    graceful (old workers finish first), so a failure is retried for a few seconds."""
+    graceful (old workers finish first), so a failure is retried for a few seconds, and for
+    longer while the only failures are an upstream that is away (a hub pod restarting)."""
     scheme = "https" if context["tls"] else "http"
-    deadline = time.monotonic() + PROBE_SECONDS
+    start = time.monotonic()
     while True:
-        failures = []
+        failures, away = [], True
         for path in (f"{context['binder_base_url']}versions", f"{context['hub_base_url']}hub/api/health"):
             out = remote.run(conn, host, remote.script(_HTTP, f"{scheme}://127.0.0.1:{context['port']}{path}",
                                                        context["server_name"]), sudo=False, check=False)
-            if out.stdout.strip() != "200":
-                failures.append(f"{path} -> {out.stdout.strip() or remote.tail(out.stderr)}")
-        if not failures or time.monotonic() > deadline:
+            code = out.stdout.strip()
+            if code != "200":
+                failures.append(f"{path} -> {code or remote.tail(out.stderr)}")
+                away = away and code in _UPSTREAM_AWAY
+        waited = time.monotonic() - start
+        if not failures or waited > (UPSTREAM_SECONDS if away else PROBE_SECONDS):
             return failures
         time.sleep(0.5)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 from fabric import Connection
 
 from . import daemon_config as dj
-from . import diagnostics, docker, helm, kube, metallb, nginx, remote, values
-from .inventory import Host
+from . import diagnostics, docker, helm, kube, lock, metallb, nginx, remote, secretfile, secrets, values
+from .inventory import Host, InventoryError
+from .localfiles import LocalFileError
 from .results import Result, Status, succeeded
 from .session import Run, host_task
 from .smoke import last_verdict
@@ -37,11 +38,14 @@ def release_drift(conn: Connection, host: Host, rendered: values.Values) -> Resu
                   + (f"; {public} holds {ip}" if ip else ""))
 
 
-def site_drift(conn: Connection, host: Host, contexts: dict[str, dict]) -> Result:
+def site_drift(conn: Connection, host: Host, run: Run, facts: nginx.ClusterFacts | None) -> Result:
     """The live nginx site is the one the inventory renders."""
+    try:
+        text = nginx.render("nginx-site.conf.j2", **nginx.site_context(run, host, facts))
+    except InventoryError as exc:
+        return Result(host.name, "status.site", Status.FAILED, str(exc))
     site = nginx.site_paths(host)
     live = remote.read(conn, host, site.available)
-    text = nginx.render("nginx-site.conf.j2", **contexts[host.name])
     if live == text:
         return Result(host.name, "status.site", Status.OK, f"{site.available} current")
     return Result(host.name, "status.site", Status.FAILED, f"drift: {site.available} differs; run nginx.reload",
@@ -52,10 +56,14 @@ def status_run(run: Run) -> None:
     """Every stage's drift, read-only."""
     run.each(run.hosts("node"), docker.STATUS_STEP, docker.status)
     control_plane = run.control_plane()
-    run.each(control_plane, "status.release", release_drift, values.render(control_plane[0], run.env.name, run.secrets()))
-    facts = nginx.cluster_facts_of(run)
-    contexts = {h.name: nginx.site_context(run, h, facts) for h in run.hosts("proxy")}
-    run.each(run.hosts("proxy"), "status.site", site_drift, contexts)
+    if secretfile.path_for(run.env.name).exists():
+        rendered = values.render(control_plane[0], run.env.name, run.secrets())
+        run.each(control_plane, "status.release", release_drift, rendered)
+    else:
+        run.reporter.emit(Result("local", "status.release", Status.FAILED,
+                                 f"no secrets file for {run.env.name}, so no values to compare with the release: "
+                                 "restore it, or run secrets.init (it recovers the secrets from the release)"))
+    run.each(run.hosts("proxy"), "status.site", site_drift, run, nginx.cluster_facts_of(run))
     verdict = last_verdict(run.env.name)
     run.reporter.emit(Result("smoke", "status.smoke", Status.OK if verdict.startswith("passed") else Status.FAILED,
                              f"last smoke: {verdict}"))
@@ -105,16 +113,33 @@ def status_task(run: Run):
     status_run(run)
 
 
+def _hide_secrets(run: Run) -> None:
+    """Mask the secrets of the file, if there is one (diagnose never asks for it to be made),
+    and those the release was given."""
+    if secretfile.path_for(run.env.name).exists():
+        run.secrets()
+    for deployed in run.gather(run.control_plane(), "diagnose", secrets.deployed_secrets).values():
+        run.reporter.hide(deployed.values())
+
+
 @host_task("diagnose", name="diagnose", changes=False)
 def diagnose_task(run: Run):
-    """Gather the diagnostics bundle (health, pods, events, logs, helm, nginx), secrets masked."""
-    host = run.control_plane()[0]
-    run.secrets()
-    path = diagnostics.collect(run, values.binder_url(host))
+    """Gather the diagnostics bundle (health, pods, events, logs, helm, nginx), secrets masked;
+    exit 1 when a host could not be reached."""
+    _hide_secrets(run)
+    run.gather(run.hosts("proxy")[:1], "diagnose", lambda conn, host: None)  # reports it if unreachable
+    try:
+        path = diagnostics.collect(run, values.binder_url(run.control_plane()[0]))
+    except LocalFileError as exc:
+        run.reporter.emit(Result("local", "diagnose", Status.FAILED, str(exc)))
+        return
     run.reporter.emit(Result("local", "diagnose", Status.OK, f"bundle written: {path}"))
 
 
-@host_task("rollback", name="rollback")
-def rollback_task(run: Run):
+@host_task("rollback", name="rollback",
+           help={"break_lock": "take over the deploy lock even though someone holds it"})
+def rollback_task(run: Run, break_lock=False):
     """Roll back the release, the nginx site and daemon.json to before the last deploy."""
-    rollback_run(run)
+    with lock.held(run, break_lock) as holding:
+        if holding:
+            rollback_run(run)

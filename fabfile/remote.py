@@ -34,16 +34,27 @@ def script(text: str, *args: str) -> list[str]:
 
 
 def run(conn: Connection, host: Host, argv: Sequence[str], *, sudo: bool = True,
-        check: bool = True, timeout: float | None = None) -> CommandResult:
-    """Run `argv` on `host`; raise RemoteError on a non-zero exit when `check`."""
+        check: bool = True, timeout: float | None = None, stdin: str | None = None) -> CommandResult:
+    """Run `argv` on `host`, feeding it `stdin` if given (the way to hand a secret to a command:
+    never on its command line, never in a file on the host); raise RemoteError on a non-zero
+    exit when `check`."""
     try:
-        result = conn.run(command(host, argv, sudo), hide=True, warn=True, in_stream=False,
+        result = conn.run(command(host, argv, sudo), hide=True, warn=True,
+                          in_stream=_Stdin(stdin) if stdin is not None else False,
                           timeout=timeout or host.command_timeout)
     except CommandTimedOut as exc:
         raise RemoteError(f"`{argv[0]}` timed out after {exc.timeout:g} s") from None
     if check and result.failed:
         raise RemoteError(f"`{argv[0]}` exited {result.exited}: {tail(result.stderr or result.stdout)}")
     return result
+
+
+class _Stdin(io.StringIO):
+    """A command's stdin handed over in one piece: Invoke asks a non-terminal stream for one
+    byte at a time, 10 ms apart (a 3 kB values document would take 30 s)."""
+
+    def read(self, size: int | None = -1) -> str:
+        return super().read()
 
 
 def file_diff(old: str | None, new: str, path: str) -> str:
@@ -88,7 +99,9 @@ done
 
 def run_many(conn: Connection, host: Host, commands: Mapping[str, Sequence[str]], *,
              sudo: bool = False) -> dict[str, Output]:
-    """Run several read-only commands at once on the host, in one round trip."""
+    """Run several read-only commands at once on the host, in one round trip. Their output
+    passes through files in a temp directory on the host: never use it for a command whose
+    output holds a secret (run it alone with `run`: its output streams back)."""
     names = list(commands)
     jobs = "\n".join(f'{{ {shlex.join(argv)} >"$d/{i}.out" 2>"$d/{i}.err" </dev/null; echo $? >"$d/{i}.rc"; }} &'
                      for i, argv in enumerate(commands.values()))
@@ -166,7 +179,8 @@ _PRIVATE_FILES = 'umask 077; dir=$1; shift; for f in "$@"; do : > "$dir/$f"; don
 @contextmanager
 def private_files(conn: Connection, host: Host, files: Mapping[str, str]) -> Iterator[str]:
     """Upload `files` (name: text) into a fresh 0700 directory of 0600 files owned by the login
-    user; yield the directory, and remove it afterwards whatever happens."""
+    user; yield the directory, and remove it afterwards (a dropped connection leaves it behind,
+    so never put a secret there: hand it to the command on stdin)."""
     directory = run(conn, host, ["mktemp", "-d", "/tmp/bhops.XXXXXXXX"], sudo=False).stdout.strip()
     try:
         run(conn, host, script(_PRIVATE_FILES, directory, *files), sudo=False)

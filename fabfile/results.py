@@ -1,14 +1,56 @@
 """Per-host step results, printed live one line each, and the recap table that ends a run."""
 from __future__ import annotations
 
+import base64
+import json
+import re
 import sys
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from enum import Enum
 from typing import Iterable, TextIO
+from urllib.parse import quote, quote_plus
 
 MASK = "********"
+_B64 = "A-Za-z0-9+/_-"  # both base64 alphabets
+
+
+def encoded_forms(value: str) -> set[str]:
+    """The forms a secret takes in what tools print: as is, JSON-escaped (as Python and Go
+    write it), URL-encoded (either case of hex, `+` or `%20` for a space), and base64 (a
+    Kubernetes Secret's data)."""
+    py = json.dumps(value)[1:-1]
+    go = py.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    url = {quote(value, safe=""), quote(value), quote_plus(value)}
+    url |= {re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), u) for u in url}
+    raw = value.encode()
+    return {value, py, json.dumps(value, ensure_ascii=False)[1:-1], go, *url,
+            base64.b64encode(raw).decode(), base64.urlsafe_b64encode(raw).decode()}
+
+
+def base64_cores(value: str, depth: int = 2) -> set[str]:
+    """What base64 text shows of `value` wherever it sits inside the encoded data (a values
+    file or a docker config in a Secret): at each of the three alignments, the characters
+    only its bytes decide; down to `depth` levels of base64 in base64. Compressed or
+    encrypted data (helm's release records) hides it from any search."""
+    raw, cores = value.encode(), set()
+    for shift in range(3):
+        body = raw[shift:len(raw) - (len(raw) - shift) % 3]
+        if len(body) >= 6:  # 8 characters or more: no chance match in other data
+            cores |= {base64.b64encode(body).decode(), base64.urlsafe_b64encode(body).decode()}
+    return cores | {c for core in cores for c in base64_cores(core, depth - 1)} if depth > 1 else cores
+
+
+def mask(text: str, forms: Iterable[str], cores: Iterable[str]) -> str:
+    """`text` with each of `forms` masked, and each base64 core with the partial base64
+    groups at its ends (they hold bits of the secret too)."""
+    for form in forms:
+        text = text.replace(form, MASK)
+    for core in cores:
+        if core in text:
+            text = re.sub(f"[{_B64}]{{0,4}}{re.escape(core)}[{_B64}]{{0,4}}=*", MASK, text)
+    return text
 
 
 class Status(str, Enum):
@@ -53,7 +95,8 @@ class Reporter:
         self.stages: list[str] = []  # the stage each result belongs to (deploy's), in step
         self.stage = ""
         self.log: TextIO | None = None  # a file that gets every line printed, uncoloured
-        self._hidden: list[str] = []
+        self._forms: list[str] = []  # longest first, so no form is masked only in part
+        self._cores: list[str] = []
         self._lock = threading.Lock()
 
     def write(self, text: str, colored: str | None = None) -> None:
@@ -63,14 +106,17 @@ class Reporter:
             print(self.masked(text), file=self.log, flush=True)
 
     def hide(self, values: Iterable[str]) -> None:
-        """Mask these values wherever they would appear in what this reporter prints."""
-        self._hidden.extend(v for v in values if v)
+        """Mask these values, and the forms they take once encoded, wherever they would appear
+        in what this reporter prints or records."""
+        values = [v for v in values if v]
+        forms = {f for v in values for f in encoded_forms(v)} | set(self._forms)
+        cores = {c for v in values for c in base64_cores(v)} | set(self._cores)
+        self._forms = sorted(forms, key=len, reverse=True)
+        self._cores = sorted(cores, key=len, reverse=True)
 
     def masked(self, text: str) -> str:
-        """`text` with every hidden value replaced by the mask."""
-        for value in self._hidden:
-            text = text.replace(value, MASK)
-        return text
+        """`text` with every hidden value, in any of its encoded forms, replaced by the mask."""
+        return mask(text, self._forms, self._cores)
 
     def label(self, status: Status) -> str:
         """The word shown for a status: in a dry run, `changed` reads `would change`."""

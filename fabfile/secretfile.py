@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Mapping
 
 import yaml
 
+from . import localfiles
 from .results import MASK
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,21 +94,42 @@ def load(path: Path) -> dict[str, Secret]:
 
 
 def save(path: Path, values: Mapping[str, Secret]) -> None:
-    """Write the file atomically with mode 0600, in a 0700 directory."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write the file atomically with mode 0600, through a new temp file, in a 0700 directory
+    of the user's own (refused otherwise, with the fix)."""
     text = "# binderhub-ops chart secrets: mode 0600, never commit, never paste.\n" + yaml.safe_dump(
         {k: v.reveal() for k, v in sorted(values.items())}, default_flow_style=False)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        localfiles.write_private(path, text)
+    except localfiles.LocalFileError as exc:
+        raise SecretsError(f"secrets directory: {exc}") from None
+
+
+def check_dir(path: Path) -> None:
+    """Refuse, before anything is done, a secrets directory that others could use (one that
+    does not exist yet is made 0700 when the file is written)."""
+    if os.path.lexists(path.parent):
+        try:
+            localfiles.private_dir(path.parent)
+        except localfiles.LocalFileError as exc:
+            raise SecretsError(f"secrets directory: {exc}") from None
+
+
+def check_rotate(path: Path, name: str | None) -> None:
+    """Refuse a --rotate NAME this tool cannot rotate; for an operator's own secret, say how."""
+    if not name or name in GENERATED:
+        return
+    env, takes = path.stem, f"--rotate takes one of {', '.join(GENERATED)}"
+    if name in PROVIDED:
+        raise SecretsError(
+            f"{takes}; {name} is yours: to rotate it, change it where it is issued, set the new value "
+            f"as {name} in {path} (or delete that line and re-run `invoke secrets.init --env {env}` "
+            f"with ${PROVIDED[name]} set), then run `invoke helm.upgrade --env {env}`")
+    raise SecretsError(f"{takes}, not {name!r}")
 
 
 def missing(path: Path, provided: Iterable[str]) -> list[str]:
-    """The secrets `ensure` would make or ask for."""
+    """The secrets `ensure` would make or ask for; refuses an unsafe secrets directory."""
+    check_dir(path)
     have = load(path) if path.exists() else {}
     return [n for n in [*GENERATED, *provided] if n not in have]
 
@@ -117,9 +139,8 @@ def ensure(path: Path, provided: Iterable[str], ask: Callable[[str], str | None]
     """Make the missing secrets: take them from the `deployed` release's values where it has
     them (a lost file must not rotate what runs), else generate them or `ask` for them.
     Rotate one if told; never regenerate anything else. Returns what was done (or nothing)."""
-    if rotate and rotate not in GENERATED:
-        raise SecretsError(f"--rotate takes one of {', '.join(GENERATED)}, not {rotate!r}"
-                           f"{'; give a new value through $' + PROVIDED[rotate] if rotate in PROVIDED else ''}")
+    check_rotate(path, rotate)
+    check_dir(path)
     values = load(path) if path.exists() else {}
     report = []
     for name, value in (deployed or {}).items():

@@ -6,6 +6,7 @@ import os
 import sys
 
 from fabric import Connection
+from invoke import Exit
 
 from . import kube, secretfile, values
 from .inventory import Host
@@ -58,4 +59,11 @@ def stage(run: Run, rotate: str | None = None) -> list[Result]:
            help={"rotate": f"make a new value for this one secret ({', '.join(secretfile.GENERATED)})"})
 def init(run: Run, rotate=None):
     """Create an environment's chart secrets once; never regenerate them unless told."""
+    rotate = rotate.strip() if rotate is not None else None
+    if rotate == "":
+        raise Exit(f"--rotate needs the name of a secret: one of {', '.join(secretfile.GENERATED)}")
+    try:  # before any host is reached
+        secretfile.check_rotate(secretfile.path_for(run.env.name), rotate)
+    except SecretsError as exc:
+        raise Exit(str(exc)) from None
     stage(run, rotate)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
+import invoke
 import paramiko
 from fabric import Connection
 from invoke import Context, Exit, task
@@ -34,6 +35,42 @@ HELP = {
 }
 #: The same for read-only tasks, which have no --dry-run.
 READ_HELP = {k: v for k, v in HELP.items() if k != "dry_run"}
+
+#: The only short flags, each meaning one long flag in every task; the others are long-only, and
+#: so are the flags that change or take over something (--drain, --break-lock, --yes, --rotate, --fix).
+SHORT_FLAGS = {"env": "e", "inventory": "i", "limit": "l", "dry_run": "n", "parallel": "p"}
+
+
+class Task(invoke.Task):
+    """An Invoke task whose short flags are SHORT_FLAGS, whatever its other arguments are."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **{**kwargs, "auto_shortflags": False})
+
+    def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        if name in SHORT_FLAGS:
+            opts["names"].append(SHORT_FLAGS[name])
+        if opts.get("kind") is int:
+            opts["kind"] = str  # parsed in __call__: Invoke's own int() would end in a traceback
+        return opts
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        whole = {n for n, p in self.argspec(self.body).parameters.items() if type(p.default) is int}
+        for name in whole & set(kwargs):
+            kwargs[name] = whole_number(name, kwargs[name])
+        return super().__call__(*args, **kwargs)
+
+
+def whole_number(name: str, value: Any) -> int:
+    """A flag's value as a whole number; a one-line error naming the flag otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit():
+        raise Exit(f"--{name.replace('_', '-')} takes a whole number, not {value!r}")
+    return int(text)
+
 
 #: Failures of the connection itself during a step: the host is reported unreachable.
 _LOST = (EOFError, socket.error, paramiko.SSHException)
@@ -86,12 +123,17 @@ class Run:
             return Result(host.name, step, Status.FAILED, str(exc))
         except _LOST as exc:
             return Result(host.name, step, Status.UNREACHABLE, f"connection lost: {exc or type(exc).__name__}")
+        except (InventoryError, Exit):
+            raise
+        except Exception as exc:  # a defect in the step: that host's failure, the others go on
+            return Result(host.name, step, Status.FAILED, f"unexpected {type(exc).__name__}: {exc}")
 
     def _parallel(self, hosts: Sequence[Host], step: str, fn: Callable[..., T], *args: Any,
                   on_done: Callable[[T | Result], Any] = lambda out: None) -> list[T | Result]:
         """Run on worker threads, calling `on_done` with each host's outcome as it comes; return
-        the outcomes in host order. On Ctrl-C, steps not started are dropped and the ones under
-        way are let finish (a step never stops half-way through a change), then it propagates."""
+        the outcomes in host order. Whatever ends it early (Ctrl-C, an error), steps not started
+        are dropped and the ones under way are let finish first: a step never stops half-way
+        through a change (a second Ctrl-C abandons them)."""
         if not hosts:
             return []
         pool = ThreadPoolExecutor(max_workers=min(self.parallel, len(hosts)))
@@ -99,15 +141,15 @@ class Run:
         try:
             for future in as_completed(futures):
                 on_done(future.result())
-            return [f.result() for f in futures]
         except KeyboardInterrupt:
-            for future in futures:
-                future.cancel()
             self.reporter.note("interrupt", "stopping: letting the steps under way finish (Ctrl-C again to abandon them)")
-            wait(futures)
             raise
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            pool.shutdown(wait=False)
+        return [f.result() for f in futures]
 
     def each(self, hosts: Sequence[Host], step: str, fn: Callable[..., Result | list[Result]],
              *args: Any) -> list[Result]:
@@ -196,5 +238,5 @@ def host_task(title: str, *, name: str | None = None, changes: bool = True, help
         run_task.__signature__ = inspect.Signature(
             [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD), *common])
         run_task.__doc__, run_task.__name__, run_task.__module__ = body.__doc__, body.__name__, body.__module__
-        return task(name=name, help={**(HELP if changes else READ_HELP), **(help or {})})(run_task)
+        return task(name=name, klass=Task, help={**(HELP if changes else READ_HELP), **(help or {})})(run_task)
     return wrap

@@ -4,45 +4,62 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
+import paramiko
 import requests
 import websocket
+from fabric import Connection
+from invoke import Context, Exit, task
 
-from . import diagnostics, secretfile, values
+from . import diagnostics, kube, secretfile, values
+from .connections import ConnectError
 from .eventstream import Event, events, lines
 from .inventory import Host
-from .results import Result, Status
-from .session import Run, host_task
+from .localfiles import LocalFileError, private_dir, write_private
+from .remote import RemoteError
+from .results import Reporter, Result, Status
+from .session import READ_HELP, Run, Task, session
 
 DEFAULT_REPO = "gh/binder-examples/requirements/HEAD"
 LOGS = Path(__file__).resolve().parent.parent / "logs"
-PROGRESS_EVERY = 30  # seconds between progress lines during a long phase
+PROGRESS_EVERY = 30  # seconds between progress lines while the stream is open
+STOP_WAIT = 120      # seconds the stopped server may take to leave the hub (a pod's grace period)
 STEP = "smoke"
+
+#: BinderHub's providers and how many `/`-separated parts their spec has at least
+#: (gh: org/repo/ref; gl and git: the URL-escaped project or repository URL, then the ref).
+PROVIDERS = {"gh": 3, "gl": 2, "git": 2, "zenodo": 1, "figshare": 1, "hydroshare": 1, "dataverse": 1, "ckan": 1}
 
 TOKEN_ENV = "BHOPS_HUB_TOKEN"
 AUTH_HINT = (f"authentication is on: set ${TOKEN_ENV} (or smoke_hub_token in the secrets file) to a JupyterHub "
              "API token made on the hub's /hub/token page with the scopes access:services!service=binder and "
              "access:servers!user=<its user>")
+SPAWN_HINT = "JupyterHub could not start the server: see the hub's logs in the diagnostics"
 
 HINTS = [  # (status code, words in the message, hint)
     (429, "", "rate limited: raise config.RateLimiter.limit in the chart values (0 disables it) or "
               "send a build token; a smoke test run often meets this limit"),
     (302, "", AUTH_HINT),
     (403, " is not allowed.", "this token's user may not use BinderHub: " + AUTH_HINT),
-    (403, "", "BinderHub refused this client: with authentication on, see $BHOPS_HUB_TOKEN in docs/smoke.md; "
-              "without, the client's network may be in config.BinderHub.ban_networks"),
+    (403, "Forbidden", "no token, or one the hub does not know: " + AUTH_HINT),
+    (403, "", "BinderHub refused this client: its network may be in config.BinderHub.ban_networks"),
     (500, "Failed to create temporary user", "the binder's hub token does not match the hub: both come "
           "from binder_api_token; run helm.upgrade so binder and hub get the same one"),
+    (500, "Failed to launch image", SPAWN_HINT),  # the hub refused the spawn at once
     (500, "Internal Server Error", "BinderHub cannot reach JupyterHub: check hub_url, the hub pod, and that "
           "proxy-public holds the floating IP (cluster.floating-ip)"),
-    (500, "Spawn failed", "JupyterHub could not start the server: see the hub's logs in the diagnostics"),
+    (500, "Spawn failed", SPAWN_HINT),
 ]
 
 
@@ -81,25 +98,122 @@ class Report:
 
     def phase(self, name: str, at: float) -> Phase:
         if self.phases:
-            self.phases[-1].duration = round(max(0.0, at - self.phases[-1].start), 3)
-        self.phases.append(Phase(name, round(at, 3)))
+            self.phases[-1].duration = seconds(at - self.phases[-1].start)
+        self.phases.append(Phase(name, seconds(at)))
         return self.phases[-1]
+
+
+@dataclass(frozen=True)
+class Options:
+    """One smoke run's choices, checked (see `options`)."""
+
+    repo: str = DEFAULT_REPO
+    binder_url: str | None = None  # --binder-url; None: the environment's BinderHub
+    auth: bool = False             # --auth: fail at once without a token
+    timeout: float = 900
+    silence: float = 120
+    kernel_timeout: float = 60
+
+
+@dataclass(frozen=True)
+class Hub:
+    """The hub's API as the control-plane host reaches it (the `hub` Service), with the binder
+    service's token, which never leaves the SSH connection."""
+
+    connect: Callable[[], Connection]
+    host: Host
+    token: str = field(repr=False)
+
+
+def seconds(value: float) -> float:
+    """A duration for the reports: never negative, never -0.0."""
+    return round(max(0.0, value), 3) + 0.0
 
 
 def hint(status: int | None, message: str) -> str:
     return next((h for code, words, h in HINTS if code == status and words in message), "")
 
 
+# -- input ------------------------------------------------------------------------------------
+
+def check_url(url: str, flag: str = "--binder-url") -> str:
+    """`url` as an http(s) base URL ending in `/`; Exit naming `flag` otherwise."""
+    example = "give BinderHub's base URL, like https://binder.example.org/binderhub/"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError when out of range or not a number)
+    except ValueError as exc:
+        raise Exit(f"{flag} {url!r}: {exc}; {example}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Exit(f"{flag} {url!r} is not an http:// or https:// URL; {example}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise Exit(f"{flag} {url!r}: no query, fragment or credentials allowed; {example}")
+    return url if url.endswith("/") else url + "/"
+
+
+def check_repo(repo: str) -> str:
+    """`repo` as BinderHub's provider/spec; Exit saying the expected form otherwise."""
+    provider, _, spec = repo.strip("/").partition("/")
+    parts = spec.split("/")
+    known = ", ".join(PROVIDERS)
+    if provider not in PROVIDERS:
+        raise Exit(f"--repo {repo!r}: unknown provider {provider!r}; give provider/spec with a provider of "
+                   f"BinderHub ({known}), e.g. {DEFAULT_REPO}")
+    if len(parts) < PROVIDERS[provider] or not all(parts) or re.search(r"[\s?#]", spec):
+        form = {"gh": "gh/ORG/REPO/REF", "gl": "gl/URL-ESCAPED-PROJECT/REF", "git": "git/URL-ESCAPED-URL/REF"}
+        raise Exit(f"--repo {repo!r} is not {form.get(provider, provider + '/ID')}, e.g. {DEFAULT_REPO} "
+                   "(HEAD for the default branch)")
+    return f"{provider}/{spec}"
+
+
+def check_output(path: str | None, flag: str) -> Path | None:
+    """The report file `path`, its directory made private (0700) or refused with an Exit."""
+    if not path:
+        return None
+    try:
+        private_dir(Path(path).parent)
+    except LocalFileError as exc:
+        raise Exit(f"{flag} {path}: {exc}") from None
+    if Path(path).is_dir():
+        raise Exit(f"{flag} {path} is a directory; give a file name")
+    return Path(path)
+
+
+def options(repo: str, binder_url: str | None, auth: bool, timeout: str | None, silence: str | None) -> Options:
+    """The flags checked, before anything is sent (numbers as text: Invoke's own int parsing
+    would end in a traceback)."""
+    numbers = {}
+    for flag, value in (("--timeout", timeout or Options.timeout), ("--silence", silence or Options.silence)):
+        try:
+            numbers[flag] = float(value)
+        except (TypeError, ValueError):
+            numbers[flag] = -1.0
+        if not 0 < numbers[flag] < float("inf"):
+            raise Exit(f"{flag} {value!r}: give a number of seconds above 0")
+    return Options(check_repo(repo), check_url(binder_url) if binder_url else None, auth,
+                   numbers["--timeout"], numbers["--silence"])
+
+
+# -- the build stream --------------------------------------------------------------------------
+
+def _progress(report: Report, say: Callable[[str], None], start: float, done: threading.Event) -> None:
+    """Every PROGRESS_EVERY seconds until `done`: where the stream is, even when nothing comes."""
+    while not done.wait(PROGRESS_EVERY):
+        now = time.monotonic() - start
+        p = report.phases[-1] if report.phases else None
+        say(f"still {p.name}: {now - p.start:.0f} s, {p.messages} messages" if p else f"no event yet: {now:.0f} s")
+
+
 def follow(http: requests.Session, url: str, headers: dict, report: Report, say: Callable[[str], None],
            timeout: float, silence: float) -> Event | None:
     """Read the build stream until `ready` or `failed` (then close it); None when it went silent
-    or ran out of time (the report says which)."""
+    or ran out of time (the report says which). A progress line comes every PROGRESS_EVERY s."""
     start = time.monotonic()
-    last_note = start
+    done = threading.Event()
     try:
         with http.get(url, headers={**headers, "Accept": "text/event-stream"}, stream=True,
                       timeout=(10, silence), allow_redirects=False) as response:
-            if response.is_redirect:  # BinderHub sends a browser without a valid token to log in
+            if response.is_redirect:  # BinderHub before 2024-05 sent a client without a valid token to log in
                 where = urlsplit(response.headers["Location"])
                 report.status_code = response.status_code
                 report.message = (f"redirected to {where.scheme}://{where.netloc}{where.path} to log in: "
@@ -108,38 +222,58 @@ def follow(http: requests.Session, url: str, headers: dict, report: Report, say:
             if response.status_code != 200:
                 report.status_code, report.message = response.status_code, f"HTTP {response.status_code}"
                 return None
-            for event in events(lines(response.iter_content(chunk_size=None))):
-                now = time.monotonic() - start
-                if event and (not report.phases or report.phases[-1].name != event.phase):
-                    report.phase(event.phase, now)
-                    say(f"{event.phase} ({now:.1f} s)")
-                if event and report.phases:
-                    report.phases[-1].messages += 1
-                if event and (event.phase == "ready" or event.failed):
-                    report.phases[-1].duration = round(now - report.phases[-1].start, 3)
-                    return event
-                if now > timeout:
-                    report.message = f"no ready within the overall timeout of {timeout:g} s"
-                    return None
-                if time.monotonic() - last_note > PROGRESS_EVERY and report.phases:
-                    last_note = time.monotonic()
-                    p = report.phases[-1]
-                    say(f"still {p.name}: {now - p.start:.0f} s, {p.messages} messages")
+            ticker = threading.Thread(target=_progress, args=(report, say, start, done), daemon=True)
+            ticker.start()
+            try:
+                return _read(response, report, say, start, timeout)
+            finally:
+                done.set()
+                ticker.join()
     except (requests.ConnectionError, requests.Timeout) as exc:
         silent = "Read timed out" in str(exc)
         report.message = (f"the stream went silent for {silence:g} s" if silent
                           else f"cannot reach {url}: {type(exc).__name__}")
         return None
+
+
+def _read(response: requests.Response, report: Report, say: Callable[[str], None], start: float,
+          timeout: float) -> Event | None:
+    for event in events(lines(response.iter_content(chunk_size=None))):
+        now = time.monotonic() - start
+        if event and (not report.phases or report.phases[-1].name != event.phase):
+            report.phase(event.phase, now)
+            say(f"{event.phase} ({now:.1f} s)")
+        if event and report.phases:
+            report.phases[-1].messages += 1
+        if event and (event.phase == "ready" or event.failed):
+            report.phases[-1].duration = seconds(now - report.phases[-1].start)
+            return event
+        if now > timeout:
+            report.message = f"no ready within the overall timeout of {timeout:g} s"
+            return None
     report.message = "the stream ended without ready or failed"
     return None
+
+
+# -- the launched server -----------------------------------------------------------------------
+
+def within(url: str, base: str) -> bool:
+    """Whether `url` is on `base`'s scheme, host and port, under its path."""
+    try:
+        a, b = urlsplit(url), urlsplit(base)
+        same = (a.scheme, a.hostname, a.port or {"http": 80, "https": 443}.get(a.scheme)) == \
+               (b.scheme, b.hostname, b.port or {"http": 80, "https": 443}.get(b.scheme))
+    except ValueError:
+        return False
+    return same and not a.username and a.path.startswith(b.path or "/")
 
 
 def check_server(http: requests.Session, url: str, token: str, kernel_timeout: float) -> list[Check]:
     """The launched server answers its API, starts a kernel that reaches idle, deletes it."""
     auth = {"Authorization": f"token {token}"}
     checks = []
-    api = http.get(f"{url}api", headers=auth, timeout=10)
-    version = api.json().get("version") if api.ok else None
+    api = http.get(f"{url}api", headers=auth, timeout=10, allow_redirects=False)
+    version = api.json().get("version") if api.status_code == 200 else None
     checks.append(Check("server api", bool(version), f"HTTP {api.status_code}, version {version}"))
     if not version:
         return checks
@@ -184,40 +318,202 @@ def kernel_status(url: str, kernel_id: str, token: str, timeout: float) -> str:
     return f"kernel did not go idle within {timeout:g} s"
 
 
-def stop_server(http: requests.Session, url: str, token: str, hub: tuple[str, str] | None) -> Check:
-    """Stop the server: through the hub's API when a hub token is at hand (the hub stops it and
-    forgets it at once), else by asking the server itself to shut down."""
+def _wait(gone: Callable[[], bool], limit: float) -> float | None:
+    """Seconds until `gone()` held (polled every 0.5 s), or None after `limit` seconds."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        if gone():
+            return time.monotonic() - start
+        time.sleep(0.5)
+    return None
+
+
+def hub_address(conn: Connection, host: Host) -> tuple[str, int]:
+    """The `hub` Service's ClusterIP and port: where the control-plane host reaches the hub."""
+    service = kube.read_json(conn, host, kube.kubectl(host, "get", "service", "hub", "-n", host.vars["namespace"],
+                                                      "-o", "json"))
+    return service["spec"]["clusterIP"], int(service["spec"]["ports"][0]["port"])
+
+
+def hub_call(conn: Connection, address: tuple[str, int], method: str, path: str, token: str) -> tuple[int, bytes]:
+    """One HTTP request to the hub's API through a direct-tcpip channel of the SSH connection,
+    opened by the control-plane host to `address`: the token travels only inside SSH."""
+    channel = conn.client.get_transport().open_channel("direct-tcpip", address, ("127.0.0.1", 0), timeout=10)
+    channel.settimeout(60)
+    http = HTTPConnection(*address)
+    http.sock = channel
     try:
-        if hub:
-            hub_url, hub_token = hub
-            name, _, server = url.rstrip("/").rsplit("/user/", 1)[1].partition("/")
-            path = f"users/{name}/servers/{server}" if server else f"users/{name}/server"
-            stopped = http.delete(f"{hub_url}hub/api/{path}",
-                                  headers={"Authorization": f"token {hub_token}"}, timeout=60)
-            return Check("server stop", stopped.status_code in (202, 204), f"hub: HTTP {stopped.status_code}")
-        stopped = http.post(f"{url}api/shutdown", headers={"Authorization": f"token {token}"}, timeout=30)
+        http.request(method, path, headers={"Authorization": f"token {token}"})
+        response = http.getresponse()
+        return response.status, response.read()
+    finally:
+        http.close()
+
+
+def stop_through_hub(hub: Hub, server_url: str) -> Check:
+    """Stop the server with the hub's API, reached from the control-plane host, and wait until
+    the hub no longer lists it (a pod may take its grace period)."""
+    name, _, server = urlsplit(server_url).path.rstrip("/").rsplit("/user/", 1)[-1].partition("/")
+    if not re.fullmatch(r"[\w@+-][\w.@+-]*", name) or not re.fullmatch(r"[\w.@+-]*", server):
+        return Check("server stop", False, f"no user's server in ready.url {server_url}")
+    api = f"{hub.host.vars['hub_base_url']}hub/api/users/{name}"
+    try:
+        conn = hub.connect()
+        address = hub_address(conn, hub.host)
+        status, _ = hub_call(conn, address, "DELETE", f"{api}/servers/{server}" if server else f"{api}/server",
+                             hub.token)
+        if status not in (202, 204):
+            return Check("server stop", False, f"hub at {address[0]}:{address[1]}: HTTP {status}")
+
+        def gone() -> bool:
+            code, body = hub_call(conn, address, "GET", api, hub.token)
+            return code == 404 or (code == 200 and server not in (json.loads(body).get("servers") or {}))
+        waited = _wait(gone, STOP_WAIT)
+    except (ConnectError, RemoteError) as exc:
+        return Check("server stop", False, f"cannot ask the hub from the control plane: {exc}")
+    except (paramiko.SSHException, OSError, HTTPException, ValueError, KeyError, IndexError) as exc:
+        return Check("server stop", False, f"the hub Service is not reachable from {hub.host.name} over SSH: "
+                                           f"{type(exc).__name__}: {exc} (TCP forwarding must be allowed)")
+    if waited is None:
+        return Check("server stop", False, f"hub: HTTP {status}, still listed after {STOP_WAIT} s")
+    return Check("server stop", True, f"hub: HTTP {status}, gone from the hub after {waited:.1f} s")
+
+
+def stop_through_server(http: requests.Session, url: str, token: str) -> Check:
+    """Ask the server itself to shut down, then wait until it no longer answers (the hub
+    may list it until it next polls its servers)."""
+    auth = {"Authorization": f"token {token}"}
+    try:
+        stopped = http.post(f"{url}api/shutdown", headers=auth, timeout=30)
+        if not stopped.ok:
+            return Check("server stop", False, f"server: HTTP {stopped.status_code}")
+
+        def gone() -> bool:
+            try:
+                return http.get(f"{url}api", headers=auth, timeout=10, allow_redirects=False).status_code != 200
+            except requests.ConnectionError:
+                return True
+        waited = _wait(gone, STOP_WAIT)
     except requests.RequestException as exc:
         return Check("server stop", False, type(exc).__name__)
-    return Check("server stop", stopped.ok, f"server: HTTP {stopped.status_code}")
+    if waited is None:
+        return Check("server stop", False, f"server: HTTP {stopped.status_code}, still answering after {STOP_WAIT} s")
+    return Check("server stop", True, f"server: HTTP {stopped.status_code}, stopped after {waited:.1f} s")
+
+
+def use_server(http: requests.Session, ready: Event, allowed: tuple[str, ...], token: str | None,
+               hub: Hub | None, kernel_timeout: float) -> list[Check]:
+    """The server checks, then the stop; the token goes only to a server under `allowed`."""
+    url, server_token = ready.data.get("url") or "", token or ready.data.get("token") or ""
+    if not any(within(url, base) for base in allowed):
+        checks = [Check("server url", False, f"ready.url {url} is not under {' or '.join(allowed)}: "
+                                             "refused to send the token there")]
+        return checks + [stop_through_hub(hub, url) if hub else Check("server stop", False, "not stopped: no hub "
+                                                                       "access from the control plane")]
+    url = url if url.endswith("/") else url + "/"
+    try:
+        checks = check_server(http, url, server_token, kernel_timeout)
+    except (requests.RequestException, ValueError) as exc:
+        checks = [Check("server api", False, type(exc).__name__)]
+    return checks + [stop_through_hub(hub, url) if hub else stop_through_server(http, url, server_token)]
+
+
+# -- one run ------------------------------------------------------------------------------------
+
+def smoke_run(reporter: Reporter, opts: Options, binder_url: str, allowed: tuple[str, ...], token: str | None,
+              hub: Hub | None, report: Report) -> Report:
+    """The whole smoke test against `binder_url`; results go to `reporter`, facts to `report`."""
+    say = lambda text: reporter.note(STEP, text)  # noqa: E731
+    headers = {"Authorization": f"token {token}"} if token else {}
+    reporter.hide([token or ""])
+    http = requests.Session()
+    event = follow(http, f"{binder_url}build/{opts.repo}", headers, report, say, opts.timeout, opts.silence)
+    if event and event.phase == "ready":
+        reporter.hide([event.data.get("token") or ""])
+        started = time.monotonic()
+        report.checks = use_server(http, event, allowed, token, hub, opts.kernel_timeout)
+        report.checks_seconds = seconds(time.monotonic() - started)
+        failed = [c for c in report.checks if not c.ok]
+        report.verdict = "failed" if failed else "passed"
+        report.failed_phase = "server checks" if failed else ""
+        report.message = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+    else:
+        seen = [p.name for p in report.phases if p.name not in ("failed", "failure")]
+        report.failed_phase = seen[-1] if seen else ("request" if event or report.status_code else "connect")
+        if event:
+            report.status_code = event.data.get("status_code")
+            report.message = event.message.strip()
+        report.hint = hint(report.status_code, report.message)
+    for c in report.checks:
+        reporter.emit(Result(STEP, f"smoke.{c.name.replace(' ', '-')}", Status.OK if c.ok else Status.FAILED, c.detail))
+    emit_verdict(reporter, report)
+    return report
+
+
+def emit_verdict(reporter: Reporter, report: Report) -> None:
+    if report.verdict == "passed":
+        reporter.emit(Result(STEP, STEP, Status.OK, f"{report.repo}: built, launched, server answered, stopped "
+                             f"in {sum(p.duration for p in report.phases):.1f} s"))
+        return
+    code = f" ({report.status_code})" if report.status_code else ""
+    detail = (f"failed in phase {report.failed_phase}{code}: {report.message}"
+              + (f"; hint: {report.hint}" if report.hint else ""))
+    reporter.emit(Result(STEP, STEP, Status.FAILED, detail))
+
+
+def refuse_without_token(reporter: Reporter, report: Report, advice: str = "") -> Report:
+    """Authentication is on and no token is at hand: a failed result, nothing sent."""
+    report.failed_phase, report.message = "request", "no token: " + AUTH_HINT + advice
+    reporter.emit(Result(STEP, STEP, Status.FAILED, AUTH_HINT + advice))
+    return report
 
 
 def junit_xml(report: Report) -> str:
-    """The report as JUnit XML: one test case per phase and per server check."""
-    suite = ElementTree.Element("testsuite", name="binderhub-smoke",
-                                tests=str(len(report.phases) + len(report.checks)))
-    for p in report.phases:
+    """The report as JUnit XML: a test case per phase and per server check, the failure on the
+    phase where the build failed."""
+    phases = [p for p in report.phases if p.name not in ("failed", "failure")]
+    build_failed = report.verdict != "passed" and report.failed_phase not in ("", "server checks")
+    at = max((i for i, p in enumerate(phases) if p.name == report.failed_phase), default=None) if build_failed else None
+    suite = ElementTree.Element("testsuite", name="binderhub-smoke")
+    for i, p in enumerate(phases):
         case = ElementTree.SubElement(suite, "testcase", classname="build", name=p.name, time=f"{p.duration:.3f}")
-        if p.name in ("failed", "failure"):
+        if i == at:
             ElementTree.SubElement(case, "failure", message=report.message)
+    if build_failed and at is None:
+        case = ElementTree.SubElement(suite, "testcase", classname="build", name=report.failed_phase, time="0.000")
+        ElementTree.SubElement(case, "failure", message=report.message)
     for c in report.checks:
         case = ElementTree.SubElement(suite, "testcase", classname="server", name=c.name)
         if not c.ok:
             ElementTree.SubElement(case, "failure", message=c.detail)
-    if report.verdict != "passed" and report.failed_phase and not any(p.name == "failed" for p in report.phases):
-        case = ElementTree.SubElement(suite, "testcase", classname="build", name=report.failed_phase)
-        ElementTree.SubElement(case, "failure", message=report.message)
+    suite.set("tests", str(len(suite)))
+    suite.set("failures", str(len(suite.findall("testcase/failure"))))
     return ElementTree.tostring(suite, encoding="unicode")
 
+
+@contextmanager
+def reports_written(report: Report, json_path: Path | None, junit_path: Path | None,
+                    reporter: Reporter) -> Iterator[Report]:
+    """Write --report and --junit however the run ends (0600, secrets masked)."""
+    try:
+        yield report
+    except Exit as exc:
+        report.message = report.message or str(exc.message or "")
+        raise
+    except KeyboardInterrupt:
+        report.message = report.message or "interrupted"
+        raise
+    finally:
+        texts = {json_path: lambda: json.dumps(asdict(report), indent=2), junit_path: lambda: junit_xml(report)}
+        for path, text in texts.items():
+            if path:
+                try:
+                    write_private(path, reporter.masked(text()))
+                except (LocalFileError, OSError) as exc:
+                    reporter.write(f"cannot write {path}: {exc}")
+
+
+# -- on an environment --------------------------------------------------------------------------
 
 def _verdict_file(env: str) -> Path:
     return LOGS / f"smoke-{env}.json"
@@ -232,107 +528,110 @@ def last_verdict(env: str) -> str:
     return f"{data['verdict']} at {data['at']}" + (f" ({data['message']})" if data.get("message") else "")
 
 
-def smoke_run(run: Run, repo: str, binder_url: str, timeout: float, silence: float, kernel_timeout: float,
-              hub_token: str | None, hub: tuple[str, str] | None = None) -> Report:
-    """The whole smoke test on `run`'s environment; results go to the run's reporter."""
-    report = Report(repo, binder_url)
-    say = lambda text: run.reporter.note(STEP, text)  # noqa: E731
-    headers = {"Authorization": f"token {hub_token}"} if hub_token else {}
-    if hub_token:
-        run.reporter.hide([hub_token])
-    http = requests.Session()
-    event = follow(http, f"{binder_url}build/{repo}", headers, report, say, timeout, silence)
-    if event and event.phase == "ready":
-        url, token = event.data["url"], event.data["token"]
-        run.reporter.hide([token])
-        started = time.monotonic()
-        try:
-            report.checks = check_server(http, url, hub_token or token, kernel_timeout)
-        except (requests.RequestException, ValueError) as exc:
-            report.checks.append(Check("server api", False, type(exc).__name__))
-        finally:
-            report.checks.append(stop_server(http, url, hub_token or token, hub))
-            report.checks_seconds = round(time.monotonic() - started, 3)
-        failed = [c for c in report.checks if not c.ok]
-        report.verdict = "failed" if failed else "passed"
-        report.failed_phase = "server checks" if failed else ""
-        report.message = "; ".join(f"{c.name}: {c.detail}" for c in failed)
-    else:
-        seen = [p.name for p in report.phases if p.name not in ("failed", "failure")]
-        report.failed_phase = seen[-1] if seen else ("request" if event or report.status_code else "connect")
-        if event:
-            report.status_code = event.data.get("status_code")
-            report.message = event.message.strip()
-        report.hint = hint(report.status_code, report.message)
-    for c in report.checks:
-        run.reporter.emit(Result(STEP, f"smoke.{c.name.replace(' ', '-')}", Status.OK if c.ok else Status.FAILED, c.detail))
-    if report.verdict == "passed":
-        run.reporter.emit(Result(STEP, STEP, Status.OK, f"{repo}: built, launched, server answered, stopped "
-                                 f"in {sum(p.duration for p in report.phases):.1f} s"))
-    else:
-        code = f" ({report.status_code})" if report.status_code else ""
-        detail = f"failed in phase {report.failed_phase}{code}: {report.message}" + (f"; hint: {report.hint}" if report.hint else "")
-        run.reporter.emit(Result(STEP, STEP, Status.FAILED, detail))
-    LOGS.mkdir(exist_ok=True)
-    _verdict_file(run.env.name).write_text(run.reporter.masked(json.dumps({
-        "verdict": report.verdict, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "message": report.message})))
-    return report
-
-
 def _file_secrets(run: Run) -> dict[str, secretfile.Secret]:
     """The environment's secrets file, or nothing when it has none (smoke can run without one)."""
     return run.secrets() if secretfile.path_for(run.env.name).exists() else {}
 
 
-def user_token(run: Run) -> str | None:
+def user_token(run: Run | None) -> str | None:
     """The user's JupyterHub API token to send: $BHOPS_HUB_TOKEN, else the secrets file's smoke_hub_token."""
-    if os.environ.get(TOKEN_ENV):
-        return os.environ[TOKEN_ENV]
+    if os.environ.get(TOKEN_ENV) or run is None:
+        return os.environ.get(TOKEN_ENV) or None
     token = _file_secrets(run).get("smoke_hub_token")
     return token.reveal() if token else None
 
 
-def needs_token(run: Run, host: Host, token: str | None, advice: str = "") -> bool:
-    """Whether authentication is on and no token is at hand (then a failed result says so)."""
-    if host.vars["auth"] and not token:
-        run.reporter.emit(Result(STEP, STEP, Status.FAILED, AUTH_HINT + advice))
-        return True
-    return False
-
-
-def hub_access(run: Run) -> tuple[str, str] | None:
-    """The hub's public URL and the binder service's token (from the secrets file), with which
-    smoke stops the server it launched; None when there is no secrets file."""
+def hub_access(run: Run, host: Host) -> Hub | None:
+    """The hub as the control-plane host reaches it, with the binder service's token (from the
+    secrets file), with which smoke stops the server it launched; None without a secrets file."""
     token = _file_secrets(run).get("binder_api_token")
-    return (values.hub_url(run.control_plane()[0]), token.reveal()) if token else None
+    return Hub(lambda: run.pool.get(host), host, token.reveal()) if token else None
 
 
-@host_task(STEP, name="smoke", changes=False, help={
+def on_env(run: Run, opts: Options, report: Report, advice: str = "") -> Report:
+    """smoke on `run`'s environment: its own BinderHub (verdict kept for `status`, diagnostics on
+    failure), or the one --binder-url names."""
+    host = run.control_plane()[0]
+    own = opts.binder_url is None
+    report.binder_url = url = opts.binder_url or check_url(values.binder_url(host), "vars.public_url")
+    token = user_token(run)
+    if (opts.auth or TOKEN_ENV in os.environ or (own and host.vars["auth"])) and not token:
+        refuse_without_token(run.reporter, report, advice)
+    elif own:
+        smoke_run(run.reporter, opts, url, (values.hub_url(host),), token, hub_access(run, host), report)
+        if report.verdict != "passed":
+            collect_diagnostics(run, url, report)
+    else:
+        smoke_run(run.reporter, opts, url, (_root(url),), token, None, report)
+    if own:
+        record_verdict(run, report)
+    return report
+
+
+def collect_diagnostics(run: Run, url: str, report: Report) -> None:
+    try:
+        report.diagnostics = str(diagnostics.collect(run, url))
+    except LocalFileError as exc:
+        run.reporter.emit(Result(STEP, "smoke.diagnostics", Status.FAILED, str(exc)))
+        return
+    run.reporter.note(STEP, f"diagnostics: {report.diagnostics}")
+
+
+def record_verdict(run: Run, report: Report) -> None:
+    """Keep the verdict in logs/smoke-ENV.json (0600) for `invoke status`."""
+    try:
+        write_private(_verdict_file(run.env.name), run.reporter.masked(json.dumps({
+            "verdict": report.verdict, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "message": report.message})))
+    except LocalFileError as exc:
+        run.reporter.emit(Result(STEP, "smoke.verdict", Status.FAILED, str(exc)))
+
+
+def _root(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def alone(opts: Options, report: Report, reporter: Reporter) -> Report:
+    """smoke against --binder-url with no inventory: the user's token from $BHOPS_HUB_TOKEN goes
+    to the binder URL's host only; the server is stopped through its own API."""
+    token = user_token(None)
+    if (opts.auth or TOKEN_ENV in os.environ) and not token:
+        return refuse_without_token(reporter, report)
+    return smoke_run(reporter, opts, opts.binder_url, (_root(opts.binder_url),), token, None, report)
+
+
+@task(name="smoke", klass=Task, help={
+    "env": READ_HELP["env"] + "; not needed with --binder-url",
     "repo": f"what to build: provider/spec (default {DEFAULT_REPO})",
+    "binder_url": "BinderHub to test instead of the environment's (its base URL); works without --env",
+    "auth": f"authentication is on: fail at once without a token (implied by the inventory's auth or ${TOKEN_ENV})",
     "timeout": "seconds the whole build and launch may take (default 900)",
     "silence": "seconds the stream may stay silent (default 120)",
     "report": "write a JSON report (phases, verdict, server checks) to this file",
     "junit": "write a JUnit XML report to this file",
-    "binder_url": "BinderHub to test instead of the environment's (its base URL)"})
-def smoke(run: Run, repo=DEFAULT_REPO, timeout=900, silence=120, report=None, junit=None, binder_url=None):
+    **{k: READ_HELP[k] for k in ("limit", "parallel", "inventory", "accept_new_host_keys")}})
+def smoke(c: Context, env=None, repo=DEFAULT_REPO, binder_url=None, auth=False, timeout=None, silence=None,
+          report=None, junit=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
     """Build a repository through BinderHub's API and prove the launched server works.
 
-    With authentication on (vars.auth), it sends a user's JupyterHub API token, from
+    With authentication on (vars.auth, --auth), it sends a user's JupyterHub API token, from
     $BHOPS_HUB_TOKEN or the secrets file's smoke_hub_token (docs/smoke.md says how to make one).
     """
-    host = run.control_plane()[0]
-    url = binder_url or values.binder_url(host)
-    url = url if url.endswith("/") else url + "/"
-    token = user_token(run)
-    if not binder_url and needs_token(run, host, token):
+    opts = options(repo, binder_url, auth, timeout, silence)
+    json_path, junit_path = check_output(report, "--report"), check_output(junit, "--junit")
+    result = Report(opts.repo, opts.binder_url or "")
+    if env is None:
+        if not binder_url:
+            raise Exit("smoke needs --env ENV (an environment of the inventory) or --binder-url URL")
+        reporter = Reporter()
+        with reports_written(result, json_path, junit_path, reporter):
+            alone(opts, result, reporter)
+        reporter.write(reporter.recap(f"smoke ({opts.binder_url})"))
+        if reporter.failed:
+            raise Exit(code=1)
         return
-    hub = None if binder_url else hub_access(run)
-    result = smoke_run(run, repo.strip("/"), url, float(timeout), float(silence), 60.0, token, hub)
-    if result.verdict != "passed" and not binder_url:
-        result.diagnostics = str(diagnostics.collect(run, url))
-        run.reporter.note(STEP, f"diagnostics: {result.diagnostics}")
-    if report:
-        Path(report).write_text(run.reporter.masked(json.dumps(asdict(result), indent=2)))
-    if junit:
-        Path(junit).write_text(run.reporter.masked(junit_xml(result)))
+    with session(c, env, "smoke", limit=limit, parallel=parallel, inventory_path=inventory,
+                 accept_new_host_keys=accept_new_host_keys) as run:
+        with reports_written(result, json_path, junit_path, run.reporter):
+            on_env(run, opts, result)

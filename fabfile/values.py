@@ -15,7 +15,7 @@ from .secretfile import MASK, Secret
 
 @dataclass(frozen=True)
 class Values:
-    """The two values files; `secret` is only ever written to 0600 files."""
+    """The two values files; `secret` reaches a host only on helm's stdin, never in a file."""
 
     config: str
     secret: str

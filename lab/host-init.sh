@@ -8,26 +8,26 @@
 #             cluster, see cluster-init.sh, told of every NODE=IP) or "proxy" (runs nginx)
 #   HOST_DIR  the host's state: upper/ and work/ (overlays), root/, home/,
 #             docker/ (/var/lib/docker), sshd.log
+# HOST_DIR, TEMPLATE_DIR and CLIENT_PUBKEY are outside the directories the host gets
+# privately (labhosts.hosts_dir sees to it): an overlay's upper dir cannot be in its lower.
 set -eu
 name=$1 role=$2 dir=$3 template=$4 pubkey=$5
 shift 5
 lab=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$lab")
 
-# A checkout under a directory hosts get privately (/tmp, /root, ...) would vanish
-# behind the private mounts: keep a handle on it in a private /mnt, mount from
-# there, and show it again at its own path at the end.
+# A checkout under a directory hosts get privately (/opt, /tmp, /root, ...) would
+# vanish behind the private mounts: keep a handle on it in a private /mnt, and show
+# it again at its own path at the end.
 case $repo/ in
 /etc/* | /var/* | /usr/* | /opt/* | /run/* | /tmp/* | /root/* | /home/*)
 	mount -t tmpfs tmpfs /mnt
 	mkdir /mnt/repo
 	mount --bind "$repo" /mnt/repo
-	src=/mnt/repo
+	private_repo=yes
 	;;
-*) src=$repo ;;
+*) private_repo=no ;;
 esac
-real_dir=$dir real_pubkey=$pubkey
-dir=$src${dir#"$repo"} template=$src${template#"$repo"} pubkey=$src${pubkey#"$repo"}
 
 # Private files. /etc, /var, /usr and /opt are overlays: the template layer over
 # the machine's directory, the host's writes in its own upper dir (the template
@@ -49,13 +49,12 @@ mount --bind "$dir/home" /home
 mkdir -p /var/lib/docker
 mount --bind "$dir/docker" /var/lib/docker
 mkdir -p /run/lock /run/sshd
-if [ "$src" != "$repo" ]; then
+if [ "$private_repo" = yes ]; then
 	mkdir -p "$repo"
 	mount --bind /mnt/repo "$repo"
 	umount /mnt/repo
 	umount /mnt
 fi
-dir=$real_dir pubkey=$real_pubkey
 
 hostname "$name"
 echo "$name" >/etc/hostname

@@ -20,8 +20,8 @@ Under `base_url`:
   closes it. Faults asked for in the faults file (labapps.faults) apply per request.
 With `BinderHub.auth_enabled`, `/build` is for JupyterHub's users only, as BinderHub's HubOAuth
 handlers decide: the token in `Authorization: token|bearer <token>` (never `?token=`) is looked
-up at the hub (`GET hub/api/user` with it); no token, or one the hub does not know, gets a 302 to
-the hub's OAuth authorize URL (a browser's login); a user whose token lacks
+up at the hub (`GET hub/api/user` with it); no token, or one the hub does not know, gets `failed` 403
+"Forbidden" (HTTP 200, never a redirect: BinderHub since 2024-05, see binderhub-api.md); a user whose token lacks
 `access:services!service=binder` (or `access:services`) gets `failed` 403 "user NAME is not
 allowed."; a hub that cannot be asked, `failed` 500 "Failed to connect to Hub API". The server is then launched for that user (no temporary user): the ready event's
 token is still sent, but only the user's own hub token opens a jupyterhub-singleuser server.
@@ -38,7 +38,6 @@ import re
 import secrets
 import socket
 from pathlib import Path
-from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
@@ -66,8 +65,6 @@ class BinderSettings:
     hub_url_local: str = ""       # where the binder reaches the hub's API, if not at hub_url
     hub_api_token: str = ""
     auth_enabled: bool = False
-    oauth_client_id: str = ""     # the binder service's OAuth client at the hub (with auth)
-    oauth_redirect_uri: str = ""
     image_prefix: str = ""
     build_image: str = ""
     rate_limit: int = 10
@@ -85,12 +82,10 @@ class BinderSettings:
     def from_config(cls, config: dict, hub_api_token: str, **lab) -> BinderSettings:
         """Settings from binderhub_config.json's `BinderHub`, `RateLimiter` and `Launcher` sections."""
         binderhub, limiter, launcher = (config.get(k) or {} for k in ("BinderHub", "RateLimiter", "Launcher"))
-        oauth = config.get("jupyterhub_oauth") or {}
         defaults = cls()
         return cls(base_url=binderhub.get("base_url") or defaults.base_url,
                    hub_url=binderhub.get("hub_url") or "", hub_url_local=binderhub.get("hub_url_local") or "",
                    hub_api_token=hub_api_token, auth_enabled=bool(binderhub.get("auth_enabled")),
-                   oauth_client_id=oauth.get("client_id") or "", oauth_redirect_uri=oauth.get("redirect_uri") or "",
                    image_prefix=binderhub.get("image_prefix") or "",
                    build_image=binderhub.get("build_image") or "",
                    rate_limit=int(limiter.get("limit", defaults.rate_limit)),
@@ -241,12 +236,6 @@ class Binder:
                                     timeout=aiohttp.ClientTimeout(total=10)) as response:
             return await response.json() if response.status == 200 else None
 
-    def login_redirect(self) -> web.HTTPFound:
-        """What an unauthenticated GET gets: a redirect to the hub's OAuth authorization."""
-        query = urlencode({"client_id": self.settings.oauth_client_id, "redirect_uri": self.settings.oauth_redirect_uri,
-                           "response_type": "code", "state": secrets.token_urlsafe(16)})
-        return web.HTTPFound(f"{self.settings.hub_url}hub/api/oauth2/authorize?{query}")
-
     async def build(self, request: web.Request) -> web.StreamResponse:
         fault = faults.current(self.settings.faults_file)
         user = None
@@ -258,7 +247,7 @@ class Binder:
                 return _single_event({"phase": "failed", "status_code": 500,
                                       "message": "Failed to connect to Hub API\n"})
             if user is None:
-                raise self.login_redirect()
+                return _single_event({"phase": "failed", "status_code": 403, "message": "Forbidden\n"})
             if not ALLOWED_SCOPES & set(user.get("scopes") or []):
                 return _single_event({"phase": "failed", "status_code": 403,
                                       "message": f"{user.get('kind', 'user')} {user['name']} is not allowed.\n"})

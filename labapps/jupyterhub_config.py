@@ -30,8 +30,9 @@ c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
 c.JupyterHub.cleanup_servers = True
 c.JupyterHub.cleanup_proxy = True
 # Answer a spawn request with 202 at once and report the rest on the progress stream, as a hub
-# whose spawns take longer than slow_spawn_timeout (pods on a cluster) does.
-c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
+# whose spawns take longer than slow_spawn_timeout (pods on a cluster) does; likewise a stop
+# request (202, the server listed as pending stop until it is gone: LabBinderSpawner.stop_delay).
+c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0, "slow_stop_timeout": 0}
 
 c.ConfigurableHTTPProxy.command = [settings.chp]
 c.ConfigurableHTTPProxy.api_url = f"http://{settings.internal_address}:{settings.proxy_api_port}"

@@ -12,6 +12,13 @@ Every `interval` seconds it reads the release's objects from the API emulator (n
   `jupyterhub.hub.baseUrl`, the tokens from Secret `hub-secret` and the chart's JupyterHub values
   from its `values.yaml` (authentication); the hub API, proxy API and users' servers on
   `node_address`.
+- Services: kube-proxy's part for what this node itself sends (iptables nat OUTPUT, chain
+  `LABAPPS-SERVICES`): a connection to Service `hub` or `proxy-api` at its ClusterIP and port is
+  sent to `node_address` at that port, where JupyterHub listens (the ClusterIP gets a /32 route
+  on the node's interface, as a real node's default route covers it); so, as on a real node,
+  `curl http://<hub ClusterIP>:8081/...` works on the node (smoke stops its server that way).
+  Not when `node_address` is on loopback (the runner run on the machine itself, as
+  tests/test_labapps.py does): the machine's own firewall is left alone.
 A process is restarted when what it was started from changes (a helm upgrade, another IP), stopped
 when its Deployments go away (helm uninstall), restarted with back-off (1 s doubling to 60 s) when
 it exits by itself (at once when what it starts from has changed since, as a new pod would), and
@@ -28,6 +35,7 @@ import base64
 import ctypes
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -50,6 +58,8 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 10.0
 MAX_BACKOFF = 60.0
 _PR_SET_PDEATHSIG = 1
+ROUTED_SERVICES = ("hub", "proxy-api")  # ClusterIP Services whose ports JupyterHub serves on the node
+CHAIN = "LABAPPS-SERVICES"
 
 
 def _terminate_with_parent() -> None:
@@ -121,6 +131,14 @@ class Api:
         return {key: base64.b64decode(value).decode() for key, value in data.items()}
 
 
+def _routes_services(node_address: str) -> bool:
+    """Whether the runner plays kube-proxy: on a lab host, not on the machine itself (loopback)."""
+    try:
+        return not ipaddress.ip_address(node_address).is_loopback
+    except ValueError:
+        return False
+
+
 def _is_local_address(ip: str) -> bool:
     """Whether `ip` is on one of this host's interfaces (the proxy can bind it)."""
     with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as probe:
@@ -145,6 +163,7 @@ class Runner:
         self.waiting: dict[str, str] = {}      # app -> why it does not run
         self.backoff: dict[str, tuple[float, float, str]] = {}  # app -> (delay, not before, fingerprint)
         self.stopping = threading.Event()
+        self.routes: list[tuple[str, int]] | None = None  # (ClusterIP, port) in the chain now
         self._status = ""
 
     # -- what should run -------------------------------------------------------------------
@@ -215,6 +234,11 @@ class Runner:
             return
         if self.waiting.pop("api", None):
             log.info("the API answers again")
+        if _routes_services(self.node_address):
+            try:
+                self._route_services()
+            except ApiUnavailable as exc:
+                log.warning("cannot read the Services to route: %s", exc)
         for name, app in desired.items():
             current = self.running.get(name)
             if current and current.process.poll() is not None:
@@ -238,6 +262,40 @@ class Runner:
                     self._wait_reason(name, None)
                     self._start(app)
         self._write_status()
+
+    def _route_services(self) -> None:
+        """Make the chain send each routed Service's ClusterIP:port to this node (see the module
+        docstring); iptables runs only when the Services' addresses change."""
+        routes = sorted((svc["spec"]["clusterIP"], port["port"]) for name in ROUTED_SERVICES
+                        if (svc := self.api.service(name)) and svc["spec"].get("clusterIP") not in (None, "None")
+                        for port in svc["spec"].get("ports") or [])
+        if routes == self.routes:
+            return
+        nat = ["iptables", "-w", "-t", "nat"]
+        device = self._device()
+        for ip in {ip for ip, _ in self.routes or []} - {ip for ip, _ in routes}:
+            subprocess.run(["ip", "route", "del", f"{ip}/32", "dev", device], capture_output=True)
+        commands = [["ip", "route", "replace", f"{ip}/32", "dev", device] for ip in sorted({ip for ip, _ in routes})]
+        commands += [[*nat, "-F", CHAIN]] + [
+            [*nat, "-A", CHAIN, "-d", f"{ip}/32", "-p", "tcp", "--dport", str(port),
+             "-j", "DNAT", "--to-destination", f"{self.node_address}:{port}"] for ip, port in routes]
+        subprocess.run([*nat, "-N", CHAIN], capture_output=True)  # fails when it exists: fine
+        if subprocess.run([*nat, "-C", "OUTPUT", "-j", CHAIN], capture_output=True).returncode:
+            commands.insert(0, [*nat, "-I", "OUTPUT", "-j", CHAIN])
+        for argv in commands:
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode:
+                log.warning("cannot route Services (retrying): %s: %s", " ".join(argv), done.stderr.strip())
+                return
+        self.routes = routes
+        log.info("Services routed to %s: %s", self.node_address,
+                 ", ".join(f"{ip}:{port}" for ip, port in routes) or "none")
+
+    def _device(self) -> str:
+        """The interface holding `node_address`."""
+        listed = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+        return next((line.split()[1] for line in listed.splitlines()
+                     if line.split()[3].split("/")[0] == self.node_address), "lo")
 
     def _wait_reason(self, name: str, reason: str | None) -> None:
         if reason and self.waiting.get(name) != reason:

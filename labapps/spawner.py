@@ -8,14 +8,17 @@ With authentication off it requires `token` and `image` in user_options and star
 does, and only the hub's own tokens open the server. Either way it passes the binder_* options on
 as environment variables. Here the same happens with a local process (no image is pulled: the
 `image` option is only recorded), run by SimpleLocalProcessSpawner with a home directory per user.
+A stop takes `stop_delay` seconds more, as a pod's termination does on a cluster: the hub lists
+the server (pending stop) until then.
 """
 from __future__ import annotations
 
+import asyncio
 import sys
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado import web
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Float, Unicode, default
 
 from labapps import faults
 
@@ -29,6 +32,7 @@ class LabBinderSpawner(SimpleLocalProcessSpawner):
 
     faults_file = Unicode(None, allow_none=True, config=True, help="see labapps.faults")
     auth_enabled = Bool(False, config=True, help="BinderHub's authentication is on")
+    stop_delay = Float(3, config=True, help="seconds a stop takes after the process ended (a pod's termination)")
 
     @default("cmd")
     def _default_cmd(self):
@@ -59,3 +63,7 @@ class LabBinderSpawner(SimpleLocalProcessSpawner):
             raise RuntimeError(f"image {self.user_options.get('image')} did not start "
                                f"(lab fault {faults.SPAWN_FAILS})")
         return await super().start()
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        await asyncio.sleep(self.stop_delay)

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fcntl
 import io
 import ipaddress
 import os
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,10 @@ from fabfile import labhosts, ns
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_NETWORK = ipaddress.ip_network("10.77.0.0/24")
+# One test session uses the lab at a time on a machine (its bridge and subnet are fixed); another
+# waits up to SESSION_WAIT s. Not /tmp/bhops-lab.lock, which may be held around pytest by hand.
+SESSION_LOCK = Path("/run/lock/bhops-lab.session.lock")
+SESSION_WAIT = 1800.0
 _real_connect, _real_connect_ex = socket.socket.connect, socket.socket.connect_ex
 
 
@@ -46,16 +53,44 @@ def network_guard():
     socket.socket.connect, socket.socket.connect_ex = _real_connect, _real_connect_ex
 
 
+@contextlib.contextmanager
+def session_lock(path: Path = SESSION_LOCK, wait: float = SESSION_WAIT):
+    """Hold the machine's lab lock (flock on `path`), waiting up to `wait` s for another session."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+") as lock:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = lock.read().strip() or "unknown"
+                    pytest.fail(f"the lab is busy: another test session ({holder}) has held {path} for over "
+                                f"{wait:.0f} s; wait for it to end", pytrace=False)
+                time.sleep(1)
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()}, lab state {labhosts.state_dir()}\n")
+        lock.flush()
+        yield
+
+
 @pytest.fixture(scope="session")
 def lab():
-    """The lab's hosts, brought up for the session (and taken down if this session made them)."""
+    """The lab's hosts for the session, which holds the machine's lab lock: brought up here (and
+    taken down at the end if this session made them); a lab of another checkout fails the tests."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces)")
-    was_up = all(h.running for h in labhosts.status()) if labhosts.status() else False
-    labhosts.up(nodes=3)
-    yield labhosts.state_dir()
-    if not was_up and not os.environ.get("BHOPS_KEEP_LAB"):
-        labhosts.down()
+    with session_lock():
+        hosts = labhosts.status()
+        was_up = bool(hosts) and all(h.running for h in hosts)
+        try:
+            labhosts.up(nodes=3)
+        except labhosts.LabError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        yield labhosts.state_dir()
+        if not was_up and not os.environ.get("BHOPS_KEEP_LAB"):
+            labhosts.down()
 
 
 def run_task(*args: str) -> tuple[int, str]:
@@ -97,6 +132,72 @@ def cli(capsys):
         out = capsys.readouterr()
         return code, out.out + out.err
     return run
+
+
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36
+
+
+def _prctl(option: int, value: int) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(option, value)
+
+
+def die_with_parent() -> None:
+    """A Popen preexec_fn: the child gets SIGTERM when the test process dies, however it dies."""
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _descendants(known: frozenset[int] = frozenset()) -> dict[int, tuple[str, str]]:
+    """This process's descendants, not looking under those `known` (e.g. the lab's hosts, whose
+    own processes come and go): PID -> (state, command)."""
+    parents, info = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents.setdefault(int(fields[1]), []).append(pid)
+        info[pid] = (fields[0], command.strip()[:120])
+    found, todo = {}, [os.getpid()]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in known:
+                found[child] = info[child]
+                todo.append(child)
+    return found
+
+
+@contextlib.contextmanager
+def no_process_left(timeout: float = 10):
+    """Fail when processes started inside are still alive at the end, orphans included (this
+    process is their subreaper meanwhile); whatever is left is stopped by PID, SIGTERM then
+    SIGKILL after `timeout` s, pass or fail."""
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    before = frozenset(_descendants())
+    try:
+        yield
+    finally:
+        left = {pid: cmd for pid, (state, cmd) in _descendants(before).items() if state != "Z"}
+        _stop_pids(list(left), timeout)
+        _prctl(_PR_SET_CHILD_SUBREAPER, 0)
+    assert not left, "processes left behind (now stopped): " + "; ".join(f"{p} {c}" for p, c in left.items())
+
+
+def _stop_pids(pids: list[int], timeout: float) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while (alive := [p for p, (state, _) in _descendants().items() if p in pids and state != "Z"]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not alive:
+            break
+    for pid in pids:  # orphans that became this process's children: reap them
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
 
 
 def stop(proc: subprocess.Popen, timeout: float = 10) -> int:

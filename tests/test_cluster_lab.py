@@ -33,8 +33,10 @@ def helm_release() -> dict | None:
 
 @pytest.fixture
 def cluster(lab, tmp_path, monkeypatch):
-    """An empty namespace, no release; secrets holding a marker, in a private secrets dir."""
-    ssh(CP, "helm uninstall binder -n binder --wait >/dev/null 2>&1; "
+    """An empty namespace, no release, no deploy lock; secrets holding a marker, in a private
+    secrets dir."""
+    ssh(CP, "kubectl delete configmap binderhub-ops-deploy-lock -n kube-system --ignore-not-found >/dev/null; "
+            "helm uninstall binder -n binder --wait >/dev/null 2>&1; "
             "kubectl delete namespace binder --ignore-not-found >/dev/null; kubectl create namespace binder")
     secrets_dir = tmp_path / "secrets"
     secretfile.save(secrets_dir / "lab.yaml", {

@@ -5,8 +5,10 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -80,7 +82,9 @@ def test_a_held_lock_refuses_a_second_deploy_until_broken(env_secrets, cli):
                 "--from-literal=token=theirs >/dev/null")
         code, out = cli("deploy", "--env", "lab", "--only", "secrets")
         assert code == 1 and "alice@laptop, deploying lab since 20 min ago" in out and expect in out
-        assert "== stage" not in out
+        assert "== stage" not in out and "resume with: invoke deploy --env lab --from secrets" in out
+        report = re.search(r"log: \S+, report: (\S+)", out).group(1)
+        assert json.loads(open(report).read())["stages"] == {"secrets": "not run"}
     code, out = cli("deploy", "--env", "lab", "--only", "secrets", "--break-lock")
     assert code == 0 and "broke the deploy lock of alice@laptop" in out
     assert not lock_exists()
@@ -167,13 +171,16 @@ def test_binder_down_at_smoke_time_fails_the_smoke_stage_with_diagnostics(deploy
             if requests.get("http://10.77.0.5/binderhub/versions", timeout=5).status_code == 502:
                 break
             time.sleep(0.2)
+        else:
+            pytest.fail("the binder still answered 10 s after its deployment was deleted")
         code, out = cli("deploy", "--env", "lab", "--only", "smoke")
     finally:  # as cluster.wait says: a rollback to the current revision recreates it
         revision = json.loads(ssh(CP, "helm list -n binder -o json"))[0]["revision"]
         ssh(CP, f"helm rollback binder {revision} -n binder >/dev/null")
     assert code == 1
     assert re.search(r"smoke \| smoke \| failed \| failed in phase (connect|request).*502", out), out
-    assert re.search(r"diagnostics: \S+\.tar\.gz", out) or "resume with: invoke deploy --env lab --from smoke" in out
+    assert re.search(r"smoke \| diagnostics: \S+\.tar\.gz", out), out
+    assert "resume with: invoke deploy --env lab --from smoke" in out
 
 
 def test_rollback_puts_back_the_release_the_site_and_daemon_json(deployed, cli, tmp_path):
@@ -219,3 +226,60 @@ def test_a_node_going_down_mid_rollout_is_reported_and_the_others_converge(env_s
     assert re.search(r"lab-node3 \| docker.mirror \| unreachable \| connection lost", out), out
     assert "resume with: invoke deploy --env lab --from nodes" in out and not lock_exists()
     json.loads(ssh("lab-node3", "sudo cat /etc/docker/daemon.json"))  # its file is whole, old or new
+
+
+def _dead(*names: str) -> dict:
+    """The lab's hosts, those named pointing at addresses of the lab network where nothing listens."""
+    roles = {"lab-node1": ["node", "control-plane"], "lab-node2": ["node"], "lab-node3": ["node"],
+             "lab-proxy": ["proxy"]}
+    return {name: {"roles": r, **({"hostname": f"10.77.0.{90 + i}"} if name in names else {})}
+            for i, (name, r) in enumerate(roles.items())}
+
+
+def test_an_unreachable_control_plane_still_gets_a_recap_a_report_and_the_resume_line(env_secrets, cli, tmp_path):
+    hosts = _dead("lab-node1")
+    code, out = cli("deploy", "--env", "lab", "--skip-smoke", "--inventory", str(lab_inventory(tmp_path, hosts)))
+    assert code == 1
+    assert re.search(r"lab-node1 \| deploy.lock \| unreachable \| cannot reach deploy@10.77.0.90", out)
+    recap = out[out.index("RECAP deploy (lab)"):].splitlines()
+    assert {line.split()[0] for line in recap[2:] if line.strip()} >= set(hosts)
+    assert "resume with: invoke deploy --env lab --from nodes" in out
+    log, report = (Path(p) for p in re.search(r"log: (\S+), report: (\S+)", out).groups())
+    data = json.loads(report.read_text())
+    assert data["stages"] == {"nodes": "not run", "secrets": "not run", "cluster": "not run", "metallb": "not run",
+                              "proxy": "not run"}
+    assert {r["host"] for r in data["results"]} == set(hosts)
+    assert "deploy.lock" in log.read_text()
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (log, report, log.parent)] == [0o600, 0o600, 0o700]
+
+
+def test_status_reports_an_unreachable_proxy_as_unreachable(deployed, cli, tmp_path):
+    inventory = lab_inventory(tmp_path, _dead("lab-node1", "lab-proxy"))  # no cluster facts either
+    code, out = cli("status", "--env", "lab", "--inventory", str(inventory))
+    assert code == 1
+    assert re.search(r"lab-node1 \| status.release \| unreachable \| cannot reach deploy@10.77.0.90", out), out
+    assert re.search(r"lab-proxy \| status.site \| unreachable \| cannot reach deploy@10.77.0.93", out), out
+    assert "pin vars" not in out and "RECAP status (lab)" in out
+
+
+def test_diagnose_runs_without_a_secrets_file_and_fails_when_it_reaches_no_host(env_secrets, cli, tmp_path):
+    secrets = env_secrets / "secrets"
+    code, out = cli("diagnose", "--env", "lab")
+    assert code == 0, out
+    assert not secrets.exists() or not any(secrets.iterdir()), "diagnose made secrets"
+    bundle = Path(re.search(r"bundle written: (\S+)", out).group(1))
+    assert bundle.is_file()
+    dead = tmp_path / "dead"
+    dead.mkdir()
+    code, out = cli("diagnose", "--env", "lab", "--inventory", str(lab_inventory(dead, _dead(*_dead()))))
+    assert code == 1
+    assert re.search(r"lab-node1 \| diagnose \| unreachable", out) and re.search(r"lab-proxy \| diagnose \| unreachable", out)
+
+
+def test_status_without_a_secrets_file_says_so_and_checks_the_rest(deployed, cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(tmp_path / "none"))
+    code, out = cli("status", "--env", "lab")
+    assert code == 1
+    assert "local | status.release | failed | no secrets file for lab" in out
+    assert "lab-proxy | status.site | ok" in out and "lab-node2 | docker.status | ok" in out, out
+    assert not (tmp_path / "none").exists(), "status made a secrets file"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 
@@ -159,7 +160,7 @@ def test_status_reports_mirrors_and_drift(fresh, cli):
 
 def test_one_connection_per_host_per_run(fresh, cli):
     def accepted(node):
-        log = labhosts.state_dir() / "hosts" / node.removeprefix("lab-") / "sshd.log"
+        log = labhosts.host_dir(node.removeprefix("lab-")) / "sshd.log"
         return log.read_text().count("Accepted publickey")
     before = {n: accepted(n) for n in NODES}
     assert cli("docker.mirror", "--env", "lab")[0] == 0
@@ -192,18 +193,48 @@ def test_the_guard_refuses_addresses_outside_the_lab():
         socket.create_connection(("192.0.2.10", 22), timeout=1)
 
 
-def test_drain_moves_pods_off_each_node_while_its_docker_restarts(fresh, cli, tmp_path, monkeypatch):
-    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(tmp_path))
-    ssh("lab-node1", "kubectl create namespace binder >/dev/null 2>&1; true")
-    assert cli("secrets.init", "--env", "lab")[0] == 0
-    assert cli("helm.upgrade", "--env", "lab")[0] == 0
+SPREAD = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: spread}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec: {containers: [{name: web, image: lab/spread:1}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: everywhere}
+spec:
+  selector: {matchLabels: {app: everywhere}}
+  template:
+    metadata: {labels: {app: everywhere}}
+    spec: {containers: [{name: agent, image: lab/everywhere:1}]}
+"""
 
+
+@pytest.fixture
+def spread(fresh):
+    """Every node schedulable, and in a namespace of this test's own a Deployment with a pod on
+    each node (the scheduler spreads a ReplicaSet's pods) and a DaemonSet; removed at the end."""
+    namespace = f"drain-{secrets.token_hex(3)}"
+    ssh("lab-node1", f"kubectl uncordon {' '.join(NODES)} >/dev/null && "
+                     f"kubectl create namespace {namespace} >/dev/null && "
+                     f"printf %s {shlex.quote(SPREAD)} | kubectl apply -n {namespace} -f - >/dev/null && "
+                     f"kubectl rollout status deployment/spread -n {namespace} --timeout=30s >/dev/null")
+    yield namespace
+    ssh("lab-node1", f"kubectl delete namespace {namespace} >/dev/null", check=False)
+
+
+def test_drain_moves_pods_off_each_node_while_its_docker_restarts(spread, cli):
     def pods_on(node):
-        listed = json.loads(ssh("lab-node1", f"kubectl get pods -n binder --field-selector spec.nodeName={node} -o json"))
+        listed = json.loads(ssh("lab-node1", f"kubectl get pods -n {spread} --field-selector "
+                                             f"spec.nodeName={node} -o json"))
         return {p["metadata"]["name"]: p["metadata"]["ownerReferences"][0]["kind"] for p in listed["items"]}
 
     before = pods_on("lab-node2")
-    assert "ReplicaSet" in before.values(), "the test needs a deployment pod on lab-node2"
+    assert sorted(before.values()) == ["DaemonSet", "ReplicaSet"], before
     code, out = cli("docker.mirror", "--env", "lab", "--drain")
     assert code == 0, out
     for node in NODES:

@@ -5,7 +5,7 @@ import pytest
 
 from fabfile.eventstream import Event, events, lines
 
-STREAMS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "binderhub-streams"
+STREAMS = Path(__file__).resolve().parent / "data" / "binderhub-streams"  # recorded from a real BinderHub
 
 
 def recorded(name: str) -> bytes:

@@ -2,16 +2,21 @@
 
 The API emulator holds the stand-in chart installed with the real helm; proxy-public gets a
 load-balancer IP as MetalLB would give it; the runner (`python -m labapps run`) then runs the
-binder API and a real JupyterHub from the release. Everything listens on 127.77.0.x: the binder
-on the node's address, the hub's public proxy on port 80 of the "floating" IP (root needed).
+binder API and a real JupyterHub from the release. Everything listens on loopback addresses
+picked per run (127.a.b.c where the ports are free, so that runs on one machine do not meet): the
+binder on the node's address, the hub's public proxy on port 80 of the "floating" IP (root needed).
+Every process a run starts is stopped by PID, pass or fail (see conftest.no_process_left).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import random
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +27,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import stop
+from tests.conftest import die_with_parent, no_process_left, stop
 
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
@@ -37,11 +42,8 @@ pytestmark = [
 ]
 pytest.importorskip("jupyterhub", reason="the lab extra (jupyterhub, jupyter_server) is not installed")
 
-NODE = "127.77.0.1"
-FLOATING_IP = "127.77.0.10"
 NODE_PORT = 32574
-BINDER = f"http://{NODE}:{NODE_PORT}/binderhub/"
-HUB = f"http://{FLOATING_IP}/jupyterhub/"
+NODE_PORTS = (NODE_PORT, 8081, 8001)  # the binder, the hub API, the proxy API (the chart's ports)
 IMAGE_PREFIX = "lab/binder-"
 RATE_LIMIT = 30
 HOLD_OPEN = 2.0
@@ -61,6 +63,24 @@ def _wait_for(what: str, check, timeout: float = 30.0, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def _can_bind(address: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_address(*ports: int) -> str:
+    """A loopback address 127.a.b.c where `ports` are free (the hub's public proxy needs port 80)."""
+    for _ in range(20):
+        address = f"127.{random.randint(100, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        if all(_can_bind(address, port) for port in ports):
+            return address
+    pytest.fail(f"no loopback address with ports {', '.join(map(str, ports))} free in 20 tries", pytrace=False)
+
+
 def _status(url: str, **kwargs) -> int | None:
     """The HTTP status of GET url, or None when nothing answers."""
     try:
@@ -77,6 +97,16 @@ class Release:
     values: Path
     state: Path
     binder_token: str
+    node: str
+    floating_ip: str
+
+    @property
+    def binder(self) -> str:
+        return f"http://{self.node}:{NODE_PORT}/binderhub/"
+
+    @property
+    def hub(self) -> str:
+        return f"http://{self.floating_ip}/jupyterhub/"
 
     def tool(self, tool: Path, *args: str) -> str:
         proc = subprocess.run([str(tool), *args], capture_output=True, text=True, env=self.env, timeout=60)
@@ -99,13 +129,15 @@ class Release:
 
 def _start(argv: list[str], log: Path) -> subprocess.Popen:
     with log.open("w") as out:
-        return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=die_with_parent)
 
 
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    """The chart installed as in the runbook, proxy-public given an IP, the runner running it all."""
-    workdir = tmp_path_factory.mktemp("labapps")
+@contextlib.contextmanager
+def running_release(workdir: Path):
+    """The chart installed as in the runbook, proxy-public given an IP, the runner running it all;
+    every process stopped at the end, the runner's own checked to be gone."""
+    node, floating_ip = free_address(*NODE_PORTS), free_address(80)
     kubeconfig = workdir / "kubeconfig"
     emulator = _start([sys.executable, "-m", "labcluster", "serve", "--address", "127.0.0.1", "--port", "0",
                        "--kubeconfig", str(kubeconfig), "--ready-delay", "0.2"], workdir / "labcluster.log")
@@ -116,8 +148,9 @@ def release(tmp_path_factory):
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir), "KUBECONFIG": str(kubeconfig),
                **{f"HELM_{kind}_HOME": str(workdir / f"helm-{kind.lower()}") for kind in ("CACHE", "CONFIG", "DATA")}}
         values, binder_token = workdir / "values.yaml", secrets.token_hex(32)
+        lab = Release(env, values, workdir / "state", binder_token, node, floating_ip)
         values.write_text(yaml.safe_dump({
-            "config": {"BinderHub": {"hub_url": HUB, "base_url": "/binderhub/", "use_registry": False,
+            "config": {"BinderHub": {"hub_url": lab.hub, "base_url": "/binderhub/", "use_registry": False,
                                      "image_prefix": IMAGE_PREFIX},
                        "RateLimiter": {"limit": RATE_LIMIT}, "Launcher": {"retries": 2, "retry_delay": 0.2}},
             "service": {"type": "NodePort", "nodePort": NODE_PORT},
@@ -125,18 +158,17 @@ def release(tmp_path_factory):
                                    "services": {"binder": {"apiToken": binder_token}}},
                            "proxy": {"secretToken": secrets.token_hex(32)}},
         }))
-        lab = Release(env, values, workdir / "state", binder_token)
         lab.tool(KUBECTL, "create", "namespace", "binder")
         lab.tool(HELM, "upgrade", "--install", "binder", str(CHART), "-n", "binder", "-f", str(values))
         api = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
         runner = _start([sys.executable, "-m", "labapps", "run", "--api", api, "--namespace", "binder",
-                         "--node-address", NODE, "--nodeport-address", NODE, "--state-dir", str(lab.state),
+                         "--node-address", node, "--nodeport-address", node, "--state-dir", str(lab.state),
                          "--interval", "0.2", "--keepalive", str(KEEPALIVE), "--hold-open", str(HOLD_OPEN)],
                         workdir / "runner.out")
-        _wait_for("the binder API", lambda: _status(BINDER + "versions") == 200)
+        _wait_for("the binder API", lambda: _status(lab.binder + "versions") == 200)
         started = time.monotonic()
-        lab.give_proxy_public(FLOATING_IP)
-        _wait_for("the hub", lambda: _status(HUB + "hub/api/health") == 200)
+        lab.give_proxy_public(floating_ip)
+        _wait_for("the hub", lambda: _status(lab.hub + "hub/api/health") == 200)
         print(f"\nhub answered {time.monotonic() - started:.1f}s after proxy-public got its IP")
         yield lab
         pids = [app["pid"] for app in lab.running().values()]
@@ -149,6 +181,13 @@ def release(tmp_path_factory):
         if runner:
             stop(runner, 20)
         stop(emulator, 20)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A running release shared by the module's tests, which leave it as they found it."""
+    with no_process_left(), running_release(tmp_path_factory.mktemp("labapps")) as running:
+        yield running
 
 
 @dataclasses.dataclass
@@ -174,11 +213,11 @@ class Stream:
         return next(t for t, line in self.lines if line.startswith("data:") and json.loads(line[5:])["phase"] == phase)
 
 
-def build(path: str, headers: dict | None = None, *, until=("ready", "failed"), linger: float = 0.0,
-          timeout: float = 60.0) -> Stream:
+def build(release: Release, path: str, headers: dict | None = None, *, until=("ready", "failed"),
+          linger: float = 0.0, timeout: float = 60.0) -> Stream:
     """GET {binder}build/<path>; read until an event in `until` (then `linger` s more) or the end."""
     started = time.monotonic()
-    response = requests.get(BINDER + "build/" + path, headers=EVENT_STREAM if headers is None else headers,
+    response = requests.get(release.binder + "build/" + path, headers=EVENT_STREAM if headers is None else headers,
                             stream=True, timeout=(5, 3))
     lines, stop_at, closed = [], started + timeout, True
     try:
@@ -206,16 +245,16 @@ def fault(release):
 
 
 def test_versions_and_health_answer_like_binderhub(release):
-    versions = requests.get(BINDER + "versions", timeout=5).json()
+    versions = requests.get(release.binder + "versions", timeout=5).json()
     assert set(versions) == {"builder_info", "binderhub"} and "lab" in versions["binderhub"]
-    health = requests.get(BINDER + "health", timeout=5)
+    health = requests.get(release.binder + "health", timeout=5)
     assert health.status_code == 200
     assert health.json() == {"ok": True, "checks": [{"service": "JupyterHub API", "ok": True}]}
-    assert requests.get(HUB + "hub/api/", timeout=5).json()["version"].startswith(("5.", "6."))
+    assert requests.get(release.hub + "hub/api/", timeout=5).json()["version"].startswith(("5.", "6."))
 
 
 def test_a_build_streams_to_ready_and_the_server_it_launched_works(release):
-    stream = build("gh/binder-examples/requirements/HEAD", linger=HOLD_OPEN + 3)
+    stream = build(release, "gh/binder-examples/requirements/HEAD", linger=HOLD_OPEN + 3)
     assert stream.response.status_code == 200
     assert stream.response.headers["Content-Type"] == "text/event-stream"
     phases = stream.phases()
@@ -227,12 +266,12 @@ def test_a_build_streams_to_ready_and_the_server_it_launched_works(release):
     assert launching[0] == "Launching server...\n" and any(m.startswith("Server ready at") for m in launching)
     ready = stream.events[phases.index("ready")]
     assert READY_KEYS <= set(ready)
-    assert ready["url"].startswith(HUB + "user/binder-examples-requirements-")
+    assert ready["url"].startswith(release.hub + "user/binder-examples-requirements-")
     assert ready["image"] == built["imageName"]
     assert ready["repo_url"] == "https://github.com/binder-examples/requirements"
     assert ready["binder_request"] == "v2/gh/binder-examples/requirements/HEAD"
     assert re.fullmatch(r"v2/gh/binder-examples/requirements/[0-9a-f]{40}", ready["binder_persistent_request"])
-    assert ready["binder_launch_host"] == BINDER and ready["binder_client_ip"] == "127.0.0.1"
+    assert ready["binder_launch_host"] == release.binder and ready["binder_client_ip"] == "127.0.0.1"
     print(f"\n/build to ready: {stream.seconds_to('ready'):.1f}s")
 
     # The server stays open after ready, with keepalives, then closes.
@@ -254,14 +293,14 @@ def test_a_build_streams_to_ready_and_the_server_it_launched_works(release):
 
 
 def test_the_same_spec_again_finds_the_built_image_and_the_hub_can_stop_the_server(release):
-    build("gh/binder-examples/requirements/HEAD", until=("built",))  # built before, or now
-    stream = build("gh/binder-examples/requirements/HEAD")
+    build(release, "gh/binder-examples/requirements/HEAD", until=("built",))  # built before, or now
+    stream = build(release, "gh/binder-examples/requirements/HEAD")
     assert stream.phases()[0] == "built" and "waiting" not in stream.phases()
     assert stream.events[0]["message"] == "Found built image, launching...\n"
     ready = stream.last()
     assert ready["phase"] == "ready"
     name = ready["url"].rstrip("/").rsplit("/", 1)[1]
-    hub_api, binder = HUB + "hub/api/", {"Authorization": f"token {release.binder_token}"}
+    hub_api, binder = release.hub + "hub/api/", {"Authorization": f"token {release.binder_token}"}
     assert requests.delete(hub_api + f"users/{name}/server", headers=binder, timeout=30).status_code in (202, 204)
     _wait_for("the hub to forget the server",
               lambda: requests.get(hub_api + f"users/{name}", headers=binder, timeout=5).json()["servers"] == {})
@@ -270,48 +309,48 @@ def test_the_same_spec_again_finds_the_built_image_and_the_hub_can_stop_the_serv
 
 def test_the_git_provider_takes_an_escaped_url(release):
     url = "https://gitlab.example.org/group/project.git"
-    stream = build(f"git/{quote(url, safe='')}/v1.0")
+    stream = build(release, f"git/{quote(url, safe='')}/v1.0")
     ready = stream.last()
     assert ready["phase"] == "ready" and ready["repo_url"] == url
-    assert ready["url"].startswith(HUB + "user/group-project-")
+    assert ready["url"].startswith(release.hub + "user/group-project-")
     assert re.fullmatch(rf"v2/git/{re.escape(quote(url, safe=''))}/[0-9a-f]{{40}}", ready["binder_persistent_request"])
     auth = {"Authorization": f"token {ready['token']}"}
     assert requests.post(ready["url"] + "api/shutdown", headers=auth, timeout=5).status_code == 200
 
 
 def test_without_the_accept_header_the_stream_is_one_failed_event_with_400(release):
-    stream = build("gh/binder-examples/requirements/HEAD", headers={}, linger=1)
+    stream = build(release, "gh/binder-examples/requirements/HEAD", headers={}, linger=1)
     assert stream.response.status_code == 200 and stream.closed_by_server
     assert stream.events == [{"phase": "failed", "status_code": 400,
                               "message": "Missing Accept header: text/event-stream\n"}]
 
 
 def test_an_unknown_provider_fails_without_a_status_code(release):
-    stream = build("zenodo/10.5281/zenodo.3242074")
+    stream = build(release, "zenodo/10.5281/zenodo.3242074")
     assert stream.events == [{"phase": "failed", "message": "No provider found for prefix zenodo\n"}]
 
 
 def test_the_rate_limit_counts_builds_per_client_behind_a_proxy(release):
     client = {**EVENT_STREAM, "X-Forwarded-For": "192.0.2.9"}  # as nginx in front of the binder sends it
     for _ in range(RATE_LIMIT):
-        assert build("nope/x/y", headers=client).last()["phase"] == "failed"
-    refused = build("gh/binder-examples/requirements/HEAD", headers=client)
+        assert build(release, "nope/x/y", headers=client).last()["phase"] == "failed"
+    refused = build(release, "gh/binder-examples/requirements/HEAD", headers=client)
     assert refused.events == [{"phase": "failed", "status_code": 429,
                                "message": "Rate limit exceeded. Try again in 3600 seconds.\n"}]
-    assert build("nope/x/y").last().get("status_code") is None  # another client is not limited
+    assert build(release, "nope/x/y").last().get("status_code") is None  # another client is not limited
 
 
-def test_fault_build_fails_ends_in_failed_and_the_stream_stays_open(fault):
+def test_fault_build_fails_ends_in_failed_and_the_stream_stays_open(release, fault):
     fault("build-fails")
-    stream = build("gh/org/fails/HEAD", linger=1.5)
+    stream = build(release, "gh/org/fails/HEAD", linger=1.5)
     assert stream.phases()[-2:] == ["building", "failed"] and "status_code" not in stream.last()
     assert not stream.closed_by_server
     assert stream.lines[-1][1] == ":keepalive"
 
 
-def test_fault_stream_stalls_sends_nothing_more_but_keeps_the_stream_open(fault):
+def test_fault_stream_stalls_sends_nothing_more_but_keeps_the_stream_open(release, fault):
     fault("stream-stalls")
-    stream = build("gh/org/stalls/HEAD", until=("building",), linger=2.0)
+    stream = build(release, "gh/org/stalls/HEAD", until=("building",), linger=2.0)
     assert stream.phases()[-1] == "building" and "ready" not in stream.phases() and "failed" not in stream.phases()
     assert not stream.closed_by_server
     stalled_at = stream.seconds_to("building")
@@ -319,57 +358,59 @@ def test_fault_stream_stalls_sends_nothing_more_but_keeps_the_stream_open(fault)
         line == ":keepalive" for t, line in stream.lines if t > stalled_at)
 
 
-def test_fault_hub_unreachable_fails_health_and_launches_with_500(fault):
+def test_fault_hub_unreachable_fails_health_and_launches_with_500(release, fault):
     fault("hub-unreachable")
-    health = requests.get(BINDER + "health", timeout=10)
+    health = requests.get(release.binder + "health", timeout=10)
     assert health.status_code == 503 and health.json()["checks"] == [{"service": "JupyterHub API", "ok": False}]
-    stream = build("gh/org/unreachable/HEAD", linger=1)
+    stream = build(release, "gh/org/unreachable/HEAD", linger=1)
     assert {"phase": "launching", "message": "Launch attempt 1 failed, retrying...\n"} in stream.events
     assert stream.last() == {"phase": "failed", "status_code": 500, "message": "Internal Server Error\n"}
     assert stream.closed_by_server
 
 
-def test_fault_hub_refuses_token_keeps_health_ok_and_fails_creating_the_user(fault):
+def test_fault_hub_refuses_token_keeps_health_ok_and_fails_creating_the_user(release, fault):
     fault("hub-refuses-token")
-    assert requests.get(BINDER + "health", timeout=10).status_code == 200
-    stream = build("gh/org/refused/HEAD")
+    assert requests.get(release.binder + "health", timeout=10).status_code == 200
+    stream = build(release, "gh/org/refused/HEAD")
     image = next(e["imageName"] for e in stream.events if e["phase"] == "built")
     assert stream.last() == {"phase": "failed", "status_code": 500,
                              "message": f"Failed to create temporary user for {image}\n"}
 
 
-def test_fault_spawn_fails_relays_the_hubs_failure(fault):
+def test_fault_spawn_fails_relays_the_hubs_failure(release, fault):
     fault("spawn-fails")
-    stream = build("gh/org/nospawn/HEAD")
+    stream = build(release, "gh/org/nospawn/HEAD")
     failed = stream.last()
     assert failed["phase"] == "failed" and failed["status_code"] == 500
     assert failed["message"].startswith("Spawn failed: ")
 
 
-def test_fault_rate_limited_refuses_at_once(fault):
+def test_fault_rate_limited_refuses_at_once(release, fault):
     fault("rate-limited")
-    stream = build("gh/org/limited/HEAD")
+    stream = build(release, "gh/org/limited/HEAD")
     assert stream.events == [{"phase": "failed", "status_code": 429,
                               "message": "Rate limit exceeded. Try again in 3600 seconds.\n"}]
 
 
-def test_the_runner_follows_upgrades_a_new_ip_and_uninstall(release):
-    """Runs last: it ends with the release uninstalled."""
-    binder_pid = release.running()["binder"]["pid"]
-    release.tool(HELM, "upgrade", "binder", str(CHART), "-n", "binder", "-f", str(release.values),
-                 "--set", "config.BinderHub.base_url=/changed/")
-    moved = f"http://{NODE}:{NODE_PORT}/changed/"
-    _wait_for("the binder under its new base_url", lambda: _status(moved + "versions") == 200)
-    assert _status(BINDER + "versions") == 404 and release.running()["binder"]["pid"] != binder_pid
+def test_the_runner_follows_upgrades_a_new_ip_and_uninstall(tmp_path):
+    """On a release of its own: it ends with the release uninstalled."""
+    with no_process_left(), running_release(tmp_path) as release:
+        binder_pid = release.running()["binder"]["pid"]
+        release.tool(HELM, "upgrade", "binder", str(CHART), "-n", "binder", "-f", str(release.values),
+                     "--set", "config.BinderHub.base_url=/changed/")
+        moved = f"http://{release.node}:{NODE_PORT}/changed/"
+        _wait_for("the binder under its new base_url", lambda: _status(moved + "versions") == 200)
+        assert _status(release.binder + "versions") == 404 and release.running()["binder"]["pid"] != binder_pid
 
-    release.give_proxy_public("127.77.0.11")
-    _wait_for("the hub on the new IP", lambda: _status("http://127.77.0.11/jupyterhub/hub/api/health") == 200)
-    assert _status(HUB + "hub/api/health") is None
+        new_ip = free_address(80)
+        release.give_proxy_public(new_ip)
+        _wait_for("the hub on the new IP", lambda: _status(f"http://{new_ip}/jupyterhub/hub/api/health") == 200)
+        assert _status(release.hub + "hub/api/health") is None
 
-    pids = [app["pid"] for app in release.running().values()]
-    release.tool(HELM, "uninstall", "binder", "-n", "binder")
-    _wait_for("the runner to stop everything", lambda: release.running() == {})
-    assert _status(moved + "versions") is None and _status("http://127.77.0.11/jupyterhub/hub/api/") is None
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+        pids = [app["pid"] for app in release.running().values()]
+        release.tool(HELM, "uninstall", "binder", "-n", "binder")
+        _wait_for("the runner to stop everything", lambda: release.running() == {})
+        assert _status(moved + "versions") is None and _status(f"http://{new_ip}/jupyterhub/hub/api/") is None
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from labcluster import chartrepo
-from tests.conftest import stop
+from tests.conftest import die_with_parent, stop
 
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
@@ -58,7 +58,8 @@ class Lab:
 def _start(argv: list[str], ready: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a server process; wait until it creates `ready`."""
     with log.open("w") as out:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                preexec_fn=die_with_parent)
     deadline = time.monotonic() + 15
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -310,10 +311,12 @@ def test_chart_repository_offers_only_the_pinned_version(lab, tmp_path):
     log = tmp_path / "http.log"
     with log.open("w") as out:
         server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0",
-                                   "--directory", str(repo_dir)], stdout=out, stderr=subprocess.STDOUT)
+                                   "--directory", str(repo_dir)], stdout=out, stderr=subprocess.STDOUT,
+                                  preexec_fn=die_with_parent)
     try:
         deadline = time.monotonic() + 10
-        while "port" not in log.read_text() and time.monotonic() < deadline:
+        while " port " not in log.read_text():
+            assert server.poll() is None and time.monotonic() < deadline, f"http.server did not start: {log.read_text()}"
             time.sleep(0.02)
         port = log.read_text().split(" port ")[1].split()[0]
         url = f"http://127.0.0.1:{port}/"
@@ -410,9 +413,10 @@ def _pods(lab: Lab, app: str) -> dict[str, tuple[str, str | None]]:
 
 
 def _web_pods_once(lab: Lab, ok) -> dict[str, tuple[str, str | None]]:
-    """The `web` pods once `ok(pods)` holds (polled for up to 10 s; then as they are)."""
+    """The `web` pods once `ok(pods)` holds (polled for up to 10 s, then the test fails)."""
     deadline = time.monotonic() + 10
-    while not ok(pods := _pods(lab, "web")) and time.monotonic() < deadline:
+    while not ok(pods := _pods(lab, "web")):
+        assert time.monotonic() < deadline, f"the web pods did not get there in 10 s: {pods}"
         time.sleep(0.1)
     return pods
 

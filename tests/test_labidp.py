@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.conftest import stop
+from tests.conftest import die_with_parent, stop
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENT, SECRET = "jupyterhub", "client-secret-marker-5e1f"
@@ -46,7 +46,7 @@ def idp(tmp_path_factory):
     config, log, port = _write_config(tmp / "idp.json", 0o600), tmp / "idp.log", _free_port()
     with log.open("w") as out:
         proc = subprocess.Popen(_idp_argv(config, port), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20

@@ -7,6 +7,7 @@ import time
 import pytest
 import requests
 
+from fabfile import nginx
 from tests.conftest import lab_inventory, ssh
 
 pytestmark = pytest.mark.lab
@@ -37,6 +38,8 @@ def old_site(lab):
         if fetch("/old/") == (200, "old site"):
             break
         time.sleep(0.2)
+    else:
+        pytest.fail(f"the old site does not answer /old/ 4 s after the reload: {fetch('/old/')}")
     yield ssh(PROXY, f"sudo sha256sum {SITE}")
     ssh(PROXY, f"sudo rm -f {SITE} {SITE}.bhops-*.bak /etc/nginx/sites-enabled/binderhub; "
                "sudo service nginx reload >/dev/null")
@@ -53,7 +56,8 @@ def test_a_value_that_breaks_nginx_leaves_the_old_site_serving(old_site, cli, tm
     assert "bhops" not in ssh(PROXY, "ls -a /tmp")
 
 
-def test_a_failed_probe_restores_the_old_site(old_site, cli, tmp_path):
+def test_a_failed_probe_restores_the_old_site(old_site, cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(nginx, "UPSTREAM_SECONDS", 3)  # an upstream away this long is the new site's fault
     # node3 runs no binder: the new site's /binderhub/ answers 502 through the proxy
     nowhere = lab_inventory(tmp_path, binder_node_address="10.77.0.13")
     code, out = cli("nginx.reload", "--env", "lab", "--inventory", str(nowhere))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -146,15 +147,30 @@ def test_without_a_token_smoke_says_which_token_to_make(auth_inventory, lab_secr
     assert code == 1 and "; or deploy with --skip-smoke" in out
 
 
-def test_binderhub_sends_a_request_without_token_to_log_in(auth_inventory, lab_secrets, cli, monkeypatch):
-    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
+def test_binderhub_answers_a_request_without_token_with_403_forbidden(auth_inventory, cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("BHOPS_INVENTORY", str(tmp_path / "none.yaml"))  # --binder-url needs no inventory
     monkeypatch.delenv("BHOPS_HUB_TOKEN", raising=False)
-    code, out = cli("smoke", "--env", "lab", "--inventory", str(auth_inventory),
-                    "--binder-url", "http://10.77.0.5/binderhub/")
+    code, out = cli("smoke", "--binder-url", "http://10.77.0.5/binderhub/")
     assert code == 1
-    assert ("failed in phase request (302): redirected to http://10.77.0.5/jupyterhub/hub/api/oauth2/authorize "
-            "to log in") in out
-    assert "hint: authentication is on" in out
+    assert "smoke | smoke | failed | failed in phase request (403): Forbidden; hint: no token, or one the hub " \
+           "does not know: authentication is on: set $BHOPS_HUB_TOKEN" in out
+    code, out = cli("smoke", "--binder-url", "http://10.77.0.5/binderhub/", "--auth")  # nothing sent
+    assert code == 1 and "smoke | smoke | failed | authentication is on" in out and "(403)" not in out
+
+
+def test_two_runs_back_to_back_both_pass_and_the_hub_forgets_the_server(auth_inventory, lab_secrets, cli,
+                                                                         monkeypatch):
+    token = hub_token("alice", [BINDER_SCOPE, "access:servers!user=alice"])
+    monkeypatch.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
+    monkeypatch.setenv("BHOPS_HUB_TOKEN", token)
+    for run in (1, 2):
+        started = time.monotonic()
+        code, out = cli("smoke", "--env", "lab", "--inventory", str(auth_inventory), "--repo", "gh/lab-tests/auth/HEAD")
+        assert code == 0, f"run {run}: {out}"
+        assert "409" not in out and "already has a running server" not in out
+        assert re.search(r"smoke.server-stop \| ok \| hub: HTTP 20[24], gone from the hub after", out), out
+        assert hub_users(lab_secrets)["alice"] == {}, f"the hub still lists alice's server after run {run}"
+        assert time.monotonic() - started < 40, f"run {run} took {time.monotonic() - started:.0f} s"
 
 
 def test_a_token_without_access_to_binderhub_is_refused(auth_inventory, lab_secrets, cli, monkeypatch):

@@ -11,7 +11,8 @@ from fabfile.smoke import hint
     (302, "redirected to http://h/jupyterhub/hub/api/oauth2/authorize to log in", "set $BHOPS_HUB_TOKEN"),
     (403, "user bob is not allowed.", "this token's user may not use BinderHub"),
     (403, "Requests from 10.0.0.0/8 are not allowed", "config.BinderHub.ban_networks"),
-    (403, "Forbidden", "config.BinderHub.ban_networks"),
+    (403, "Forbidden", "no token, or one the hub does not know: authentication is on: set $BHOPS_HUB_TOKEN"),
+    (500, "Failed to launch image lab/binder-x:abc\n", "JupyterHub could not start the server"),
     (500, "Failed to create temporary user for lab/binder-x:abc", "the binder's hub token does not match"),
     (500, "Spawn failed: image did not start", "JupyterHub could not start the server"),
 ])

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 import requests
@@ -38,13 +41,34 @@ def running_servers(secrets) -> list[str]:
     return [u["name"] for u in users for s in (u.get("servers") or {}).values() if s.get("ready")]
 
 
-def test_a_full_smoke_passes_and_the_server_is_gone_afterwards(smoke, tmp_path):
-    code, out = smoke("--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"))
+@contextmanager
+def recording() -> Iterator[list[str]]:
+    """Every HTTP request made with requests meanwhile, as text: method, URL, headers and body."""
+    sent: list[str] = []
+    real = requests.Session.send
+
+    def send(self, request, **kwargs):
+        sent.append(f"{request.method} {request.url} {dict(request.headers)} {request.body!r}")
+        return real(self, request, **kwargs)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(requests.Session, "send", send)
+        yield sent
+
+
+def test_a_full_smoke_passes_and_the_server_is_gone_afterwards(smoke, deployed, tmp_path):
+    with recording() as sent:
+        code, out = smoke("--report", str(tmp_path / "r.json"), "--junit", str(tmp_path / "r.xml"))
     assert code == 0, out
+    # The binder service's token stopped the server through the hub Service, over SSH: never on
+    # the public URL (nor anywhere requests went).
+    binder_token = secretfile.load(deployed / "lab.yaml")["binder_api_token"].reveal()
+    assert sent and all(r.split()[1].startswith("http://10.77.0.5/") for r in sent)
+    assert not [r for r in sent if binder_token in r]
+    assert re.search(r"^smoke \| smoke.server-stop \| ok \| hub: HTTP 20[24], gone from the hub after", out, re.M)
+    assert running_servers(deployed) == []
     for phase in ("launching", "ready"):
         assert re.search(rf"^smoke \| {phase} \(\d+\.\d s\)$", out, re.M)
     assert "smoke | smoke.kernel-idle | ok | kernel_info answered, execution_state idle" in out
-    assert "smoke | smoke.server-stop | ok" in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["verdict"] == "passed" and [p["name"] for p in report["phases"]][-1] == "ready"
     assert all(c["ok"] for c in report["checks"])
@@ -94,3 +118,20 @@ def test_a_stream_that_goes_silent_times_out(smoke):
     code, out = smoke("--silence", "3", "--repo", "gh/lab-tests/stalls/HEAD")
     assert code == 1
     assert "failed in phase building: the stream went silent for 3 s" in out
+
+
+def test_binder_url_alone_needs_no_inventory_and_keeps_no_verdict(smoke, deployed, cli, tmp_path, monkeypatch):
+    monkeypatch.setattr("fabfile.smoke.LOGS", tmp_path / "logs")
+    monkeypatch.setenv("BHOPS_INVENTORY", str(tmp_path / "no-such-inventory.yaml"))
+    monkeypatch.delenv("BHOPS_HUB_TOKEN", raising=False)
+    before = running_servers(deployed)
+    code, out = cli("smoke", "--binder-url", "http://10.77.0.5/binderhub/", "--repo", "gh/lab-tests/alone/HEAD")
+    assert code == 0, out
+    assert re.search(r"^smoke \| smoke.server-stop \| ok \| server: HTTP 200, stopped after", out, re.M)
+    assert "RECAP smoke (http://10.77.0.5/binderhub/)" in out
+    assert not (tmp_path / "logs").exists()
+    # Stopped through its own API, the server leaves the hub's list when the hub next polls it.
+    deadline = time.monotonic() + 60
+    while running_servers(deployed) != before:
+        assert time.monotonic() < deadline, f"the hub still lists {running_servers(deployed)}"
+        time.sleep(1)

@@ -13,7 +13,7 @@ from fabfile import inventory, secretfile, values
 from fabfile.inventory import InventoryError
 from fabfile.secretfile import Secret, SecretsError
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "chart-schemas"
+SCHEMAS = Path(__file__).resolve().parent / "data" / "chart-schemas"  # see its README.md
 MARKER = "SECRET-MARKER-7f3a"
 
 INVENTORY = """
