@@ -1,2 +1,5 @@
-"""Entry point for `invoke`: the task namespace lives in the fabfile package."""
-from fabfile import ns  # noqa: F401
+"""Entry point for `invoke` in a checkout: the product's tasks (fabfile) and the lab's (`lab.*`)."""
+from fabfile import ns
+from lab.tasks import ns as lab
+
+ns.add_collection(lab)

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import yaml  # noqa: E402
 from invoke import Program  # noqa: E402
 
-from fabfile import labhosts, ns  # noqa: E402
+from fabfile import ns  # noqa: E402
+from lab import hosts as labhosts  # noqa: E402
 
 
 def task(*args: str) -> float:

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fabric import Config, ThreadingGroup  # noqa: E402
 from invoke import Program  # noqa: E402
 
-from fabfile import labhosts, ns  # noqa: E402
+from fabfile import ns  # noqa: E402
+from lab import hosts as labhosts  # noqa: E402
 
 FRESH = ("printf '%s\\n' '{\"log-driver\": \"json-file\"}' > /etc/docker/daemon.json; "
          "service docker stop >/dev/null 2>&1; service docker start >/dev/null")

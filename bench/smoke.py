@@ -1,5 +1,6 @@
 """The smoke client's own overhead on the lab: its wall time minus the time spent waiting on the
-server (the stream's phases, waiting to ready, and the server checks), median of several runs. Run as root with the lab deployed
+server (the stream's phases, waiting to ready, and the server checks), median of several runs.
+Run as root with the lab deployed
 (`invoke lab.up deploy --env lab`):
 
     .venv/bin/python bench/smoke.py [--runs 5]

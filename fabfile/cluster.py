@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 import time
 
-import yaml
 from fabric import Connection
 
-from . import helm, kube, lock, metallb, remote
+from . import helm, kube, lock, metallb, probes, remote
 from .inventory import Host
-from .results import Result, Status
+from .results import Result, Status, table
 from .session import Run, host_task
 
 ROLLOUT_TIMEOUT = 300
@@ -19,7 +18,7 @@ IP_TIMEOUT = 120
 def namespace(conn: Connection, host: Host, dry_run: bool) -> Result:
     """Create the release's namespace if it does not exist (runbook step 4)."""
     name = host.vars["namespace"]
-    if kube.namespace_exists(conn, host):
+    if probes.namespace_exists(conn, host):
         return Result(host.name, "cluster.namespace", Status.OK, f"namespace {name} exists")
     if dry_run:
         return Result(host.name, "cluster.namespace", Status.CHANGED, f"create namespace {name}")
@@ -27,23 +26,9 @@ def namespace(conn: Connection, host: Host, dry_run: bool) -> Result:
     return Result(host.name, "cluster.namespace", Status.CHANGED, f"created namespace {name}")
 
 
-def workloads(conn: Connection, host: Host) -> tuple[list[str], list[str]]:
-    """The release's deployments and daemonsets, as kind/name: those in the cluster, and those
-    the release's manifest has that the cluster lacks (deleted by hand?)."""
-    items = kube.read_json(conn, host, kube.kubectl(
-        host, "get", "deployments,daemonsets", "--namespace", host.vars["namespace"],
-        "--selector", f"release={host.vars['release']}", "-o", "json"))["items"]
-    found = [f"{i['kind'].lower()}/{i['metadata']['name']}" for i in items]
-    manifest = kube.run(conn, host, kube.helm(host, "get", "manifest", host.vars["release"], "--namespace",
-                                              host.vars["namespace"]), check=False).stdout
-    wanted = [f"{d['kind'].lower()}/{d['metadata']['name']}" for d in yaml.safe_load_all(manifest)
-              if isinstance(d, dict) and d.get("kind") in ("Deployment", "DaemonSet")]
-    return found, [w for w in wanted if w not in found]
-
-
 def wait(conn: Connection, host: Host, timeout: int) -> list[Result]:
     """`kubectl rollout status` on every deployment and daemonset of the release."""
-    found, missing = workloads(conn, host)
+    found, missing = probes.workloads(conn, host)
     lost = [Result(host.name, "cluster.wait", Status.FAILED,
                    f"{name} is in the release but not in the cluster; `helm rollback {host.vars['release']} "
                    f"-n {host.vars['namespace']}` to the current revision recreates it") for name in missing]
@@ -62,11 +47,6 @@ def wait(conn: Connection, host: Host, timeout: int) -> list[Result]:
     return results
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
-
-
 def _pod_row(pod: dict) -> list[str]:
     statuses = pod.get("status", {}).get("containerStatuses", [])
     ready = sum(1 for s in statuses if s.get("ready"))
@@ -78,7 +58,8 @@ def _pod_row(pod: dict) -> list[str]:
 def _service_row(svc: dict) -> list[str]:
     spec = svc["spec"]
     ingress = svc.get("status", {}).get("loadBalancer", {}).get("ingress") or []
-    external = ",".join(i.get("ip", "") for i in ingress) or ("<pending>" if spec["type"] == "LoadBalancer" else "<none>")
+    external = ",".join(i.get("ip", "") for i in ingress) or \
+        ("<pending>" if spec["type"] == "LoadBalancer" else "<none>")
     ports = ",".join(f"{p['port']}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
                      for p in spec.get("ports", []))
     return [svc["metadata"]["name"], spec["type"], spec.get("clusterIP", ""), external, ports]
@@ -87,13 +68,12 @@ def _service_row(svc: dict) -> list[str]:
 def status(conn: Connection, host: Host) -> Result:
     """Read-only: the runbook's step 6 and 9 view, pods and services of the namespace."""
     ns = host.vars["namespace"]
-    pods = kube.read_json(conn, host, kube.kubectl(host, "get", "pods", "--namespace", ns, "-o", "json"))["items"]
-    svcs = kube.read_json(conn, host, kube.kubectl(host, "get", "services", "--namespace", ns, "-o", "json"))["items"]
+    pods, svcs = probes.in_namespace(conn, host, "pods"), probes.in_namespace(conn, host, "services")
     running = sum(1 for p in pods if p.get("status", {}).get("phase") == "Running")
-    table = _table([["POD", "READY", "STATUS", "RESTARTS"]] + [_pod_row(p) for p in pods]) + "\n\n" + \
-        _table([["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]] + [_service_row(s) for s in svcs])
+    view = table([["POD", "READY", "STATUS", "RESTARTS"]] + [_pod_row(p) for p in pods]) + "\n\n" + \
+        table([["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]] + [_service_row(s) for s in svcs])
     return Result(host.name, "cluster.status", Status.OK,
-                  f"namespace {ns}: {len(pods)} pods ({running} running), {len(svcs)} services", table)
+                  f"namespace {ns}: {len(pods)} pods ({running} running), {len(svcs)} services", view)
 
 
 def _patch_type(conn: Connection, host: Host, service: dict, kind: str) -> None:
@@ -106,8 +86,8 @@ def _wait_for_ip(conn: Connection, host: Host, name: str, ip: str, timeout: int)
     """Poll until service `name` (ns/name) holds `ip`; the service then, or None on timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        service = next((s for s in metallb.load_balancers(conn, host) if metallb.name_of(s) == name), None)
-        if service and metallb.external_ip(service) == ip:
+        service = next((s for s in probes.load_balancers(conn, host) if probes.name_of(s) == name), None)
+        if service and probes.external_ip(service) == ip:
             return service
         if time.monotonic() > deadline:
             return None
@@ -115,34 +95,34 @@ def _wait_for_ip(conn: Connection, host: Host, name: str, ip: str, timeout: int)
 
 
 def _pending_reason(conn: Connection, host: Host, name: str) -> str:
-    events = [e for e in metallb.allocation_failures(conn, host)
+    events = [e for e in probes.allocation_failures(conn, host)
               if f"{e['involvedObject'].get('namespace')}/{e['involvedObject']['name']}" == name]
     return f"AllocationFailed: {events[-1].get('message', '').strip()}" if events else \
         "no AllocationFailed event: is MetalLB installed (metallb.install) and the IP in its pool (metallb.pool)?"
 
 
-def floating_ip(conn: Connection, host: Host, fix: bool, dry_run: bool, timeout: int) -> Result:
+def claim_floating_ip(conn: Connection, host: Host, fix: bool, dry_run: bool, timeout: int) -> Result:
     """Make proxy-public hold the floating IP. When other LoadBalancers hold it, name them;
     with `fix`, switch them to NodePort and re-apply proxy-public (runbook step 9)."""
-    step, ip = "cluster.floating-ip", metallb.floating_ip(host)
+    step, ip = "cluster.floating-ip", metallb.inventory_floating_ip(host)
     public_name = f"{host.vars['namespace']}/proxy-public"
-    services = metallb.load_balancers(conn, host)
-    public = next((s for s in services if metallb.name_of(s) == public_name), None)
+    services = probes.load_balancers(conn, host)
+    public = next((s for s in services if probes.name_of(s) == public_name), None)
     if public is None:
         if dry_run:
             return Result(host.name, step, Status.CHANGED, f"wait for {public_name} (made by helm.upgrade) to get {ip}")
         return Result(host.name, step, Status.FAILED, f"{public_name} is not a LoadBalancer service; run helm.upgrade")
-    if metallb.external_ip(public) == ip:
+    if probes.external_ip(public) == ip:
         return Result(host.name, step, Status.OK, f"{public_name} holds {ip}")
-    holders = [s for s in services if metallb.external_ip(s) == ip and s is not public]
+    holders = [s for s in services if probes.external_ip(s) == ip and s is not public]
     if not holders:
         if dry_run:
             return Result(host.name, step, Status.CHANGED, f"wait for {public_name} to get {ip}")
         if _wait_for_ip(conn, host, public_name, ip, timeout):
             return Result(host.name, step, Status.CHANGED, f"{public_name} got {ip}")
         return Result(host.name, step, Status.FAILED, f"waited {timeout} s for {public_name} to get {ip}; it holds "
-                      f"{metallb.external_ip(public) or 'nothing'}; {_pending_reason(conn, host, public_name)}")
-    names = ", ".join(metallb.name_of(s) for s in holders)
+                      f"{probes.external_ip(public) or 'nothing'}; {_pending_reason(conn, host, public_name)}")
+    names = ", ".join(probes.name_of(s) for s in holders)
     if not fix:
         return Result(host.name, step, Status.FAILED,
                       f"{ip} is held by {names}; re-run with --fix to switch {'them' if len(holders) > 1 else 'it'} "
@@ -171,7 +151,7 @@ def floating_ip_task(run: Run, fix=False, timeout=IP_TIMEOUT, break_lock=False):
     """Make proxy-public hold the floating IP, durably (in the chart values) first."""
     with lock.held(run, break_lock) as holding:
         if holding and (helm.release_stage(run) or run.dry_run):
-            run.each(run.control_plane(), "cluster.floating-ip", floating_ip, fix, run.dry_run, timeout)
+            run.each(run.control_plane(), "cluster.floating-ip", claim_floating_ip, fix, run.dry_run, timeout)
 
 
 @host_task("cluster.namespace", name="namespace")

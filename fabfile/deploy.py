@@ -8,13 +8,11 @@ from pathlib import Path
 
 from invoke import Exit
 
-from . import cluster, docker, helm, kube, lock, metallb, nginx, secrets, smoke
+from . import cluster, docker, helm, lock, metallb, nginx, probes, secrets, smoke
 from .inventory import InventoryError
 from .localfiles import LocalFileError, open_private, write_private
 from .results import Result, Status, succeeded
 from .session import Run, host_task
-
-LOGS = smoke.LOGS
 
 
 def cluster_stage(run: Run) -> bool:
@@ -33,9 +31,9 @@ def _recover_pending(run: Run) -> bool:
     """A release left pending by a dropped helm client is rolled back to its last deployed
     revision: deploy holds the lock, so no other operation can be under way."""
     control_plane = run.control_plane()
-    states = run.gather(control_plane, "helm.rollback", kube.observe_release)
+    states = run.gather(control_plane, "helm.rollback", probes.release_state)
     state = states.get(control_plane[0].name)
-    if not state or not state.release or state.release["status"] not in kube.PENDING:
+    if not state or not state.release or state.release["status"] not in probes.PENDING:
         return bool(states)
     run.reporter.note(control_plane[0].name, f"release {state.release['name']} is {state.release['status']}: "
                       "recovering it (this deploy holds the lock)")
@@ -45,7 +43,7 @@ def _recover_pending(run: Run) -> bool:
 def floating_stage(run: Run) -> bool:
     """MetalLB where missing, its pool, then proxy-public on the floating IP: steps 7-9."""
     return metallb.stage(run) and succeeded(run.each(
-        run.control_plane(), "cluster.floating-ip", cluster.floating_ip, False, run.dry_run, cluster.IP_TIMEOUT))
+        run.control_plane(), "cluster.floating-ip", cluster.claim_floating_ip, False, run.dry_run, cluster.IP_TIMEOUT))
 
 
 def smoke_stage(run: Run) -> bool:
@@ -131,9 +129,11 @@ def _run_stages(run: Run, outcome: dict[str, str]) -> None:
         raise Exit(code=130) from None
 
 
-def _log_base(env: str) -> Path:
-    """The log and report's path without suffix: deploy-ENV-TIME, then -2, -3... within a second."""
-    base = stem = LOGS / f"deploy-{env}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+def _log_base(run: Run) -> Path:
+    """The log and report's path in the logs directory, without suffix: deploy-ENV-TIME, then -2,
+    -3... within a second."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = stem = run.settings.logs_dir / f"deploy-{run.env.name}-{stamp}"
     for n in range(2, 100):
         if not Path(f"{base}.log").exists():
             break
@@ -158,7 +158,7 @@ def deploy(run: Run, only=None, from_=None, skip_smoke=False, yes=False, break_l
     """Run the whole runbook on an environment, stage by stage; resumable with --from."""
     outcome = {name: "not run" for name in pick(only, from_, skip_smoke)}
     confirm(run, yes)
-    base = _log_base(run.env.name)
+    base = _log_base(run)
     try:
         run.reporter.log = open_private(Path(f"{base}.log"))
     except LocalFileError as exc:

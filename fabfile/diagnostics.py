@@ -7,18 +7,16 @@ import tarfile
 import time
 from pathlib import Path
 
-import requests
-
 from . import kube, localfiles, remote
 from .connections import ConnectError
 from .remote import RemoteError
 from .session import Run
 from .values import hub_url
 
-OUT = Path(__file__).resolve().parent.parent / "diagnostics"
-
 
 def _http(url: str) -> str:
+    import requests  # loaded only when a bundle is gathered
+
     try:
         response = requests.get(url, timeout=10)
     except requests.RequestException as exc:
@@ -37,22 +35,26 @@ def _remote(run: Run, role: str, commands: dict[str, list[str]], sudo: bool) -> 
 
 
 def collect(run: Run, binder_url: str) -> Path:
-    """Gather the bundle; return the tarball's path (0600, in a 0700 directory: it may still
-    hold what masking cannot recognise; localfiles.LocalFileError when that cannot be)."""
-    localfiles.private_dir(OUT)  # refused before gathering anything
-    cp = run.control_plane()[0]
-    ns, release = cp.vars["namespace"], cp.vars["release"]
-    hub = hub_url(cp)
+    """Gather the bundle into the diagnostics directory; return the tarball's path (0600, in a
+    0700 directory: it may still hold what masking cannot recognise; localfiles.LocalFileError
+    when that cannot be)."""
+    out = run.settings.diagnostics_dir
+    localfiles.private_dir(out)  # refused before gathering anything
+    control_plane = run.control_plane()[0]
+    namespace, release = control_plane.vars["namespace"], control_plane.vars["release"]
+    hub = hub_url(control_plane)
     logs = run.hosts("proxy")[0].vars["nginx_log_dir"]
     files = {
         "binder-health.txt": _http(f"{binder_url}health"),
         "binder-versions.txt": _http(f"{binder_url}versions"),
         "hub-health.txt": _http(f"{hub}hub/api/health"),
         **_remote(run, "control-plane", {
-            "kubectl-get.txt": kube.kubectl(cp, "get", "pods,services,events", "-n", ns, "-o", "wide"),
-            "logs-binder.txt": kube.kubectl(cp, "logs", "deployment/binder", "-n", ns, "--tail=200"),
-            "logs-hub.txt": kube.kubectl(cp, "logs", "deployment/hub", "-n", ns, "--tail=200"),
-            "helm-status.txt": kube.helm(cp, "status", release, "-n", ns),
+            "kubectl-get.txt": kube.kubectl(control_plane, "get", "pods,services,events", "-n", namespace,
+                                            "-o", "wide"),
+            "logs-binder.txt": kube.kubectl(control_plane, "logs", "deployment/binder", "-n", namespace,
+                                            "--tail=200"),
+            "logs-hub.txt": kube.kubectl(control_plane, "logs", "deployment/hub", "-n", namespace, "--tail=200"),
+            "helm-status.txt": kube.helm(control_plane, "status", release, "-n", namespace),
         }, sudo=False),
         **_remote(run, "proxy", {
             "nginx-binderhub-error.log": ["tail", "-n", "100", f"{logs}/binderhub-error.log"],
@@ -67,4 +69,4 @@ def collect(run: Run, binder_url: str) -> Path:
             info = tarfile.TarInfo(f"{run.env.name}-{stamp}/{name}")
             info.size, info.mtime, info.mode = len(data), time.time(), 0o600
             tar.addfile(info, io.BytesIO(data))
-    return localfiles.write_private(OUT / f"{run.env.name}-{stamp}.tar.gz", bundle.getvalue())
+    return localfiles.write_private(out / f"{run.env.name}-{stamp}.tar.gz", bundle.getvalue())

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from fabric import Connection
 
-from . import daemon_config as dj
-from . import kube, remote
+from . import daemon_config, kube, probes, remote
 from .connections import ConnectError
 from .inventory import Host
+from .probes import DockerState
 from .remote import RemoteError
 from .results import Result, Status
 from .session import Run, host_task
@@ -17,14 +17,6 @@ from .session import Run, host_task
 STEP = "docker.mirror"
 STATUS_STEP = "docker.status"
 DOCKER_WAIT = 60  # seconds docker may take to answer after a start or restart
-
-_PROBE = r'''conf=$1
-if [ -d /run/systemd/system ]; then echo manager=systemd; else echo manager=sysvinit; fi
-if command -v dockerd >/dev/null 2>&1; then echo dockerd=yes; else echo dockerd=no; fi
-sed -n 's/.*--container-runtime-endpoint=\([^ "]*\).*/endpoint=\1/p' /var/lib/kubelet/kubeadm-flags.env 2>/dev/null
-if m=$(docker info --format '{{json .RegistryConfig.Mirrors}}' 2>/dev/null); then echo "mirrors=$m"; fi
-if [ -e "$conf" ]; then echo ---; cat -- "$conf"; fi
-'''
 
 _WAIT = r'''i=0
 while [ "$i" -lt "$1" ]; do
@@ -43,17 +35,6 @@ _VALIDATE = r'''if dockerd --help 2>&1 | grep -q -- --validate; then exec docker
 
 
 @dataclass(frozen=True)
-class NodeState:
-    """What a node's docker looks like: service manager, runtime, live mirrors, the file."""
-
-    manager: str
-    has_dockerd: bool
-    kubelet_endpoint: str
-    mirrors: list[str] | None  # None: docker is not answering
-    text: str | None  # None: no daemon.json
-
-
-@dataclass(frozen=True)
 class Plan:
     """What converging one node takes: maybe a new file, then a service action."""
 
@@ -65,48 +46,39 @@ class Plan:
 
     @property
     def diff(self) -> str:
-        return dj.diff(self.old_text, self.new_text) if self.write else ""
+        return daemon_config.diff(self.old_text, self.new_text) if self.write else ""
 
 
-def observe(conn: Connection, host: Host) -> NodeState:
-    """Probe a node in one command: service manager, kubelet runtime, docker info, daemon.json."""
-    out = remote.run(conn, host, remote.script(_PROBE, dj.PATH)).stdout
-    head, sep, text = out.partition("---\n")
-    facts = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
-    manager = host.vars["docker_service"]
-    return NodeState(
-        manager=facts["manager"] if manager == "auto" else manager,
-        has_dockerd=facts.get("dockerd") == "yes",
-        kubelet_endpoint=facts.get("endpoint", ""),
-        mirrors=(json.loads(facts["mirrors"]) or []) if "mirrors" in facts else None,
-        text=text if sep else None,
-    )
+def observe(conn: Connection, host: Host) -> DockerState:
+    """A node's docker and daemon.json, probed in one command."""
+    return probes.docker(conn, host, daemon_config.PATH)
 
 
-def decide(host: Host, state: NodeState) -> Plan | Result:
+def decide(host: Host, state: DockerState) -> Plan | Result:
     """A Plan when the node needs a change, else the Result that says why not."""
     wanted = host.vars["docker_mirrors"]
     if "containerd" in state.kubelet_endpoint:
         return Result(host.name, STEP, Status.SKIPPED,
                       f"kubelet uses containerd ({state.kubelet_endpoint}), not docker: daemon.json "
-                      "would change nothing; set the mirror in containerd's /etc/containerd/certs.d/docker.io/hosts.toml")
+                      "would change nothing; set the mirror in containerd's "
+                      "/etc/containerd/certs.d/docker.io/hosts.toml")
     if not state.has_dockerd:
         return Result(host.name, STEP, Status.SKIPPED, "docker is not installed on this node")
     try:
-        current = dj.parse(state.text)
-    except dj.DaemonJsonError as exc:
+        current = daemon_config.parse(state.text)
+    except daemon_config.DaemonJsonError as exc:
         return Result(host.name, STEP, Status.FAILED, str(exc))
-    merged = dj.merge(current, wanted)
+    merged = daemon_config.merge(current, wanted)
     write = merged != current
-    if not write and dj.same_mirrors(state.mirrors, wanted):
+    if not write and daemon_config.same_mirrors(state.mirrors, wanted):
         return Result(host.name, STEP, Status.OK, f"docker uses {', '.join(wanted)}")
     if state.mirrors is None:
         action = "start"
-    elif state.manager == "systemd" and not dj.needs_restart(current, merged):
+    elif state.manager == "systemd" and not daemon_config.needs_restart(current, merged):
         action = "reload"
     else:
         action = "restart"
-    return Plan(state.text, dj.render(merged), write, state.manager, action)
+    return Plan(state.text, daemon_config.render(merged), write, state.manager, action)
 
 
 def _wait_for_docker(conn: Connection, host: Host) -> list[str]:
@@ -120,7 +92,8 @@ def _wait_for_docker(conn: Connection, host: Host) -> list[str]:
 
 @dataclass(frozen=True)
 class Drain:
-    """Moves a node's pods away (kubectl on the control plane) while its docker restarts."""
+    """Moves a node's pods away (kubectl on the control plane) while its docker restarts, and
+    lets them back after."""
 
     conn: Connection
     host: Host
@@ -128,13 +101,15 @@ class Drain:
     def _kubectl(self, *args: str) -> None:
         kube.run(self.conn, self.host, kube.kubectl(self.host, *args), timeout=self.host.command_timeout + 180)
 
-    def out(self, node: Host) -> str:
+    def cordon_and_drain(self, node: Host) -> str:
+        """Cordon the node and evict its pods; its Kubernetes name."""
         name = node.vars["k8s_node_name"] or node.name
         self._kubectl("cordon", name)
         self._kubectl("drain", name, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=180s")
         return name
 
-    def back(self, name: str) -> None:
+    def uncordon(self, name: str) -> None:
+        """Let pods be scheduled on the node again."""
         self._kubectl("uncordon", name)
 
 
@@ -144,15 +119,15 @@ def apply(conn: Connection, host: Host, plans: dict[str, Plan], drain: Drain | N
     With `drain`, a node is cordoned and drained before a restart, uncordoned after it."""
     plan = plans[host.name]
     wanted = host.vars["docker_mirrors"]
-    drained = drain.out(host) if drain and plan.action != "reload" else None
+    drained = drain.cordon_and_drain(host) if drain and plan.action != "reload" else None
     backup = None
     if plan.write:
-        backup = remote.write(conn, host, dj.PATH, plan.new_text, "0644",
+        backup = remote.write(conn, host, daemon_config.PATH, plan.new_text, "0644",
                               validate=lambda path: remote.script(_VALIDATE, path))
     try:
         remote.service(conn, host, plan.manager, "docker", plan.action)
         mirrors = _wait_for_docker(conn, host)
-        if not dj.same_mirrors(mirrors, wanted):
+        if not daemon_config.same_mirrors(mirrors, wanted):
             raise RemoteError(f"docker info reports mirrors {mirrors} after the {plan.action}")
     except RemoteError as exc:
         undo = f"; {_roll_back(conn, host, plan, backup)}" if plan.write else ""
@@ -160,7 +135,7 @@ def apply(conn: Connection, host: Host, plans: dict[str, Plan], drain: Drain | N
             if drained else ""
         return Result(host.name, STEP, Status.FAILED, f"{exc}{undo}{left}")
     if drained:
-        drain.back(drained)
+        drain.uncordon(drained)
     what = ("wrote daemon.json, " if plan.write else "") + (f"drained {drained}, " if drained else "")
     again = f", uncordoned {drained}" if drained else ""
     return Result(host.name, STEP, Status.CHANGED,
@@ -171,7 +146,7 @@ def _roll_back(conn: Connection, host: Host, plan: Plan, backup: str | None) -> 
     """Restore the previous daemon.json and restart docker on it; say how that went."""
     restored = f"restored the previous daemon.json{f' from {backup}' if backup else ' (removed the new one)'}"
     try:
-        remote.restore(conn, host, dj.PATH, backup)
+        remote.restore(conn, host, daemon_config.PATH, backup)
         state = observe(conn, host)
         remote.service(conn, host, plan.manager, "docker", "start" if state.mirrors is None else "restart")
         _wait_for_docker(conn, host)

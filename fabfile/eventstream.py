@@ -5,8 +5,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-TERMINAL = ("ready", "failed", "failure")
-
 
 @dataclass(frozen=True)
 class Event:

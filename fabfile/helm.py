@@ -7,20 +7,14 @@ import yaml
 from fabric import Connection
 from invoke import Exit
 
-from . import kube, lock, values
+from . import kube, lock, probes, values
 from .inventory import Host
 from .remote import RemoteError
 from .results import Result, Status, succeeded
 from .session import Run, host_task
 
 
-def _find_chart(conn: Connection, host: Host) -> bool:
-    rows = kube.read_json(conn, host, kube.helm(host, "search", "repo", kube.chart(host), "--version",
-                                                host.vars["chart_version"], "--devel", "--output", "json"))
-    return any(r["version"] == host.vars["chart_version"] for r in rows or [])
-
-
-def repo(conn: Connection, host: Host, states: dict[str, kube.RepoState], dry_run: bool) -> Result:
+def repo(conn: Connection, host: Host, states: dict[str, probes.RepoState], dry_run: bool) -> Result:
     """Add the chart repository (or re-point it), and update it only if the pinned chart is missing."""
     step, name, url = "helm.repo", host.vars["chart_repo_name"], host.vars["chart_repo_url"]
     state = states[host.name]
@@ -35,10 +29,8 @@ def repo(conn: Connection, host: Host, states: dict[str, kube.RepoState], dry_ru
             return Result(host.name, step, Status.CHANGED, f"update repository {name}")
         kube.run(conn, host, kube.helm(host, "repo", "update", name))
         done.append(f"updated {name}")
-        if not _find_chart(conn, host):
-            listed = kube.read_json(conn, host, kube.helm(host, "search", "repo", kube.chart(host), "--versions",
-                                                          "--devel", "--output", "json"))
-            latest = ", ".join(r["version"] for r in (listed or [])[:5]) or "none"
+        if not probes.chart_found(conn, host):
+            latest = ", ".join(probes.chart_versions(conn, host)[:5]) or "none"
             return Result(host.name, step, Status.FAILED,
                           f"chart {kube.chart(host)} version {host.vars['chart_version']} is not in {url} "
                           f"(newest there: {latest}); fix chart_version in hosts.yaml")
@@ -48,7 +40,7 @@ def repo(conn: Connection, host: Host, states: dict[str, kube.RepoState], dry_ru
 
 
 def _stuck(conn: Connection, host: Host, release: dict, env: str) -> Result:
-    revisions = kube.history(conn, host)
+    revisions = probes.history(conn, host)
     good = [r["revision"] for r in revisions if r["status"] in ("deployed", "superseded")]
     trail = ", ".join(f"{r['revision']} {r['status']}" for r in revisions[-5:])
     fix = (f"`invoke helm.rollback --env {env} --revision {good[-1]}`" if good
@@ -58,7 +50,7 @@ def _stuck(conn: Connection, host: Host, release: dict, env: str) -> Result:
                   f"nothing was changed; recover with {fix}, then re-run")
 
 
-def current(host: Host, state: kube.ReleaseState, rendered: values.Values) -> bool:
+def current(host: Host, state: probes.ReleaseState, rendered: values.Values) -> bool:
     """Whether the deployed revision already runs the pinned chart with these values."""
     release = state.release
     return bool(release and release["status"] == "deployed"
@@ -66,7 +58,7 @@ def current(host: Host, state: kube.ReleaseState, rendered: values.Values) -> bo
                 and state.values == rendered.merged())
 
 
-def upgrade(conn: Connection, host: Host, states: dict[str, kube.ReleaseState], namespaces: dict[str, bool],
+def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState], namespaces: dict[str, bool],
             rendered: values.Values, env: str, dry_run: bool) -> Result:
     """Install or upgrade the release when the chart version or the values differ from the
     deployed revision: validate with `helm template`, then upgrade. The values, secrets
@@ -76,7 +68,7 @@ def upgrade(conn: Connection, host: Host, states: dict[str, kube.ReleaseState], 
     chart_id = f"{kube.CHART}-{version}"
     state = states[host.name]
     release, deployed = state.release, state.values
-    if release and release["status"] in kube.PENDING:
+    if release and release["status"] in probes.PENDING:
         return _stuck(conn, host, release, env)
     wanted = rendered.merged()
     if current(host, state, rendered):
@@ -99,7 +91,7 @@ def upgrade(conn: Connection, host: Host, states: dict[str, kube.ReleaseState], 
         return Result(host.name, step, Status.FAILED, f"values rejected before any change: {exc}")
     kube.run(conn, host, kube.helm(host, "upgrade", "--install", name, *chart, "--cleanup-on-fail"),
              stdin=document, timeout=host.command_timeout + 600)
-    after = kube.release(conn, host) or {}
+    after = probes.listed_release(conn, host) or {}
     return Result(host.name, step, Status.CHANGED,
                   f"{'upgraded' if release else 'installed'} {name}: revision {after.get('revision')} "
                   f"{after.get('status')}", patch)
@@ -107,7 +99,7 @@ def upgrade(conn: Connection, host: Host, states: dict[str, kube.ReleaseState], 
 
 def show_values(conn: Connection, host: Host, rendered: values.Values) -> Result:
     """Read-only: the rendered values, secrets masked, and the diff against the release."""
-    state = kube.observe_release(conn, host)
+    state = probes.release_state(conn, host)
     release, deployed = state.release, state.values
     wanted = rendered.merged()
     state = "match the deployed revision" if deployed == wanted else (
@@ -120,8 +112,8 @@ def show_values(conn: Connection, host: Host, rendered: values.Values) -> Result
 def rollback(conn: Connection, host: Host, revision: int | None, dry_run: bool) -> Result:
     """Roll the release back to `revision` (default: the last deployed one before now)."""
     step = "helm.rollback"
-    kube.preflight(conn, host)
-    revisions = kube.history(conn, host)
+    probes.namespace_exists(conn, host)  # a missing tool or an unreachable cluster raises with its fix
+    revisions = probes.history(conn, host)
     if not revisions:
         return Result(host.name, step, Status.FAILED, f"release {host.vars['release']} does not exist")
     good = [r["revision"] for r in revisions[:-1] if r["status"] in ("deployed", "superseded")]
@@ -134,7 +126,7 @@ def rollback(conn: Connection, host: Host, revision: int | None, dry_run: bool) 
         return Result(host.name, step, Status.CHANGED, f"roll back to revision {target}")
     kube.run(conn, host, kube.helm(host, "rollback", host.vars["release"], str(target),
                                    "--namespace", host.vars["namespace"]))
-    after = kube.release(conn, host) or {}
+    after = probes.listed_release(conn, host) or {}
     return Result(host.name, step, Status.CHANGED,
                   f"rolled back to revision {target}: now revision {after.get('revision')} {after.get('status')}")
 
@@ -144,7 +136,7 @@ def release_stage(run: Run) -> bool:
     both succeeded. A release already current needs no repository: it is not consulted."""
     host = run.control_plane()
     rendered = values.render(host[0], run.env.name, run.secrets())
-    releases = run.gather(host, "helm.upgrade", kube.observe_release)
+    releases = run.gather(host, "helm.upgrade", probes.release_state)
     if not releases:
         return False
     if current(host[0], releases[host[0].name], rendered):
@@ -152,7 +144,7 @@ def release_stage(run: Run) -> bool:
                                  "not consulted: the release already runs the pinned chart"))
         return succeeded(run.each(host, "helm.upgrade", upgrade, releases, {}, rendered, run.env.name,
                                   run.dry_run))
-    repos = run.gather(host, "helm.repo", kube.observe_repo)
+    repos = run.gather(host, "helm.repo", probes.repo_state)
     namespaces = {name: state.namespace for name, state in repos.items()}
     return bool(repos) and succeeded(run.each(host, "helm.repo", repo, repos, run.dry_run)) and \
         succeeded(run.each(host, "helm.upgrade", upgrade, releases, namespaces, rendered, run.env.name,
@@ -163,7 +155,7 @@ def release_stage(run: Run) -> bool:
 def repo_task(run: Run):
     """Add and update the chart repository on the control plane, as the pinned chart needs."""
     host = run.control_plane()
-    run.each(host, "helm.repo", repo, run.gather(host, "helm.repo", kube.observe_repo), run.dry_run)
+    run.each(host, "helm.repo", repo, run.gather(host, "helm.repo", probes.repo_state), run.dry_run)
 
 
 _BREAK_LOCK = {"break_lock": "take over the deploy lock even though someone holds it"}

@@ -21,7 +21,8 @@ import yaml
 from paramiko.config import SSHConfig
 from paramiko.ssh_exception import ConfigParseError, CouldNotCanonicalize
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "hosts.yaml"
+from . import settings
+
 ROLES = ("node", "control-plane", "proxy")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a host name or ssh_config alias
 _USER = re.compile(r"[^\s@:/]+")
@@ -489,8 +490,9 @@ def _read(path: Path) -> Any:
 
 
 def load(env: str, path: Path | str | None = None) -> Environment:
-    """Read the inventory at `path` and return environment `env`, fully checked."""
-    path = Path(path or os.environ.get("BHOPS_INVENTORY") or DEFAULT_PATH)
+    """Read the inventory at `path` (default: the `inventory` setting from the environment and
+    defaults) and return environment `env`, fully checked."""
+    path = Path(path) if path else settings.resolve().inventory
     data = _block(_read(path), str(path), {"defaults", "environments"})
     defaults = _block(data.get("defaults"), f"{path}: defaults", _CONNECTION_KEYS | {"vars"})
     envs = _block(data.get("environments"), f"{path}: environments")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from fabric import Connection
 
-from . import kube
+from . import kube, probes
 from .inventory import Host
 from .remote import RemoteError
 from .results import Result, Status, succeeded
@@ -111,7 +111,7 @@ def held(run: Run, break_lock: bool = False) -> Iterator[bool]:
         except LockError as exc:
             return Result(host.name, STEP, Status.FAILED, str(exc))
         except RemoteError:
-            kube.preflight(conn, host)  # a missing tool or an unreachable cluster: that, with its fix
+            probes.namespace_exists(conn, host)  # a missing tool or an unreachable cluster: that, with its fix
             raise
         return Result(host.name, STEP, Status.OK, note)
 

@@ -3,45 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from fabric import Connection
 
-from . import kube, remote
+from . import kube, probes, remote
 from .inventory import Host, InventoryError
-from .remote import RemoteError
+from .probes import MetalLB, external_ip, name_of
 from .results import Result, Status, succeeded
 from .session import Run, host_task
 
-NAMESPACE = "metallb-system"
-CRD_VERSION = (0, 13)  # MetalLB 0.13 replaced the ConfigMap with IPAddressPool/L2Advertisement
-
-
-@dataclass(frozen=True)
-class MetalLB:
-    """The MetalLB found on the cluster and its configuration, in whichever format it reads."""
-
-    version: tuple[int, ...] | None  # None: not installed
-    image: str
-    pools: dict[str, list[str]]  # pool name: addresses
-    advertised: bool  # (0.13+) an L2Advertisement exists
-
-    @property
-    def uses_crds(self) -> bool:
-        return bool(self.version) and self.version >= CRD_VERSION
-
-    def describe(self) -> str:
-        return f"MetalLB {'.'.join(map(str, self.version))}" if self.version else "MetalLB is not installed"
+NAMESPACE = probes.METALLB_NAMESPACE
 
 
 def wanted_addresses(host: Host) -> list[str]:
     """The pool's addresses: `metallb_addresses`, else the floating IP alone; the floating IP
     must be one of them."""
-    ip = floating_ip(host)
+    ip = inventory_floating_ip(host)
     addresses = list(host.vars["metallb_addresses"]) or [f"{ip}/32"]
     if not _contains(addresses, ip):
         raise InventoryError(f"host {host.name}: floating_ip {ip} is outside metallb_addresses "
@@ -49,7 +29,8 @@ def wanted_addresses(host: Host) -> list[str]:
     return addresses
 
 
-def floating_ip(host: Host) -> str:
+def inventory_floating_ip(host: Host) -> str:
+    """The inventory's floating IP (the one proxy-public must hold); refused when not set."""
     ip = host.vars["floating_ip"]
     if not ip:
         raise InventoryError(f"host {host.name}: vars.floating_ip is not set; give the IP proxy-public "
@@ -67,38 +48,6 @@ def _contains(pool: list[str], ip: str) -> bool:
         elif address in ipaddress.IPv4Network(entry, strict=False):
             return True
     return False
-
-
-def _version(image: str) -> tuple[int, ...] | None:
-    match = re.search(r":v?(\d+)\.(\d+)(?:\.(\d+))?", image)
-    return tuple(int(g) for g in match.groups() if g is not None) if match else None
-
-
-def observe(conn: Connection, host: Host) -> MetalLB:
-    """Find MetalLB's controller (its image tag is the version) and read its pools."""
-    out = kube.probe(conn, host, {
-        "deployments": kube.kubectl(host, "get", "deployments", "-n", NAMESPACE, "-o", "json"),
-        "configmap": kube.kubectl(host, "get", "configmap", "config", "-n", NAMESPACE, "-o", "json"),
-        "crs": kube.kubectl(host, "get", "ipaddresspools.metallb.io,l2advertisements.metallb.io",
-                            "-n", NAMESPACE, "-o", "json"),
-    })
-    if not out["deployments"].ok:
-        raise RemoteError(f"cannot list MetalLB's deployments: {remote.tail(out['deployments'].stderr)}")
-    images = [c["image"] for d in json.loads(out["deployments"].stdout)["items"]
-              if d["metadata"]["name"] == "controller" for c in d["spec"]["template"]["spec"]["containers"]]
-    version = _version(images[0]) if images else None
-    pools: dict[str, list[str]] = {}
-    advertised = False
-    if version and version >= CRD_VERSION and out["crs"].ok:
-        for item in json.loads(out["crs"].stdout)["items"]:
-            if item["kind"] == "IPAddressPool":
-                pools[item["metadata"]["name"]] = list(item.get("spec", {}).get("addresses") or [])
-            elif item["kind"] == "L2Advertisement":
-                advertised = True
-    elif version and out["configmap"].ok:
-        config = yaml.safe_load(json.loads(out["configmap"].stdout).get("data", {}).get("config") or "") or {}
-        pools = {p["name"]: list(p.get("addresses") or []) for p in config.get("address-pools") or []}
-    return MetalLB(version, images[0] if images else "", pools, advertised)
 
 
 def _pool_objects(host: Host, state: MetalLB, addresses: list[str]) -> list[dict]:
@@ -119,7 +68,7 @@ def _pool_objects(host: Host, state: MetalLB, addresses: list[str]) -> list[dict
 def pool(conn: Connection, host: Host, dry_run: bool) -> Result:
     """Make MetalLB's pool hold the inventory's addresses, in the format its version reads."""
     step, name = "metallb.pool", host.vars["metallb_pool_name"]
-    state = observe(conn, host)
+    state = probes.metallb(conn, host)
     addresses = wanted_addresses(host)
     if not state.version and dry_run:
         return Result(host.name, step, Status.CHANGED, f"set pool {name} to {addresses} once MetalLB is installed")
@@ -135,7 +84,8 @@ def pool(conn: Connection, host: Host, dry_run: bool) -> Result:
     fmt = "IPAddressPool + L2Advertisement" if state.uses_crds else "ConfigMap metallb-system/config"
     current = state.pools.get(name)
     if current == addresses and (state.advertised or not state.uses_crds):
-        return Result(host.name, step, Status.OK, f"{state.describe()}: pool {name} holds {', '.join(addresses)} ({fmt})")
+        return Result(host.name, step, Status.OK,
+                      f"{state.describe()}: pool {name} holds {', '.join(addresses)} ({fmt})")
     patch = f"pool {name}: {current or '(none)'} -> {addresses}"
     if dry_run:
         return Result(host.name, step, Status.CHANGED, f"{state.describe()}: set {patch} ({fmt})")
@@ -146,7 +96,7 @@ def pool(conn: Connection, host: Host, dry_run: bool) -> Result:
 def install(conn: Connection, host: Host, manifest: str, dry_run: bool) -> Result:
     """Apply MetalLB's manifest where no MetalLB controller runs, then wait for its rollout."""
     step = "metallb.install"
-    state = observe(conn, host)
+    state = probes.metallb(conn, host)
     if state.version:
         return Result(host.name, step, Status.OK, f"{state.describe()} runs ({state.image})")
     if dry_run:
@@ -158,42 +108,20 @@ def install(conn: Connection, host: Host, manifest: str, dry_run: bool) -> Resul
             kube.run(conn, host, kube.kubectl(host, "apply", "-f", f"{directory}/metallb.yaml"))
     kube.run(conn, host, kube.kubectl(host, "rollout", "status", "deployment/controller", "-n", NAMESPACE,
                                       "--timeout=180s"), timeout=host.command_timeout + 180)
-    return Result(host.name, step, Status.CHANGED, f"installed {observe(conn, host).describe()} from {manifest}")
-
-
-def load_balancers(conn: Connection, host: Host) -> list[dict]:
-    """Every LoadBalancer service of the cluster."""
-    items = kube.read_json(conn, host, kube.kubectl(host, "get", "services", "--all-namespaces", "-o", "json"))["items"]
-    return [s for s in items if s["spec"]["type"] == "LoadBalancer"]
-
-
-def external_ip(service: dict) -> str | None:
-    ingress = service.get("status", {}).get("loadBalancer", {}).get("ingress") or []
-    return ingress[0].get("ip") if ingress else None
-
-
-def name_of(service: dict) -> str:
-    return f"{service['metadata']['namespace']}/{service['metadata']['name']}"
-
-
-def allocation_failures(conn: Connection, host: Host) -> list[dict]:
-    """MetalLB's AllocationFailed events, newest last."""
-    items = kube.read_json(conn, host, kube.kubectl(host, "get", "events", "--all-namespaces",
-                                                    "--field-selector", "reason=AllocationFailed", "-o", "json"))["items"]
-    return items
+    return Result(host.name, step, Status.CHANGED, f"installed {probes.metallb(conn, host).describe()} from {manifest}")
 
 
 def audit(conn: Connection, host: Host) -> Result:
     """Read-only: pools, every LoadBalancer and its IP, who holds the floating IP, and why
     pending services are pending."""
-    state = observe(conn, host)
+    state = probes.metallb(conn, host)
     ip = host.vars["floating_ip"]
-    services = load_balancers(conn, host)
+    services = probes.load_balancers(conn, host)
     lines = [f"{state.describe()}; pools: " + ("; ".join(f"{n}: {', '.join(a)}" for n, a in state.pools.items())
                                                 or "none")]
     lines += [f"{name_of(s):40} {external_ip(s) or '<pending>'}" for s in services]
     pending = {name_of(s) for s in services if not external_ip(s)}
-    for event in allocation_failures(conn, host):
+    for event in probes.allocation_failures(conn, host):
         target = f"{event['involvedObject'].get('namespace')}/{event['involvedObject']['name']}"
         if target in pending:
             lines.append(f"{target}: AllocationFailed: {event.get('message', '').strip()}")

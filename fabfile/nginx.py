@@ -2,7 +2,6 @@
 steps 10, 11 and 13)."""
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -10,18 +9,12 @@ from urllib.parse import urlparse
 
 from fabric import Connection
 
-from . import kube, metallb, remote
+from . import probes, remote
 from .inventory import Host, InventoryError
-from .rendering import render
+from .probes import ClusterFacts
 from .results import Result, Status, succeeded
 from .session import Run, host_task
 from .values import hub_url, public_url
-
-_PROBE = r'''site=$1
-if [ -d /run/systemd/system ]; then echo manager=systemd; else echo manager=sysvinit; fi
-if command -v nginx >/dev/null 2>&1; then echo nginx=yes; else echo nginx=no; fi
-if [ -e "$site" ]; then echo ---; cat -- "$site"; fi
-'''
 
 # The whole configuration as nginx would load it, with our site replaced by the candidate:
 # a copy of /etc/nginx whose absolute paths point into the copy.
@@ -66,15 +59,6 @@ fi
 
 
 @dataclass(frozen=True)
-class ClusterFacts:
-    """Where the site must send traffic, as the cluster says."""
-
-    node_address: str | None
-    node_port: int | None
-    floating_ip: str | None  # proxy-public's external IP
-
-
-@dataclass(frozen=True)
 class Site:
     """The site's paths on the proxy host."""
 
@@ -85,26 +69,6 @@ class Site:
 def site_paths(host: Host) -> Site:
     name = host.vars["nginx_site"]
     return Site(f"/etc/nginx/sites-available/{name}", f"/etc/nginx/sites-enabled/{name}")
-
-
-def cluster_facts(conn: Connection, host: Host) -> ClusterFacts:
-    """The binder NodePort, proxy-public's IP and a node's address, read on the control plane."""
-    ns = host.vars["namespace"]
-    out = kube.probe(conn, host, {
-        "binder": kube.kubectl(host, "get", "service", "binder", "-n", ns, "-o", "json"),
-        "public": kube.kubectl(host, "get", "service", "proxy-public", "-n", ns, "-o", "json"),
-        "nodes": kube.kubectl(host, "get", "nodes", "-o", "json"),
-    })
-    binder = json.loads(out["binder"].stdout) if out["binder"].ok else {}
-    public = json.loads(out["public"].stdout) if out["public"].ok else {}
-    nodes = json.loads(out["nodes"].stdout)["items"] if out["nodes"].ok else []
-    ports = [p.get("nodePort") for p in binder.get("spec", {}).get("ports", []) if p.get("nodePort")]
-    wanted = host.vars["k8s_node_name"] or host.name
-    nodes.sort(key=lambda n: n["metadata"]["name"] != wanted)  # the control plane's own node first
-    addresses = [a["address"] for n in nodes for a in n.get("status", {}).get("addresses", [])
-                 if a.get("type") == "InternalIP"]
-    return ClusterFacts(addresses[0] if addresses else None, ports[0] if ports else None,
-                        metallb.external_ip(public) if public else None)
 
 
 def site_context(run: Run, host: Host, facts: ClusterFacts | None) -> dict:
@@ -130,13 +94,6 @@ def site_context(run: Run, host: Host, facts: ClusterFacts | None) -> dict:
             "floating_ip": floating, "log_dir": host.vars["nginx_log_dir"]}
 
 
-def _observe(conn: Connection, host: Host, site: Site) -> tuple[str, bool, str | None]:
-    out = remote.run(conn, host, remote.script(_PROBE, site.available)).stdout
-    head, sep, text = out.partition("---\n")
-    facts = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
-    return facts["manager"], facts["nginx"] == "yes", text if sep else None
-
-
 def _probe(conn: Connection, host: Host, context: dict) -> list[str]:
     """Requests through the proxy that did not answer 200, as `path -> status`. A reload is
     graceful (old workers finish first), so a failure is retried for a few seconds, and for
@@ -158,10 +115,16 @@ def _probe(conn: Connection, host: Host, context: dict) -> list[str]:
         time.sleep(0.5)
 
 
+def render_site(context: dict) -> str:
+    """The site file's text for `context` (see `site_context`)."""
+    from .rendering import render  # jinja2: imported only by the tasks that render
+
+    return render("nginx-site.conf.j2", **context)
+
+
 def reload_site(conn: Connection, host: Host, contexts: dict[str, dict], dry_run: bool) -> Result:
     """Render the site and install it (see `install_site`)."""
-    return install_site(conn, host, render("nginx-site.conf.j2", **contexts[host.name]), contexts[host.name],
-                        dry_run, "nginx.reload")
+    return install_site(conn, host, render_site(contexts[host.name]), contexts[host.name], dry_run, "nginx.reload")
 
 
 def install_site(conn: Connection, host: Host, text: str, context: dict, dry_run: bool, step: str) -> Result:
@@ -169,8 +132,9 @@ def install_site(conn: Connection, host: Host, text: str, context: dict, dry_run
     `nginx -t`, back up and swap the file atomically, reload, probe through the proxy, and
     restore the backup (and reload) when the probe fails."""
     site = site_paths(host)
-    manager, has_nginx, live = _observe(conn, host, site)
-    if not has_nginx:
+    state = probes.nginx(conn, host, site.available)
+    manager, live = state.manager, state.site
+    if not state.has_nginx:
         return Result(host.name, step, Status.FAILED, f"nginx is not installed on {host.name}: apt-get install nginx")
     if live == text:
         return Result(host.name, step, Status.OK, f"{site.available} is current")
@@ -182,7 +146,8 @@ def install_site(conn: Connection, host: Host, text: str, context: dict, dry_run
                           check=False)
         if test.failed:
             return Result(host.name, step, Status.FAILED,
-                          f"nginx -t rejected the new site; the live one is untouched: {remote.tail(test.stdout)}", patch)
+                          f"nginx -t rejected the new site; the live one is untouched: {remote.tail(test.stdout)}",
+                          patch)
         backup = remote.write(conn, host, site.available, text, "0644")
     remote.run(conn, host, remote.script(_ENABLE, site.available, site.enabled))
     remote.service(conn, host, manager, "nginx", "reload")
@@ -213,7 +178,7 @@ def check(conn: Connection, host: Host, facts: ClusterFacts | None, deployed: di
     floating IP must agree; one failed result per mismatch, with its fix."""
     step, problems = "nginx.check", []
     v, site = host.vars, site_paths(host)
-    live = _observe(conn, host, site)[2]
+    live = probes.nginx(conn, host, site.available).site
     config = ((deployed or {}).get("config") or {}).get("BinderHub") or {}
     hub = ((deployed or {}).get("jupyterhub") or {}).get("hub") or {}
     expected = {"config.BinderHub.base_url": (config.get("base_url"), v["binder_base_url"]),
@@ -246,13 +211,14 @@ def check(conn: Connection, host: Host, facts: ClusterFacts | None, deployed: di
         problems.append(f"proxy-public holds {facts.floating_ip or 'no IP'}, the inventory's floating_ip is "
                         f"{v['floating_ip']}: run cluster.floating-ip")
     if not problems:
-        return [Result(host.name, step, Status.OK, "base URLs, hub_url, nginx locations, NodePort and floating IP agree")]
+        return [Result(host.name, step, Status.OK,
+                       "base URLs, hub_url, nginx locations, NodePort and floating IP agree")]
     return [Result(host.name, step, Status.FAILED, p) for p in problems]
 
 
 def cluster_facts_of(run: Run) -> ClusterFacts | None:
     """The cluster's facts for the site, read on the control plane (None if it cannot be read)."""
-    return run.gather(run.control_plane(), "nginx", cluster_facts).get(run.control_plane()[0].name)
+    return run.gather(run.control_plane(), "nginx", probes.cluster_facts).get(run.control_plane()[0].name)
 
 
 def reload_stage(run: Run) -> bool:
@@ -274,6 +240,6 @@ def check_task(run: Run):
     """Check that base URLs, hub_url, nginx routes, NodePort and floating IP agree."""
     control_plane = run.control_plane()[0]
     facts = cluster_facts_of(run)
-    released = run.gather(run.control_plane(), "nginx.check", kube.observe_release).get(control_plane.name)
+    released = run.gather(run.control_plane(), "nginx.check", probes.release_state).get(control_plane.name)
     deployed = released.values if released and released.release else None
     run.each(run.hosts("proxy"), "nginx.check", check, facts, deployed)

@@ -161,7 +161,12 @@ class Reporter:
             counts[r.host][r.status] += 1
         headers = ["HOST"] + [self.label(s).upper() for s in Status]
         rows = [[host] + [str(c[s]) for s in Status] for host, c in counts.items()]
-        widths = [max(len(row[i]) for row in [headers] + rows) for i in range(len(headers))]
-        fmt = lambda row: "  ".join(  # noqa: E731
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-        return "\n".join([f"RECAP {title}", fmt(headers)] + [fmt(row) for row in rows])
+        return f"RECAP {title}\n" + table([headers] + rows, right_from=1)
+
+
+def table(rows: list[list[str]], right_from: int | None = None) -> str:
+    """Rows as aligned columns two spaces apart; columns from `right_from` on (counts) are
+    right-aligned, the others left-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.rjust(w) if right_from is not None and i >= right_from else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows)

@@ -1,6 +1,7 @@
 """The per-environment secrets file: made once, mode 0600, outside git, never printed.
 
-`secrets/<env>.yaml` beside hosts.yaml (or in `$BHOPS_SECRETS_DIR`) holds the chart's secrets.
+`<env>.yaml` in the secrets directory (setting `secrets_dir`: `secrets/` beside the inventory,
+or `$BHOPS_SECRETS_DIR`) holds the chart's secrets.
 Values are wrapped in `Secret`, whose repr and str never show them.
 """
 from __future__ import annotations
@@ -13,10 +14,8 @@ from typing import Callable, Iterable, Mapping
 
 import yaml
 
-from . import localfiles
+from . import localfiles, settings
 from .results import MASK
-
-REPO = Path(__file__).resolve().parent.parent
 
 #: Made here like the runbook's `openssl rand -hex 32`, and what rotating each one breaks.
 GENERATED = {
@@ -26,10 +25,7 @@ GENERATED = {
                           "proxy restart on the next helm.upgrade; users' open sessions drop briefly",
 }
 #: Given by the operator, from these environment variables or a prompt.
-PROVIDED = {
-    "registry_password": "BHOPS_REGISTRY_PASSWORD",
-    "oauth_client_secret": "BHOPS_OAUTH_CLIENT_SECRET",
-}
+PROVIDED = {name: settings.SECRET_ENV[name] for name in ("registry_password", "oauth_client_secret")}
 #: Put in the file by the operator if wanted; never asked for.
 OPTIONAL = {
     "smoke_hub_token": "the JupyterHub API token `smoke` sends when authentication is on ($BHOPS_HUB_TOKEN wins)",
@@ -63,9 +59,9 @@ class Secret:
         return hash(self._value)
 
 
-def path_for(env: str) -> Path:
-    """Where environment `env` keeps its secrets."""
-    return Path(os.environ.get("BHOPS_SECRETS_DIR") or REPO / "secrets") / f"{env}.yaml"
+def path_for(env: str, secrets_dir: Path) -> Path:
+    """Where environment `env` keeps its secrets in `secrets_dir` (a run's `settings.secrets_dir`)."""
+    return secrets_dir / f"{env}.yaml"
 
 
 def load(path: Path) -> dict[str, Secret]:

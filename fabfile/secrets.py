@@ -8,7 +8,7 @@ import sys
 from fabric import Connection
 from invoke import Exit
 
-from . import kube, secretfile, values
+from . import probes, secretfile, values
 from .inventory import Host
 from .results import Result, Status
 from .secretfile import PROVIDED, SecretsError
@@ -27,13 +27,13 @@ def _ask(name: str) -> str | None:
 
 def deployed_secrets(conn: Connection, host: Host) -> dict[str, str]:
     """The secrets the running release was given, if there is one (they are never printed)."""
-    return values.secrets_in(kube.observe_release(conn, host).values)
+    return values.secrets_in(probes.release_state(conn, host).values)
 
 
 def stage(run: Run, rotate: str | None = None) -> list[Result]:
     """Make the environment's missing chart secrets (runbook step 3): recovered from the
     deployed release where it has them, else generated or asked for; never regenerated."""
-    path = secretfile.path_for(run.env.name)
+    path = run.secrets_path
     control_plane = run.control_plane()
     needed = values.needed_secrets(control_plane[0])
     try:
@@ -63,7 +63,7 @@ def init(run: Run, rotate=None):
     if rotate == "":
         raise Exit(f"--rotate needs the name of a secret: one of {', '.join(secretfile.GENERATED)}")
     try:  # before any host is reached
-        secretfile.check_rotate(secretfile.path_for(run.env.name), rotate)
+        secretfile.check_rotate(run.secrets_path, rotate)
     except SecretsError as exc:
         raise Exit(str(exc)) from None
     stage(run, rotate)

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import invoke
@@ -15,7 +16,7 @@ import paramiko
 from fabric import Connection
 from invoke import Context, Exit, task
 
-from . import inventory, secretfile
+from . import inventory, secretfile, settings
 from .connections import ConnectError, Pool
 from .inventory import Environment, Host, InventoryError
 from .remote import RemoteError
@@ -30,7 +31,8 @@ HELP = {
     "limit": "only these hosts, comma-separated (names as in hosts.yaml)",
     "dry_run": "probe for real, change nothing, and show what would change",
     "parallel": "how many hosts to work on at once (default 10)",
-    "inventory": "inventory file (default: hosts.yaml beside tasks.py, or $BHOPS_INVENTORY)",
+    "inventory": "inventory file (default: $BHOPS_INVENTORY, else the config's `inventory`, else hosts.yaml "
+                 "here, or beside tasks.py under invoke)",
     "accept_new_host_keys": "trust host keys missing from known_hosts, for this run only",
 }
 #: The same for read-only tasks, which have no --dry-run.
@@ -78,18 +80,24 @@ _LOST = (EOFError, socket.error, paramiko.SSHException)
 
 @dataclass
 class Run:
-    """What the steps of one task run share: hosts, connections and the reporter."""
+    """What the steps of one task run share: hosts, connections, the reporter and the settings."""
 
     env: Environment
     dry_run: bool = False
     parallel: int = 10
     pool: Pool = field(default_factory=Pool)
     reporter: Reporter = field(default_factory=Reporter)
+    settings: settings.Settings = field(default_factory=settings.resolve)
+
+    @property
+    def secrets_path(self) -> Path:
+        """The environment's secrets file."""
+        return secretfile.path_for(self.env.name, self.settings.secrets_dir)
 
     def secrets(self) -> dict[str, Secret]:
         """The environment's chart secrets, masked from now on in everything printed. A dry
         run stands in placeholders for the ones a real run would make first."""
-        path = secretfile.path_for(self.env.name)
+        path = self.secrets_path
         try:
             values = secretfile.load(path) if path.exists() or not self.dry_run else {}
         except SecretsError as exc:
@@ -142,7 +150,8 @@ class Run:
             for future in as_completed(futures):
                 on_done(future.result())
         except KeyboardInterrupt:
-            self.reporter.note("interrupt", "stopping: letting the steps under way finish (Ctrl-C again to abandon them)")
+            self.reporter.note("interrupt",
+                               "stopping: letting the steps under way finish (Ctrl-C again to abandon them)")
             raise
         finally:
             for future in futures:
@@ -191,14 +200,15 @@ def session(c: Context, env: str | None, title: str, *, limit: str | None = None
         raise Exit("Invoke's --dry would skip the probes and still upload; use the task's --dry-run")
     if parallel < 1:
         raise Exit(f"--parallel must be at least 1, not {parallel}")
+    run_settings = settings.resolve(c.config, inventory_path)
     try:
-        environment = inventory.load(env or "", inventory_path)
+        environment = inventory.load(env or "", run_settings.inventory)
         if limit:
             environment = environment.limited([n.strip() for n in limit.split(",") if n.strip()])
     except InventoryError as exc:
         raise Exit(str(exc)) from None
-    run = Run(environment, dry_run=dry_run, parallel=parallel,
-              pool=Pool(accept_new_host_keys), reporter=Reporter(dry_run=dry_run))
+    run = Run(environment, dry_run=dry_run, parallel=parallel, pool=Pool(accept_new_host_keys),
+              reporter=Reporter(dry_run=dry_run), settings=run_settings)
     try:
         yield run
     except InventoryError as exc:

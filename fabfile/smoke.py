@@ -12,17 +12,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
 import paramiko
-import requests
-import websocket
 from fabric import Connection
 from invoke import Context, Exit, task
 
-from . import diagnostics, kube, secretfile, values
+from . import kube, secretfile, settings, values
 from .connections import ConnectError
 from .eventstream import Event, events, lines
 from .inventory import Host
@@ -31,8 +29,10 @@ from .remote import RemoteError
 from .results import Reporter, Result, Status
 from .session import READ_HELP, Run, Task, session
 
+if TYPE_CHECKING:  # requests and websocket are imported by the functions that use them
+    import requests
+
 DEFAULT_REPO = "gh/binder-examples/requirements/HEAD"
-LOGS = Path(__file__).resolve().parent.parent / "logs"
 PROGRESS_EVERY = 30  # seconds between progress lines while the stream is open
 STOP_WAIT = 120      # seconds the stopped server may take to leave the hub (a pod's grace period)
 STEP = "smoke"
@@ -41,7 +41,7 @@ STEP = "smoke"
 #: (gh: org/repo/ref; gl and git: the URL-escaped project or repository URL, then the ref).
 PROVIDERS = {"gh": 3, "gl": 2, "git": 2, "zenodo": 1, "figshare": 1, "hydroshare": 1, "dataverse": 1, "ckan": 1}
 
-TOKEN_ENV = "BHOPS_HUB_TOKEN"
+TOKEN_ENV = settings.SECRET_ENV["hub_token"]
 AUTH_HINT = (f"authentication is on: set ${TOKEN_ENV} (or smoke_hub_token in the secrets file) to a JupyterHub "
              "API token made on the hub's /hub/token page with the scopes access:services!service=binder and "
              "access:servers!user=<its user>")
@@ -208,6 +208,8 @@ def follow(http: requests.Session, url: str, headers: dict, report: Report, say:
            timeout: float, silence: float) -> Event | None:
     """Read the build stream until `ready` or `failed` (then close it); None when it went silent
     or ran out of time (the report says which). A progress line comes every PROGRESS_EVERY s."""
+    import requests
+
     start = time.monotonic()
     done = threading.Event()
     try:
@@ -293,6 +295,8 @@ def kernel_status(url: str, kernel_id: str, token: str, timeout: float) -> str:
     """Ask the kernel for kernel_info over its websocket, as a notebook does, and return the
     execution_state it reports when done ("idle"), or what went wrong. A kernel nobody has
     talked to stays "starting" in the REST API, so only a real round trip proves it works."""
+    import websocket
+
     ws_url = "ws" + url[len("http"):] + f"api/kernels/{kernel_id}/channels"
     msg_id = uuid.uuid4().hex
     request = {"header": {"msg_id": msg_id, "msg_type": "kernel_info_request", "username": "smoke",
@@ -382,6 +386,8 @@ def stop_through_hub(hub: Hub, server_url: str) -> Check:
 def stop_through_server(http: requests.Session, url: str, token: str) -> Check:
     """Ask the server itself to shut down, then wait until it no longer answers (the hub
     may list it until it next polls its servers)."""
+    import requests
+
     auth = {"Authorization": f"token {token}"}
     try:
         stopped = http.post(f"{url}api/shutdown", headers=auth, timeout=30)
@@ -404,6 +410,8 @@ def stop_through_server(http: requests.Session, url: str, token: str) -> Check:
 def use_server(http: requests.Session, ready: Event, allowed: tuple[str, ...], token: str | None,
                hub: Hub | None, kernel_timeout: float) -> list[Check]:
     """The server checks, then the stop; the token goes only to a server under `allowed`."""
+    import requests
+
     url, server_token = ready.data.get("url") or "", token or ready.data.get("token") or ""
     if not any(within(url, base) for base in allowed):
         checks = [Check("server url", False, f"ready.url {url} is not under {' or '.join(allowed)}: "
@@ -423,6 +431,8 @@ def use_server(http: requests.Session, ready: Event, allowed: tuple[str, ...], t
 def smoke_run(reporter: Reporter, opts: Options, binder_url: str, allowed: tuple[str, ...], token: str | None,
               hub: Hub | None, report: Report) -> Report:
     """The whole smoke test against `binder_url`; results go to `reporter`, facts to `report`."""
+    import requests
+
     say = lambda text: reporter.note(STEP, text)  # noqa: E731
     headers = {"Authorization": f"token {token}"} if token else {}
     reporter.hide([token or ""])
@@ -515,14 +525,14 @@ def reports_written(report: Report, json_path: Path | None, junit_path: Path | N
 
 # -- on an environment --------------------------------------------------------------------------
 
-def _verdict_file(env: str) -> Path:
-    return LOGS / f"smoke-{env}.json"
+def _verdict_file(run: Run) -> Path:
+    return run.settings.logs_dir / f"smoke-{run.env.name}.json"
 
 
-def last_verdict(env: str) -> str:
+def last_verdict(run: Run) -> str:
     """The verdict of the environment's last smoke test, with its time."""
     try:
-        data = json.loads(_verdict_file(env).read_text())
+        data = json.loads(_verdict_file(run).read_text())
     except (OSError, ValueError):
         return "never run (invoke smoke)"
     return f"{data['verdict']} at {data['at']}" + (f" ({data['message']})" if data.get("message") else "")
@@ -530,7 +540,7 @@ def last_verdict(env: str) -> str:
 
 def _file_secrets(run: Run) -> dict[str, secretfile.Secret]:
     """The environment's secrets file, or nothing when it has none (smoke can run without one)."""
-    return run.secrets() if secretfile.path_for(run.env.name).exists() else {}
+    return run.secrets() if run.secrets_path.exists() else {}
 
 
 def user_token(run: Run | None) -> str | None:
@@ -569,6 +579,8 @@ def on_env(run: Run, opts: Options, report: Report, advice: str = "") -> Report:
 
 
 def collect_diagnostics(run: Run, url: str, report: Report) -> None:
+    from . import diagnostics  # requests: imported only when a failure needs the bundle
+
     try:
         report.diagnostics = str(diagnostics.collect(run, url))
     except LocalFileError as exc:
@@ -578,9 +590,9 @@ def collect_diagnostics(run: Run, url: str, report: Report) -> None:
 
 
 def record_verdict(run: Run, report: Report) -> None:
-    """Keep the verdict in logs/smoke-ENV.json (0600) for `invoke status`."""
+    """Keep the verdict in the logs directory's smoke-ENV.json (0600) for `invoke status`."""
     try:
-        write_private(_verdict_file(run.env.name), run.reporter.masked(json.dumps({
+        write_private(_verdict_file(run), run.reporter.masked(json.dumps({
             "verdict": report.verdict, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "message": report.message})))
     except LocalFileError as exc:

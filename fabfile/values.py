@@ -9,7 +9,6 @@ from typing import Mapping
 import yaml
 
 from .inventory import Host, InventoryError
-from .rendering import render as render_template
 from .secretfile import MASK, Secret
 
 
@@ -55,6 +54,8 @@ def needed_secrets(host: Host) -> list[str]:
 
 def render(host: Host, env: str, secrets: Mapping[str, Secret]) -> Values:
     """Render both files for the control-plane `host` of environment `env`."""
+    from .rendering import render as render_template  # jinja2: imported only by the tasks that render
+
     missing = [n for n in ("binder_api_token", "proxy_secret_token", *needed_secrets(host)) if n not in secrets]
     if missing:
         raise InventoryError(f"the secrets file of {env} lacks {', '.join(missing)}; "

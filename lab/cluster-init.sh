@@ -1,8 +1,8 @@
 #!/bin/sh
 # The lab's cluster, started by host-init.sh on the control-plane host: real helm and
-# kubectl on PATH, the Kubernetes API emulator (labcluster) on ADDRESS:6443 with the deploy
+# kubectl on PATH, the Kubernetes API emulator (lab.cluster) on ADDRESS:6443 with the deploy
 # user's kubeconfig, a Helm chart repository on ADDRESS:8879 holding the stand-in chart, and
-# the runner (labapps) that runs the release's workloads.
+# the runner (lab.apps) that runs the release's workloads.
 #
 # Usage: cluster-init.sh REPO ADDRESS NODE=IP...
 set -eu
@@ -21,12 +21,12 @@ mkdir -p "$state/charts"
 nodes=""
 for node in "$@"; do nodes="$nodes --node $node"; done
 # shellcheck disable=SC2086 # one word per --node option
-PYTHONPATH=$repo setsid "$python" -m labcluster serve --address "$address" --port 6443 \
+PYTHONPATH=$repo setsid "$python" -m lab.cluster serve --address "$address" --port 6443 \
 	--kubeconfig "$state/kubeconfig" --state "$state/objects.json" --announce-dev eth0 \
 	--pod-logs "$state/pod-logs" $nodes \
 	</dev/null >>/var/log/labcluster.log 2>&1 &
 
-PYTHONPATH=$repo "$python" -m labcluster chart-repo --out "$state/charts" \
+PYTHONPATH=$repo "$python" -m lab.cluster chart-repo --out "$state/charts" \
 	--url "http://$address:8879/" --helm "$tools/helm" >>/var/log/labcluster.log 2>&1
 setsid "$python" -m http.server --bind "$address" --directory "$state/charts" 8879 \
 	</dev/null >>/var/log/chart-repo.log 2>&1 &
@@ -42,7 +42,7 @@ install -d -o deploy -g deploy -m 700 /home/deploy/.kube
 install -o deploy -g deploy -m 600 "$state/kubeconfig" /home/deploy/.kube/config
 
 # The release's workloads, as a kubelet would run them: the binder API on its NodePort and a
-# real JupyterHub whose proxy listens on proxy-public's IP (see labapps/runner.py).
-PYTHONPATH=$repo setsid "$python" -m labapps run --api "http://$address:6443" --namespace binder \
+# real JupyterHub whose proxy listens on proxy-public's IP (see lab/apps/runner.py).
+PYTHONPATH=$repo setsid "$python" -m lab.apps run --api "http://$address:6443" --namespace binder \
 	--node-address "$address" --state-dir /var/lib/labapps --pod-logs "$state/pod-logs" \
 	</dev/null >>/var/log/labapps.log 2>&1 &

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Init of one lab host, run by tini (PID 1) inside the host's own network, mount,
-# UTS and PID namespaces; fabfile/labhosts.py starts it and has already made the
+# UTS and PID namespaces; lab/hosts.py starts it and has already made the
 # network (eth0 with the host's address) and the host's directory.
 #
 # Usage: host-init.sh NAME ROLE HOST_DIR TEMPLATE_DIR CLIENT_PUBKEY [NODE=IP...]
@@ -9,7 +9,7 @@
 #   HOST_DIR  the host's state: upper/ and work/ (overlays), root/, home/,
 #             docker/ (/var/lib/docker), sshd.log
 # HOST_DIR, TEMPLATE_DIR and CLIENT_PUBKEY are outside the directories the host gets
-# privately (labhosts.hosts_dir sees to it): an overlay's upper dir cannot be in its lower.
+# privately (lab.hosts.hosts_dir sees to it): an overlay's upper dir cannot be in its lower.
 set -eu
 name=$1 role=$2 dir=$3 template=$4 pubkey=$5
 shift 5

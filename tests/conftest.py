@@ -18,7 +18,8 @@ import yaml
 from fabric import Connection
 from invoke import Program
 
-from fabfile import labhosts, ns
+from fabfile import ns
+from lab import hosts as labhosts
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_NETWORK = ipaddress.ip_network("10.77.0.0/24")

@@ -120,7 +120,8 @@ def test_a_stuck_release_is_detected_and_rollback_recovers_it(cluster, cli):
     code, out = cli("helm.upgrade", "--env", "lab")
     assert code == 1
     assert ("failed | release binder is stuck in pending-upgrade (history: 1 deployed, 2 pending-upgrade); "
-            "nothing was changed; recover with `invoke helm.rollback --env lab --revision 1`") in line(out, "helm.upgrade")
+            "nothing was changed; recover with `invoke helm.rollback --env lab --revision 1`") \
+        in line(out, "helm.upgrade")
     code, out = cli("helm.rollback", "--env", "lab")
     assert code == 0 and "changed | rolled back to revision 1: now revision 3 deployed" in line(out, "helm.rollback")
     code, out = cli("helm.upgrade", "--env", "lab")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from fabfile import labhosts
+from lab import hosts as labhosts
 from tests.conftest import REPO, lab_inventory, ssh
 from tests.test_cluster_lab import _put_release_in_pending_upgrade
 
@@ -101,14 +101,16 @@ def test_production_needs_confirmation_and_bad_input_is_refused(env_secrets, cli
     assert cli("deploy", "--env", "lab", "--inventory", str(inventory), "--only", "secrets", "--yes")[0] == 0
 
     code, out = cli("deploy", "--env", "lab", "--only", "nodes,bogus")
-    assert code == 1 and "unknown stage 'bogus'; stages, in order: nodes, secrets, cluster, metallb, proxy, smoke" in out
+    assert code == 1
+    assert "unknown stage 'bogus'; stages, in order: nodes, secrets, cluster, metallb, proxy, smoke" in out
     broken = tmp_path / "broken.yaml"
     broken.write_text("environments: {lab: [\n")
     code, out = cli("deploy", "--env", "lab", "--inventory", str(broken))
     assert code == 1 and "not valid YAML" in out
     outside = tmp_path / "outside"
     outside.mkdir()
-    code, out = cli("metallb.pool", "--env", "lab", "--inventory", str(lab_inventory(outside, floating_ip="10.77.0.250")))
+    outside_pool = lab_inventory(outside, floating_ip="10.77.0.250")
+    code, out = cli("metallb.pool", "--env", "lab", "--inventory", str(outside_pool))
     assert code == 1 and "floating_ip 10.77.0.250 is outside metallb_addresses" in out
     nochart = tmp_path / "nochart"
     nochart.mkdir()
@@ -273,7 +275,8 @@ def test_diagnose_runs_without_a_secrets_file_and_fails_when_it_reaches_no_host(
     dead.mkdir()
     code, out = cli("diagnose", "--env", "lab", "--inventory", str(lab_inventory(dead, _dead(*_dead()))))
     assert code == 1
-    assert re.search(r"lab-node1 \| diagnose \| unreachable", out) and re.search(r"lab-proxy \| diagnose \| unreachable", out)
+    assert re.search(r"lab-node1 \| diagnose \| unreachable", out)
+    assert re.search(r"lab-proxy \| diagnose \| unreachable", out)
 
 
 def test_status_without_a_secrets_file_says_so_and_checks_the_rest(deployed, cli, tmp_path, monkeypatch):

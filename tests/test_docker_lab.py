@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fabfile import labhosts
+from lab import hosts as labhosts
 from tests.conftest import ssh
 
 pytestmark = pytest.mark.lab
@@ -144,7 +144,8 @@ def test_a_containerd_node_is_skipped_and_left_alone(fresh, cli):
     before = daemon_json("lab-node3")
     code, out = cli("docker.mirror", "--env", "lab")
     assert code == 0, out
-    assert "lab-node3 | docker.mirror | skipped | kubelet uses containerd (unix:///run/containerd/containerd.sock)" in out
+    assert ("lab-node3 | docker.mirror | skipped | kubelet uses containerd "
+            "(unix:///run/containerd/containerd.sock)") in out
     assert daemon_json("lab-node3") == before
 
 

@@ -1,4 +1,5 @@
 """Inventory loading and every refusal, without any host."""
+import dataclasses
 import textwrap
 
 import pytest
@@ -56,7 +57,7 @@ def test_defaults_apply_when_nothing_is_set(tmp_path):
 
 def test_hosts_are_frozen(tmp_path):
     host = inventory.load("prod", write(tmp_path, BASE)).hosts[0]
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         host.port = 1
     with pytest.raises(TypeError):
         host.vars["docker_service"] = "sysvinit"

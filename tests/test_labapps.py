@@ -1,7 +1,7 @@
-"""The lab's BinderHub workloads (labapps), used as a client of a deployed BinderHub would use them.
+"""The lab's BinderHub workloads (lab.apps), used as a client of a deployed BinderHub would use them.
 
 The API emulator holds the stand-in chart installed with the real helm; proxy-public gets a
-load-balancer IP as MetalLB would give it; the runner (`python -m labapps run`) then runs the
+load-balancer IP as MetalLB would give it; the runner (`python -m lab.apps run`) then runs the
 binder API and a real JupyterHub from the release. Everything listens on loopback addresses
 picked per run (127.a.b.c where the ports are free, so that runs on one machine do not meet): the
 binder on the node's address, the hub's public proxy on port 80 of the "floating" IP (root needed).
@@ -123,7 +123,7 @@ class Release:
         return json.loads((self.state / "status.json").read_text())["running"]
 
     def fault(self, name: str) -> None:
-        subprocess.run([sys.executable, "-m", "labapps", "fault", name, "--file", str(self.state / "faults.json")],
+        subprocess.run([sys.executable, "-m", "lab.apps", "fault", name, "--file", str(self.state / "faults.json")],
                        cwd=REPO, check=True, capture_output=True)
 
 
@@ -139,7 +139,7 @@ def running_release(workdir: Path):
     every process stopped at the end, the runner's own checked to be gone."""
     node, floating_ip = free_address(*NODE_PORTS), free_address(80)
     kubeconfig = workdir / "kubeconfig"
-    emulator = _start([sys.executable, "-m", "labcluster", "serve", "--address", "127.0.0.1", "--port", "0",
+    emulator = _start([sys.executable, "-m", "lab.cluster", "serve", "--address", "127.0.0.1", "--port", "0",
                        "--kubeconfig", str(kubeconfig), "--ready-delay", "0.2"], workdir / "labcluster.log")
     runner = None
     try:
@@ -161,7 +161,7 @@ def running_release(workdir: Path):
         lab.tool(KUBECTL, "create", "namespace", "binder")
         lab.tool(HELM, "upgrade", "--install", "binder", str(CHART), "-n", "binder", "-f", str(values))
         api = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-        runner = _start([sys.executable, "-m", "labapps", "run", "--api", api, "--namespace", "binder",
+        runner = _start([sys.executable, "-m", "lab.apps", "run", "--api", api, "--namespace", "binder",
                          "--node-address", node, "--nodeport-address", node, "--state-dir", str(lab.state),
                          "--interval", "0.2", "--keepalive", str(KEEPALIVE), "--hold-open", str(HOLD_OPEN)],
                         workdir / "runner.out")

@@ -16,7 +16,7 @@ import aiohttp.web
 import pytest
 import yaml
 
-from labcluster import chartrepo
+from lab.cluster import chartrepo
 from tests.conftest import die_with_parent, stop
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ def _start(argv: list[str], ready: Path, log: Path, env: dict[str, str] | None =
 def _emulator(workdir: Path, *args: str, env: dict[str, str] | None = None):
     """The emulator on 127.0.0.1 (a free port it picks), stopped by its PID at the end."""
     kubeconfig = workdir / "kubeconfig"
-    proc = _start([sys.executable, "-m", "labcluster", "serve", "--address", "127.0.0.1", "--port", "0",
+    proc = _start([sys.executable, "-m", "lab.cluster", "serve", "--address", "127.0.0.1", "--port", "0",
                    "--kubeconfig", str(kubeconfig), "--ready-delay", "0.2", *args], kubeconfig, workdir / "server.log",
                   env)
     try:
@@ -316,7 +316,8 @@ def test_chart_repository_offers_only_the_pinned_version(lab, tmp_path):
     try:
         deadline = time.monotonic() + 10
         while " port " not in log.read_text():
-            assert server.poll() is None and time.monotonic() < deadline, f"http.server did not start: {log.read_text()}"
+            assert server.poll() is None and time.monotonic() < deadline, \
+                f"http.server did not start: {log.read_text()}"
             time.sleep(0.02)
         port = log.read_text().split(" port ")[1].split()[0]
         url = f"http://127.0.0.1:{port}/"
@@ -335,8 +336,8 @@ def test_chart_repository_offers_only_the_pinned_version(lab, tmp_path):
 
 def test_a_fault_injected_with_kmocks_dsl_reaches_kubectl(tmp_path):
     """In-process use: kmock reactions answer before the emulator, e.g. to fail one endpoint."""
-    from labcluster.api import LabCluster
-    from labcluster.server import write_kubeconfig
+    from lab.cluster.api import LabCluster
+    from lab.cluster.server import write_kubeconfig
 
     async def scenario() -> tuple[int, str, str]:
         emulator = LabCluster()

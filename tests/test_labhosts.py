@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fabfile import labhosts
+from lab import hosts as labhosts
 
 
 @pytest.mark.parametrize("top", labhosts.PRIVATE_DIRS)

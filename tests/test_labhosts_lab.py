@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from fabfile import labhosts
+from lab import hosts as labhosts
 from tests.conftest import ssh
 
 pytestmark = pytest.mark.lab

@@ -1,4 +1,4 @@
-"""The lab's identity provider (`python -m labapps idp`), used over loopback as a browser and a client would."""
+"""The lab's identity provider (`python -m lab.apps idp`), used over loopback as a browser and a client would."""
 from __future__ import annotations
 
 import json
@@ -35,7 +35,7 @@ def _write_config(path: Path, mode: int) -> Path:
 
 
 def _idp_argv(config: Path, port: int) -> list[str]:
-    return [sys.executable, "-m", "labapps", "idp", "--config", str(config), "--address", "127.0.0.1",
+    return [sys.executable, "-m", "lab.apps", "idp", "--config", str(config), "--address", "127.0.0.1",
             "--port", str(port)]
 
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from fabfile import labhosts
+from lab import hosts as labhosts
 from tests.conftest import lab_inventory, ssh
 
 pytestmark = pytest.mark.lab
@@ -68,7 +68,8 @@ def test_pool_as_ipaddresspool_for_metallb_0_14_and_proxy_public_holds_the_ip(ba
     assert code == 0 and "(IPAddressPool + L2Advertisement)" in out
     pools = json.loads(ssh(CP, "kubectl get ipaddresspools -n metallb-system -o json"))["items"]
     assert [p["spec"]["addresses"] for p in pools] == [["10.77.0.240-10.77.0.245"]]
-    assert ssh(CP, "kubectl get l2advertisements -n metallb-system -o name").strip() == "l2advertisement.metallb.io/default"
+    assert ssh(CP, "kubectl get l2advertisements -n metallb-system -o name").strip() == \
+        "l2advertisement.metallb.io/default"
     code, out = cli("cluster.floating-ip", "--env", "lab")
     assert code == 0 and f"binder/proxy-public holds {IP}" in out
     assert holds("binder", "proxy-public") == IP

@@ -91,7 +91,8 @@ def test_check_names_each_mismatch_with_its_fix(old_site, cli, tmp_path, monkeyp
     code, out = cli("nginx.check", "--env", "lab", "--inventory", str(lab_inventory(moved, binder_base_url="/binder/")))
     assert code == 1
     failures = [l.split(" | ", 3)[3] for l in out.splitlines() if l.startswith("lab-proxy | nginx.check | failed")]
-    assert "config.BinderHub.base_url is '/binderhub/' in the release, the inventory says '/binder/': run helm.upgrade" in failures
+    assert ("config.BinderHub.base_url is '/binderhub/' in the release, the inventory says '/binder/': "
+            "run helm.upgrade") in failures
     assert "the site has no `location /binder/` (base URLs changed?): run nginx.reload" in failures
     assert "the site has no `location /jupyterhub/` (base URLs changed?): run nginx.reload" in failures
 

@@ -100,6 +100,7 @@ def test_masking_leaves_other_text_alone():
 
 def test_the_diagnostics_bundle_is_private_and_masked(tmp_path, monkeypatch):
     import base64
+    import dataclasses
     import os
     import stat
     import tarfile
@@ -116,7 +117,7 @@ def test_the_diagnostics_bundle_is_private_and_masked(tmp_path, monkeypatch):
     out = tmp_path / "diagnostics"
     out.mkdir()
     os.chmod(out, 0o755)
-    monkeypatch.setattr(diagnostics, "OUT", out)
+    run.settings = dataclasses.replace(run.settings, diagnostics_dir=out)
     encoded = base64.b64encode(SECRET.encode()).decode()
     with pytest.raises(localfiles.LocalFileError, match=rf"run `chmod 700 {out}`"):
         diagnostics.collect(run, f"http://127.0.0.1:1/{encoded}/")

@@ -180,7 +180,7 @@ def test_a_ready_url_on_another_host_gets_no_token(cli, monkeypatch):
 
 def test_a_binder_url_run_never_writes_an_environments_verdict(cli, no_token, monkeypatch, tmp_path):
     logs = tmp_path / "logs"
-    monkeypatch.setattr(smoke, "LOGS", logs)
+    monkeypatch.setenv("BHOPS_LOGS_DIR", str(logs))
     monkeypatch.setenv("BHOPS_SECRETS_DIR", str(tmp_path / "secrets"))
     inventory = tmp_path / "hosts.yaml"
     inventory.write_text(yaml.safe_dump({"environments": {"site": {

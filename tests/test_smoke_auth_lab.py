@@ -1,5 +1,5 @@
 """smoke with authentication on, on the lab: the release's GenericOAuthenticator logs users in
-against the lab's identity provider (`python -m labapps idp`, playing the site's IAM), a user
+against the lab's identity provider (`python -m lab.apps idp`, playing the site's IAM), a user
 makes a JupyterHub API token as an operator would, and smoke builds and checks the server with it."""
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 
-from fabfile import labhosts, secretfile
+from fabfile import secretfile
+from lab import hosts as labhosts
 from tests.conftest import lab_inventory, run_task, stop
 
 pytestmark = pytest.mark.lab
@@ -48,7 +49,7 @@ def auth_inventory(lab, lab_secrets, tmp_path_factory):
     config.write_text(json.dumps({
         "clients": {CLIENT_ID: {"secret": client_secret, "redirect_uris": [f"{HUB}hub/oauth_callback"]}},
         "users": USERS}))
-    process = subprocess.Popen([sys.executable, "-m", "labapps", "idp", "--config", str(config), "--address",
+    process = subprocess.Popen([sys.executable, "-m", "lab.apps", "idp", "--config", str(config), "--address",
                                 urlsplit(IDP).hostname, "--port", str(urlsplit(IDP).port)],
                                env={**os.environ, "PYTHONPATH": str(labhosts.REPO)}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)

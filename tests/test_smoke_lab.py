@@ -12,7 +12,8 @@ from typing import Iterator
 import pytest
 import requests
 
-from fabfile import labhosts, secretfile
+from fabfile import secretfile
+from lab import hosts as labhosts
 from tests.conftest import ssh
 
 pytestmark = pytest.mark.lab
@@ -22,7 +23,7 @@ HUB = "http://10.77.0.5/jupyterhub/"
 
 def fault(name: str) -> None:
     """Ask the lab's workloads for a failure mode (or `clear`)."""
-    ssh("lab-node1", f"sudo env PYTHONPATH={labhosts.REPO} {labhosts.REPO}/.venv/bin/python -m labapps "
+    ssh("lab-node1", f"sudo env PYTHONPATH={labhosts.REPO} {labhosts.REPO}/.venv/bin/python -m lab.apps "
                      f"fault {name} --file /var/lib/labapps/faults.json")
 
 
@@ -121,7 +122,7 @@ def test_a_stream_that_goes_silent_times_out(smoke):
 
 
 def test_binder_url_alone_needs_no_inventory_and_keeps_no_verdict(smoke, deployed, cli, tmp_path, monkeypatch):
-    monkeypatch.setattr("fabfile.smoke.LOGS", tmp_path / "logs")
+    monkeypatch.setenv("BHOPS_LOGS_DIR", str(tmp_path / "logs"))
     monkeypatch.setenv("BHOPS_INVENTORY", str(tmp_path / "no-such-inventory.yaml"))
     monkeypatch.delenv("BHOPS_HUB_TOKEN", raising=False)
     before = running_servers(deployed)

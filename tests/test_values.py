@@ -72,7 +72,8 @@ def test_runbook_keys_are_rendered_and_urls_agree(tmp_path):
     # MetalLB 0.13+ refuses a service with both; older MetalLB reads only loadBalancerIP
     assert proxy_service == {"type": "LoadBalancer",
                              "annotations": {"metallb.universe.tf/loadBalancerIPs": "10.77.0.240"}}
-    old = INVENTORY.replace("floating_ip: 10.77.0.240", "floating_ip: 10.77.0.240\n      floating_ip_request: loadBalancerIP")
+    old = INVENTORY.replace("floating_ip: 10.77.0.240",
+                            "floating_ip: 10.77.0.240\n      floating_ip_request: loadBalancerIP")
     merged = values.render(host(tmp_path, "prod", old), "prod", secrets()).merged()
     assert merged["jupyterhub"]["proxy"]["service"] == {"type": "LoadBalancer", "loadBalancerIP": "10.77.0.240"}
 
@@ -203,5 +204,6 @@ def test_nginx_site_with_tls_redirects_http_and_keeps_acme_reachable():
 
 
 def test_a_missing_secrets_file_says_how_to_make_it(tmp_path):
-    with pytest.raises(SecretsError, match=r"prod.yaml does not exist; create it with `invoke secrets.init --env prod`"):
+    with pytest.raises(SecretsError,
+                       match=r"prod.yaml does not exist; create it with `invoke secrets.init --env prod`"):
         secretfile.load(tmp_path / "prod.yaml")

@@ -1,0 +1,32 @@
+"""The diagnostics bundle on demand: health, pods, events, logs, helm and nginx, secrets masked."""
+from __future__ import annotations
+
+from . import secrets, values
+from .localfiles import LocalFileError
+from .results import Result, Status
+from .session import Run, host_task
+
+
+def _hide_secrets(run: Run) -> None:
+    """Mask the secrets of the file, if there is one (diagnose never asks for it to be made),
+    and those the release was given."""
+    if run.secrets_path.exists():
+        run.secrets()
+    for deployed in run.gather(run.control_plane(), "diagnose", secrets.deployed_secrets).values():
+        run.reporter.hide(deployed.values())
+
+
+@host_task("diagnose", name="diagnose", changes=False)
+def diagnose(run: Run):
+    """Gather the diagnostics bundle (health, pods, events, logs, helm, nginx), secrets masked;
+    exit 1 when a host could not be reached."""
+    from . import diagnostics  # requests: imported only by the task that uses it
+
+    _hide_secrets(run)
+    run.gather(run.hosts("proxy")[:1], "diagnose", lambda conn, host: None)  # reports it if unreachable
+    try:
+        path = diagnostics.collect(run, values.binder_url(run.control_plane()[0]))
+    except LocalFileError as exc:
+        run.reporter.emit(Result("local", "diagnose", Status.FAILED, str(exc)))
+        return
+    run.reporter.emit(Result("local", "diagnose", Status.OK, f"bundle written: {path}"))

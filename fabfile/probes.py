@@ -1,0 +1,315 @@
+"""Read-only facts about the hosts and the cluster, in one room (like pyinfra's facts): helm
+and kubectl reads on the control plane, and the one-command probes of nodes and proxy hosts.
+Nothing here changes anything."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import yaml
+from fabric import Connection
+
+from . import kube, remote
+from .inventory import Host
+from .remote import RemoteError
+
+PENDING = ("pending-install", "pending-upgrade", "pending-rollback")
+METALLB_NAMESPACE = "metallb-system"
+METALLB_CRD_VERSION = (0, 13)  # MetalLB 0.13 replaced the ConfigMap with IPAddressPool/L2Advertisement
+
+
+def key_values(out: str) -> tuple[dict[str, str], str | None]:
+    """A probe script's output: `key=value` lines, then (after a `---` line) a file's text,
+    None when the script printed no `---` (no file)."""
+    head, sep, text = out.partition("---\n")
+    return dict(line.split("=", 1) for line in head.splitlines() if "=" in line), text if sep else None
+
+
+# -- the helm release ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """The release as helm lists it (None: not installed) and its deployed values."""
+
+    release: dict | None
+    values: dict = field(repr=False)  # the deployed values hold secrets
+
+
+@dataclass(frozen=True)
+class RepoState:
+    """The chart repositories helm knows, whether the pinned chart is there, and the namespace."""
+
+    repos: dict[str, str]
+    chart_found: bool
+    namespace: bool
+
+
+def _list_release(host: Host) -> list[str]:
+    """argv for `helm list` narrowed to the release (pending ones included)."""
+    return kube.helm(host, "list", "--namespace", host.vars["namespace"], "--all", "--filter",
+                     f"^{host.vars['release']}$", "--output", "json")
+
+
+def _named(host: Host, rows: list[dict] | None) -> dict | None:
+    return next((r for r in rows or [] if r["name"] == host.vars["release"]), None)
+
+
+def _get_namespace(host: Host) -> list[str]:
+    return kube.kubectl(host, "get", "namespace", host.vars["namespace"], "-o", "name", "--request-timeout", "10s")
+
+
+def _search_chart(host: Host, *versions: str) -> list[str]:
+    """argv for `helm search repo` of the chart: the pinned version, or `versions` (e.g. --versions)."""
+    return kube.helm(host, "search", "repo", kube.chart(host),
+                     *(versions or ("--version", host.vars["chart_version"])), "--devel", "--output", "json")
+
+
+def _has_pinned(host: Host, rows: list[dict] | None) -> bool:
+    return any(r["version"] == host.vars["chart_version"] for r in rows or [])
+
+
+def release_state(conn: Connection, host: Host) -> ReleaseState:
+    """`helm list` of the release, then its deployed values read off `helm get values`'s
+    stdout: they hold the secrets, so never through run_many's files on the host."""
+    listed = kube.read(conn, host, _list_release(host))
+    if not listed.ok:
+        raise kube.unreachable(host, listed)
+    release = _named(host, json.loads(listed.stdout or "[]"))
+    if not release:
+        return ReleaseState(None, {})
+    got = kube.read(conn, host, kube.helm(host, "get", "values", host.vars["release"], "--namespace",
+                                          host.vars["namespace"], "--output", "json"))
+    if not got.ok:
+        raise RemoteError(f"helm get values failed on {host.name}: {remote.tail(got.stderr)}")
+    return ReleaseState(release, json.loads(got.stdout or "{}") or {})
+
+
+def repo_state(conn: Connection, host: Host) -> RepoState:
+    """The chart repositories, the pinned chart's presence and the namespace, in one round trip."""
+    out = kube.probe(conn, host, {
+        "namespace": _get_namespace(host),
+        "repos": kube.helm(host, "repo", "list", "--output", "json"),
+        "chart": _search_chart(host),
+    })
+    if not out["namespace"].ok and "NotFound" not in out["namespace"].stderr:
+        raise kube.unreachable(host, out["namespace"])
+    return RepoState(
+        repos={r["name"]: r["url"] for r in json.loads(out["repos"].stdout or "[]")} if out["repos"].ok else {},
+        chart_found=out["chart"].ok and _has_pinned(host, json.loads(out["chart"].stdout or "[]")),
+        namespace=out["namespace"].ok,
+    )
+
+
+def chart_found(conn: Connection, host: Host) -> bool:
+    """Whether the pinned chart version is in the local copy of its repository."""
+    return _has_pinned(host, kube.read_json(conn, host, _search_chart(host)))
+
+
+def chart_versions(conn: Connection, host: Host) -> list[str]:
+    """The chart's versions in the local copy of its repository, newest first."""
+    return [r["version"] for r in kube.read_json(conn, host, _search_chart(host, "--versions")) or []]
+
+
+def namespace_exists(conn: Connection, host: Host) -> bool:
+    """Whether the release's namespace exists, read with helm and kubectl in one round trip;
+    so also the reachability check: a missing tool or an unreachable cluster raises with its fix."""
+    out = kube.probe(conn, host, {"helm": kube.helm(host, "version", "--short"), "namespace": _get_namespace(host)})
+    if not out["namespace"].ok and "NotFound" not in out["namespace"].stderr:
+        raise kube.unreachable(host, out["namespace"])
+    return out["namespace"].ok
+
+
+def history(conn: Connection, host: Host) -> list[dict]:
+    """The release's revisions, oldest first."""
+    return kube.read_json(conn, host, kube.helm(host, "history", host.vars["release"], "--namespace",
+                                                host.vars["namespace"], "--output", "json")) or []
+
+
+def listed_release(conn: Connection, host: Host) -> dict | None:
+    """The release as `helm list` shows it (name, revision, status, chart), or None."""
+    return _named(host, kube.read_json(conn, host, _list_release(host)))
+
+
+# -- the release's objects ----------------------------------------------------------------------
+
+def in_namespace(conn: Connection, host: Host, kind: str) -> list[dict]:
+    """The objects of `kind` (pods, services...) in the release's namespace."""
+    return kube.read_json(conn, host, kube.kubectl(host, "get", kind, "--namespace", host.vars["namespace"],
+                                                   "-o", "json"))["items"]
+
+
+def workloads(conn: Connection, host: Host) -> tuple[list[str], list[str]]:
+    """The release's deployments and daemonsets, as kind/name: those in the cluster, and those
+    the release's manifest has that the cluster lacks (deleted by hand?)."""
+    items = kube.read_json(conn, host, kube.kubectl(
+        host, "get", "deployments,daemonsets", "--namespace", host.vars["namespace"],
+        "--selector", f"release={host.vars['release']}", "-o", "json"))["items"]
+    found = [f"{i['kind'].lower()}/{i['metadata']['name']}" for i in items]
+    manifest = kube.run(conn, host, kube.helm(host, "get", "manifest", host.vars["release"], "--namespace",
+                                              host.vars["namespace"]), check=False).stdout
+    wanted = [f"{d['kind'].lower()}/{d['metadata']['name']}" for d in yaml.safe_load_all(manifest)
+              if isinstance(d, dict) and d.get("kind") in ("Deployment", "DaemonSet")]
+    return found, [w for w in wanted if w not in found]
+
+
+# -- LoadBalancer services and MetalLB ----------------------------------------------------------
+
+def load_balancers(conn: Connection, host: Host) -> list[dict]:
+    """Every LoadBalancer service of the cluster."""
+    items = kube.read_json(conn, host, kube.kubectl(host, "get", "services", "--all-namespaces", "-o", "json"))["items"]
+    return [s for s in items if s["spec"]["type"] == "LoadBalancer"]
+
+
+def external_ip(service: dict) -> str | None:
+    """The IP a LoadBalancer service got, or None (pending)."""
+    ingress = service.get("status", {}).get("loadBalancer", {}).get("ingress") or []
+    return ingress[0].get("ip") if ingress else None
+
+
+def name_of(service: dict) -> str:
+    """A service's namespace/name."""
+    return f"{service['metadata']['namespace']}/{service['metadata']['name']}"
+
+
+def allocation_failures(conn: Connection, host: Host) -> list[dict]:
+    """MetalLB's AllocationFailed events, newest last."""
+    return kube.read_json(conn, host, kube.kubectl(host, "get", "events", "--all-namespaces", "--field-selector",
+                                                   "reason=AllocationFailed", "-o", "json"))["items"]
+
+
+@dataclass(frozen=True)
+class MetalLB:
+    """The MetalLB found on the cluster and its configuration, in whichever format it reads."""
+
+    version: tuple[int, ...] | None  # None: not installed
+    image: str
+    pools: dict[str, list[str]]  # pool name: addresses
+    advertised: bool  # (0.13+) an L2Advertisement exists
+
+    @property
+    def uses_crds(self) -> bool:
+        return bool(self.version) and self.version >= METALLB_CRD_VERSION
+
+    def describe(self) -> str:
+        return f"MetalLB {'.'.join(map(str, self.version))}" if self.version else "MetalLB is not installed"
+
+
+def _version(image: str) -> tuple[int, ...] | None:
+    match = re.search(r":v?(\d+)\.(\d+)(?:\.(\d+))?", image)
+    return tuple(int(g) for g in match.groups() if g is not None) if match else None
+
+
+def metallb(conn: Connection, host: Host) -> MetalLB:
+    """MetalLB's controller (its image tag is the version) and its pools, in one round trip."""
+    ns = METALLB_NAMESPACE
+    out = kube.probe(conn, host, {
+        "deployments": kube.kubectl(host, "get", "deployments", "-n", ns, "-o", "json"),
+        "configmap": kube.kubectl(host, "get", "configmap", "config", "-n", ns, "-o", "json"),
+        "crs": kube.kubectl(host, "get", "ipaddresspools.metallb.io,l2advertisements.metallb.io", "-n", ns,
+                            "-o", "json"),
+    })
+    if not out["deployments"].ok:
+        raise RemoteError(f"cannot list MetalLB's deployments: {remote.tail(out['deployments'].stderr)}")
+    images = [c["image"] for d in json.loads(out["deployments"].stdout)["items"]
+              if d["metadata"]["name"] == "controller" for c in d["spec"]["template"]["spec"]["containers"]]
+    version = _version(images[0]) if images else None
+    pools: dict[str, list[str]] = {}
+    advertised = False
+    if version and version >= METALLB_CRD_VERSION and out["crs"].ok:
+        for item in json.loads(out["crs"].stdout)["items"]:
+            if item["kind"] == "IPAddressPool":
+                pools[item["metadata"]["name"]] = list(item.get("spec", {}).get("addresses") or [])
+            elif item["kind"] == "L2Advertisement":
+                advertised = True
+    elif version and out["configmap"].ok:
+        config = yaml.safe_load(json.loads(out["configmap"].stdout).get("data", {}).get("config") or "") or {}
+        pools = {p["name"]: list(p.get("addresses") or []) for p in config.get("address-pools") or []}
+    return MetalLB(version, images[0] if images else "", pools, advertised)
+
+
+# -- what the nginx site points at --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """Where the site must send traffic, as the cluster says."""
+
+    node_address: str | None
+    node_port: int | None
+    floating_ip: str | None  # proxy-public's external IP
+
+
+def cluster_facts(conn: Connection, host: Host) -> ClusterFacts:
+    """The binder NodePort, proxy-public's IP and a node's address, read on the control plane."""
+    ns = host.vars["namespace"]
+    out = kube.probe(conn, host, {
+        "binder": kube.kubectl(host, "get", "service", "binder", "-n", ns, "-o", "json"),
+        "public": kube.kubectl(host, "get", "service", "proxy-public", "-n", ns, "-o", "json"),
+        "nodes": kube.kubectl(host, "get", "nodes", "-o", "json"),
+    })
+    binder = json.loads(out["binder"].stdout) if out["binder"].ok else {}
+    public = json.loads(out["public"].stdout) if out["public"].ok else {}
+    nodes = json.loads(out["nodes"].stdout)["items"] if out["nodes"].ok else []
+    ports = [p.get("nodePort") for p in binder.get("spec", {}).get("ports", []) if p.get("nodePort")]
+    wanted = host.vars["k8s_node_name"] or host.name
+    nodes.sort(key=lambda n: n["metadata"]["name"] != wanted)  # the control plane's own node first
+    addresses = [a["address"] for n in nodes for a in n.get("status", {}).get("addresses", [])
+                 if a.get("type") == "InternalIP"]
+    return ClusterFacts(addresses[0] if addresses else None, ports[0] if ports else None,
+                        external_ip(public) if public else None)
+
+
+# -- a node's docker and a proxy host's nginx (one command each) -----------------------------------
+
+DOCKER_PROBE = r'''conf=$1
+if [ -d /run/systemd/system ]; then echo manager=systemd; else echo manager=sysvinit; fi
+if command -v dockerd >/dev/null 2>&1; then echo dockerd=yes; else echo dockerd=no; fi
+sed -n 's/.*--container-runtime-endpoint=\([^ "]*\).*/endpoint=\1/p' /var/lib/kubelet/kubeadm-flags.env 2>/dev/null
+if m=$(docker info --format '{{json .RegistryConfig.Mirrors}}' 2>/dev/null); then echo "mirrors=$m"; fi
+if [ -e "$conf" ]; then echo ---; cat -- "$conf"; fi
+'''
+
+NGINX_PROBE = r'''site=$1
+if [ -d /run/systemd/system ]; then echo manager=systemd; else echo manager=sysvinit; fi
+if command -v nginx >/dev/null 2>&1; then echo nginx=yes; else echo nginx=no; fi
+if [ -e "$site" ]; then echo ---; cat -- "$site"; fi
+'''
+
+
+@dataclass(frozen=True)
+class DockerState:
+    """What a node's docker looks like: service manager, runtime, live mirrors, the file."""
+
+    manager: str
+    has_dockerd: bool
+    kubelet_endpoint: str
+    mirrors: list[str] | None  # None: docker is not answering
+    text: str | None  # None: no daemon.json
+
+
+def docker(conn: Connection, host: Host, daemon_json: str) -> DockerState:
+    """A node in one command: service manager, kubelet runtime, docker info, the daemon.json."""
+    facts, text = key_values(remote.run(conn, host, remote.script(DOCKER_PROBE, daemon_json)).stdout)
+    manager = host.vars["docker_service"]
+    return DockerState(
+        manager=facts["manager"] if manager == "auto" else manager,
+        has_dockerd=facts.get("dockerd") == "yes",
+        kubelet_endpoint=facts.get("endpoint", ""),
+        mirrors=(json.loads(facts["mirrors"]) or []) if "mirrors" in facts else None,
+        text=text,
+    )
+
+
+@dataclass(frozen=True)
+class NginxState:
+    """A proxy host's service manager, whether nginx is installed, and the site file's text."""
+
+    manager: str
+    has_nginx: bool
+    site: str | None  # None: no site file
+
+
+def nginx(conn: Connection, host: Host, site_path: str) -> NginxState:
+    """A proxy host in one command: service manager, nginx, the site file."""
+    facts, text = key_values(remote.run(conn, host, remote.script(NGINX_PROBE, site_path)).stdout)
+    return NginxState(facts["manager"], facts["nginx"] == "yes", text)

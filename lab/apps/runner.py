@@ -1,0 +1,377 @@
+"""A small kubelet for the lab: runs the BinderHub release's workloads as local processes.
+
+Every `interval` seconds it reads the release's objects from the API emulator (namespace
+`namespace`, names as the chart makes them) and makes the running processes match:
+- binder: while Deployment `binder` exists, `python -m lab.apps binder` listens on
+  `nodeport_address` (0.0.0.0, as kube-proxy serves NodePorts) at the `binder` Service's
+  nodePort, with ConfigMap `binder-config`'s binderhub_config.json and Secret `binder-secret`'s
+  `binder.hub-token`.
+- hub: while Deployments `hub` and `proxy` exist and Service `proxy-public` has a load-balancer
+  IP (`status.loadBalancer.ingress[0].ip`) that is on one of this host's interfaces, JupyterHub
+  (lab.apps.hub) with its public proxy on that IP at the Service's port, base URL
+  `jupyterhub.hub.baseUrl`, the tokens from Secret `hub-secret` and the chart's JupyterHub values
+  from its `values.yaml` (authentication); the hub API, proxy API and users' servers on
+  `node_address`.
+- Services: kube-proxy's part for what this node itself sends (iptables nat OUTPUT, chain
+  `LABAPPS-SERVICES`): a connection to Service `hub` or `proxy-api` at its ClusterIP and port is
+  sent to `node_address` at that port, where JupyterHub listens (the ClusterIP gets a /32 route
+  on the node's interface, as a real node's default route covers it); so, as on a real node,
+  `curl http://<hub ClusterIP>:8081/...` works on the node (smoke stops its server that way).
+  Not when `node_address` is on loopback (the runner run on the machine itself, as
+  tests/test_labapps.py does): the machine's own firewall is left alone.
+A process is restarted when what it was started from changes (a helm upgrade, another IP), stopped
+when its Deployments go away (helm uninstall), restarted with back-off (1 s doubling to 60 s) when
+it exits by itself (at once when what it starts from has changed since, as a new pod would), and
+every process is stopped on SIGTERM or SIGINT. The processes are this runner's children, started
+in their own sessions and stopped by PID (SIGTERM, then SIGKILL after `STOP_TIMEOUT` s); should
+the runner die, the kernel sends them SIGTERM. If the API cannot be read, running processes are
+left as they are. Logs: `<state_dir>/logs/{runner,binder,hub}.log`, linked as the pods' logs of the
+Deployments each process plays (`pod_logs`/NAMESPACE/{binder,hub,proxy}.log, where the emulator's
+`kubectl logs` reads them); `<state_dir>/status.json` tells what runs (PIDs) and what waits, and why.
+"""
+from __future__ import annotations
+
+import base64
+import ctypes
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+from lab.apps import faults
+from lab.apps.hub import DEFAULT_CHP, REPO, HubSettings
+from lab.apps.hub import command as hub_command
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 10.0
+MAX_BACKOFF = 60.0
+_PR_SET_PDEATHSIG = 1
+ROUTED_SERVICES = ("hub", "proxy-api")  # ClusterIP Services whose ports JupyterHub serves on the node
+CHAIN = "LABAPPS-SERVICES"
+
+
+def _terminate_with_parent() -> None:
+    """In a child before exec: get SIGTERM if the runner dies (even by SIGKILL), not be orphaned."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ApiUnavailable(Exception):
+    """The API emulator could not be read."""
+
+
+@dataclasses.dataclass(frozen=True)
+class App:
+    """A process to run: restarted whenever `fingerprint` changes."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    workdir: Path
+    files: dict[Path, str]  # written before it starts (its configuration)
+    plays: tuple[str, ...] = ()  # the Deployments whose pods' log is this process's
+
+    @property
+    def fingerprint(self) -> str:
+        content = json.dumps([self.argv, self.env, {str(k): v for k, v in self.files.items()}], sort_keys=True)
+        return hashlib.sha256(content.encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Running:
+    app: App
+    process: subprocess.Popen
+    started: float
+
+
+class Api:
+    """Reads of the release's objects, as JSON, from the emulator's plain-HTTP API."""
+
+    def __init__(self, url: str, namespace: str):
+        self.url, self.namespace = url.rstrip("/"), namespace
+        self.session = requests.Session()
+
+    def get(self, group_version: str, plural: str, name: str) -> dict | None:
+        prefix = "api/v1" if group_version == "v1" else f"apis/{group_version}"
+        url = f"{self.url}/{prefix}/namespaces/{self.namespace}/{plural}/{name}"
+        try:
+            response = self.session.get(url, timeout=5)
+        except requests.RequestException as exc:
+            raise ApiUnavailable(f"{url}: {exc}") from exc
+        if response.status_code == 404:
+            return None
+        if not response.ok:
+            raise ApiUnavailable(f"{url}: HTTP {response.status_code}")
+        return response.json()
+
+    def deployment(self, name: str) -> dict | None:
+        return self.get("apps/v1", "deployments", name)
+
+    def service(self, name: str) -> dict | None:
+        return self.get("v1", "services", name)
+
+    def config(self, name: str, key: str) -> str | None:
+        configmap = self.get("v1", "configmaps", name)
+        return ((configmap or {}).get("data") or {}).get(key)
+
+    def secret(self, name: str) -> dict[str, str]:
+        """Secret `name`'s data, decoded ({} when there is no such Secret)."""
+        data = (self.get("v1", "secrets", name) or {}).get("data") or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
+def _routes_services(node_address: str) -> bool:
+    """Whether the runner plays kube-proxy: on a lab host, not on the machine itself (loopback)."""
+    try:
+        return not ipaddress.ip_address(node_address).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_local_address(ip: str) -> bool:
+    """Whether `ip` is on one of this host's interfaces (the proxy can bind it)."""
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as probe:
+        try:
+            probe.bind((ip, 0))
+        except OSError:
+            return False
+    return True
+
+
+class Runner:
+    """Keeps the release's processes running as the API says; see the module docstring."""
+
+    def __init__(self, api: Api, node_address: str, state_dir: Path, *, nodeport_address: str = "0.0.0.0",
+                 chp: Path = DEFAULT_CHP, keepalive: float = 25, hold_open: float = 60, interval: float = 1.0,
+                 pod_logs: Path | None = None):
+        self.api, self.node_address, self.state_dir, self.pod_logs = api, node_address, state_dir, pod_logs
+        self.nodeport_address, self.chp = nodeport_address, chp
+        self.keepalive, self.hold_open, self.interval = keepalive, hold_open, interval
+        self.faults_file = state_dir / "faults.json"
+        self.running: dict[str, Running] = {}
+        self.waiting: dict[str, str] = {}      # app -> why it does not run
+        self.backoff: dict[str, tuple[float, float, str]] = {}  # app -> (delay, not before, fingerprint)
+        self.stopping = threading.Event()
+        self.routes: list[tuple[str, int]] | None = None  # (ClusterIP, port) in the chain now
+        self._status = ""
+
+    # -- what should run -------------------------------------------------------------------
+
+    def desired(self) -> dict[str, App | str]:
+        """Each app's App, or the reason it should not run."""
+        return {"binder": self._binder(), "hub": self._hub()}
+
+    def _binder(self) -> App | str:
+        if not self.api.deployment("binder"):
+            return "no Deployment binder"
+        ports = ((self.api.service("binder") or {}).get("spec") or {}).get("ports") or []
+        node_port = next((p["nodePort"] for p in ports if p.get("nodePort")), None)
+        config = self.api.config("binder-config", "binderhub_config.json")
+        token = self.api.secret("binder-secret").get("binder.hub-token")
+        if not node_port:
+            return "Service binder has no nodePort"
+        if config is None or token is None:
+            return "ConfigMap binder-config or Secret binder-secret missing"
+        workdir = self.state_dir / "binder"
+        config_file = workdir / "binderhub_config.json"
+        argv = [sys.executable, "-m", "lab.apps", "binder", "--config", str(config_file),
+                "--address", self.nodeport_address, "--port", str(node_port), "--state-dir", str(workdir),
+                "--keepalive", str(self.keepalive), "--hold-open", str(self.hold_open)]
+        env = {"JUPYTERHUB_API_TOKEN": token, faults.FAULTS_ENV: str(self.faults_file), "PYTHONPATH": str(REPO)}
+        return App("binder", argv, env, workdir, {config_file: config}, ("binder",))
+
+    def _hub(self) -> App | str:
+        missing = [name for name in ("hub", "proxy") if not self.api.deployment(name)]
+        if missing:
+            return f"no Deployment {' or '.join(missing)}"
+        service = self.api.service("proxy-public")
+        if not service:
+            return "no Service proxy-public"
+        ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        ip = ingress[0].get("ip") if ingress else None
+        if not ip:
+            return "Service proxy-public has no load-balancer IP yet (pending)"
+        if not _is_local_address(ip):
+            return f"proxy-public's IP {ip} is not on this host yet"
+        ports = service["spec"].get("ports") or [{}]
+        port = next((p["port"] for p in ports if p.get("name") == "http"), ports[0].get("port", 80))
+        config = json.loads(self.api.config("binder-config", "binderhub_config.json") or "{}")
+        hub_secret = self.api.secret("hub-secret")
+        proxy_token, binder_token = hub_secret.get("proxy.token"), hub_secret.get("hub.services.binder.apiToken")
+        values = yaml.safe_load(hub_secret.get("values.yaml") or "{}") or {}
+        if proxy_token is None or binder_token is None:
+            return "Secret hub-secret missing"
+        if not self.chp.exists():
+            return f"{self.chp} missing: run scripts/install-lab-apps"
+        settings = HubSettings(base_url=config.get("jupyterhub_base_url") or "/", public_address=ip,
+                               public_port=port, internal_address=self.node_address, proxy_token=proxy_token,
+                               binder_token=binder_token, state_dir=str(self.state_dir / "hub"), values=values,
+                               chp=str(self.chp), faults_file=str(self.faults_file))
+        argv, env = hub_command(settings)
+        return App("hub", argv, env, Path(settings.state_dir), {settings.file: settings.to_json()}, ("hub", "proxy"))
+
+    # -- making it so ------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        try:
+            desired = self.desired()
+        except ApiUnavailable as exc:
+            if "api" not in self.waiting:
+                log.warning("cannot read the API, leaving the processes as they are: %s", exc)
+            self.waiting["api"] = f"cannot read the API: {exc}"
+            self._write_status()
+            return
+        if self.waiting.pop("api", None):
+            log.info("the API answers again")
+        if _routes_services(self.node_address):
+            try:
+                self._route_services()
+            except ApiUnavailable as exc:
+                log.warning("cannot read the Services to route: %s", exc)
+        for name, app in desired.items():
+            current = self.running.get(name)
+            if current and current.process.poll() is not None:
+                self._exited(name, current)
+                current = None
+            if isinstance(app, str):
+                if current:
+                    log.info("stopping %s: %s", name, app)
+                    self._stop(name)
+                self.backoff.pop(name, None)
+                self._wait_reason(name, app)
+            elif not current or current.app.fingerprint != app.fingerprint:
+                if current:
+                    log.info("restarting %s: its configuration changed", name)
+                    self._stop(name)
+                    self.backoff.pop(name, None)
+                _, not_before, crashed = self.backoff.get(name, (0, 0, ""))
+                if crashed == app.fingerprint and time.monotonic() < not_before:  # a new configuration starts at once
+                    self._wait_reason(name, "exited by itself; restarting after a back-off")
+                else:
+                    self._wait_reason(name, None)
+                    self._start(app)
+        self._write_status()
+
+    def _route_services(self) -> None:
+        """Make the chain send each routed Service's ClusterIP:port to this node (see the module
+        docstring); iptables runs only when the Services' addresses change."""
+        routes = sorted((svc["spec"]["clusterIP"], port["port"]) for name in ROUTED_SERVICES
+                        if (svc := self.api.service(name)) and svc["spec"].get("clusterIP") not in (None, "None")
+                        for port in svc["spec"].get("ports") or [])
+        if routes == self.routes:
+            return
+        nat = ["iptables", "-w", "-t", "nat"]
+        device = self._device()
+        for ip in {ip for ip, _ in self.routes or []} - {ip for ip, _ in routes}:
+            subprocess.run(["ip", "route", "del", f"{ip}/32", "dev", device], capture_output=True)
+        commands = [["ip", "route", "replace", f"{ip}/32", "dev", device] for ip in sorted({ip for ip, _ in routes})]
+        commands += [[*nat, "-F", CHAIN]] + [
+            [*nat, "-A", CHAIN, "-d", f"{ip}/32", "-p", "tcp", "--dport", str(port),
+             "-j", "DNAT", "--to-destination", f"{self.node_address}:{port}"] for ip, port in routes]
+        subprocess.run([*nat, "-N", CHAIN], capture_output=True)  # fails when it exists: fine
+        if subprocess.run([*nat, "-C", "OUTPUT", "-j", CHAIN], capture_output=True).returncode:
+            commands.insert(0, [*nat, "-I", "OUTPUT", "-j", CHAIN])
+        for argv in commands:
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode:
+                log.warning("cannot route Services (retrying): %s: %s", " ".join(argv), done.stderr.strip())
+                return
+        self.routes = routes
+        log.info("Services routed to %s: %s", self.node_address,
+                 ", ".join(f"{ip}:{port}" for ip, port in routes) or "none")
+
+    def _device(self) -> str:
+        """The interface holding `node_address`."""
+        listed = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+        return next((line.split()[1] for line in listed.splitlines()
+                     if line.split()[3].split("/")[0] == self.node_address), "lo")
+
+    def _wait_reason(self, name: str, reason: str | None) -> None:
+        if reason and self.waiting.get(name) != reason:
+            log.info("%s not running: %s", name, reason)
+        if reason:
+            self.waiting[name] = reason
+        else:
+            self.waiting.pop(name, None)
+
+    def _exited(self, name: str, current: Running) -> None:
+        ran = time.monotonic() - current.started
+        delay = 1.0 if ran > MAX_BACKOFF else min(MAX_BACKOFF, self.backoff.get(name, (0.5, 0, ""))[0] * 2)
+        log.warning("%s (pid %d) exited with %s after %.1fs; restarting in %.0fs (see %s)", name,
+                    current.process.pid, current.process.returncode, ran, delay, self._log_file(name))
+        self.backoff[name] = (delay, time.monotonic() + delay, current.app.fingerprint)
+        del self.running[name]
+
+    def _log_file(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def _start(self, app: App) -> None:
+        app.workdir.mkdir(parents=True, exist_ok=True)
+        for path, content in app.files.items():
+            path.write_text(content)
+            path.chmod(0o600)
+        with self._log_file(app.name).open("a") as out:
+            process = subprocess.Popen(app.argv, env={**os.environ, **app.env}, cwd=app.workdir,
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True, preexec_fn=_terminate_with_parent)
+        self.running[app.name] = Running(app, process, time.monotonic())
+        for deployment in app.plays if self.pod_logs else ():
+            link = self.pod_logs / self.api.namespace / f"{deployment}.log"
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(self._log_file(app.name))
+        log.info("started %s (pid %d): %s", app.name, process.pid, " ".join(app.argv))
+
+    def _stop(self, name: str) -> None:
+        current = self.running.pop(name)
+        process = current.process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log.warning("%s (pid %d) ignored SIGTERM for %.0fs: killing it", name, process.pid, STOP_TIMEOUT)
+                process.kill()
+                process.wait()
+        log.info("stopped %s (pid %d, exit %s)", name, process.pid, process.returncode)
+
+    def _write_status(self) -> None:
+        status = {"running": {name: {"pid": r.process.pid, "argv": r.app.argv, "log": str(self._log_file(name))}
+                              for name, r in self.running.items()},
+                  "waiting": self.waiting}
+        text = json.dumps(status, indent=1) + "\n"
+        if text != self._status:
+            path = self.state_dir / "status.json"
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text(text)
+            os.replace(temporary, path)
+            self._status = text
+
+    def run(self) -> None:
+        """Reconcile every `interval` seconds until SIGTERM/SIGINT, then stop every process."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stopping.set())
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        log.info("watching namespace %s at %s (node %s)", self.api.namespace, self.api.url, self.node_address)
+        try:
+            while not self.stopping.is_set():
+                self.reconcile()
+                self.stopping.wait(self.interval)
+        finally:
+            for name in list(self.running):
+                log.info("stopping %s: runner exiting", name)
+                self._stop(name)
+            self.waiting = {"all": "runner stopped"}
+            self._write_status()

@@ -1,0 +1,507 @@
+"""The lab: local hosts made with Linux namespaces, reachable over SSH.
+
+A host is a network namespace ``bhlab-NAME`` on the bridge ``bhlab0`` (10.77.0.1/24,
+no default route) plus its own mount, UTS and PID namespaces, with tini as PID 1
+running ``lab/host-init.sh``. That script gives the host its private files, the users
+root and deploy, sshd, and dockerd (nodes) or nginx (the proxy). This module is the
+root-namespace side: keys, the shared template layer, the network, starting and
+killing hosts by their recorded PID, and the client files in the state directory
+(``ssh_config``, ``known_hosts``, ``hosts.yaml``). The hosts' own files (overlay upper and
+work dirs, the template layer) sit in the state directory too, unless it is under a directory
+hosts get privately: then in a root-only ``/srv/bhops-lab/<hash>``, since an overlay cannot
+keep its upper dir inside its lower dir. One lab per machine (the bridge and subnet are
+fixed): ``/run/bhops-lab.owner`` names the state directory whose lab it is. Everything here
+needs root.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+LAB_FILES = Path(__file__).resolve().parent  # this package: host-init.sh, template/, ...
+REPO = LAB_FILES.parent  # the checkout: .venv, .tools, hosts.yaml, the default state dir .lab/
+BRIDGE = "bhlab0"
+SUBNET = "10.77.0"
+MAX_NODES = 50
+CONTROL_PLANE = "node1"  # also runs the lab's cluster: API emulator :6443, chart repository :8879
+TIMEOUT = 60.0
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+ENV = {"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8"}  # for commands and hosts
+# Hosts get these directories privately (host-init.sh shows them the checkout wherever it is),
+# so the hosts' files must live elsewhere: under HOSTS_ROOT when the state dir is under one.
+PRIVATE_DIRS = ("/etc", "/var", "/usr", "/opt", "/run", "/tmp", "/root", "/home")
+OVERLAID = ("etc", "var", "usr", "opt")
+HOSTS_ROOT = Path("/srv/bhops-lab")
+OWNER = Path("/run/bhops-lab.owner")  # the state dir whose lab runs on this machine
+PREREQUISITES = {  # binary: Debian package
+    "ip": "iproute2",
+    "nsenter": "util-linux",
+    "unshare": "util-linux",
+    "tini": "tini",
+    "sshd": "openssh-server",
+    "ssh-keygen": "openssh-client",
+    "sudo": "sudo",
+    "dockerd": "docker.io",
+    "docker": "docker.io",
+    "iptables": "iptables",
+    "nginx": "nginx",
+}
+
+# Leaders (the `unshare` parent of a host's PID 1) started by this process, by PID 1;
+# waited for after the kill so they do not linger as zombies.
+_LEADERS: dict[int, subprocess.Popen] = {}
+
+
+class LabError(Exception):
+    """The lab cannot do what was asked; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """One lab host: running (its PID 1 is alive), ssh_ok (sshd accepts a TCP connection)
+    and service_ok (dockerd answers on a node, nginx on the proxy)."""
+
+    name: str
+    address: str
+    roles: tuple[str, ...]
+    running: bool
+    ssh_ok: bool
+    service_ok: bool
+
+    @property
+    def alias(self) -> str:
+        """The host's name in ssh_config and hosts.yaml."""
+        return f"lab-{self.name}"
+
+
+def state_dir() -> Path:
+    """The lab's state directory: $BHOPS_LAB_DIR, else <repo>/.lab."""
+    return Path(os.environ.get("BHOPS_LAB_DIR") or REPO / ".lab").absolute()
+
+
+def hosts_dir(state: Path | None = None) -> Path:
+    """Where the hosts' files are (hosts/NAME/, template/): the state dir, or, when that is under
+    one of PRIVATE_DIRS, HOSTS_ROOT/<hash of the state dir's path>."""
+    state = Path(state or state_dir()).resolve()
+    if not any(state.is_relative_to(d) for d in PRIVATE_DIRS):
+        return state
+    return HOSTS_ROOT / hashlib.sha256(str(state).encode()).hexdigest()[:12]
+
+
+def host_dir(name: str, state: Path | None = None) -> Path:
+    """One host's files: init.log, sshd.log, upper/ (its writes to /etc, /var, /usr, /opt)."""
+    return hosts_dir(state) / "hosts" / name
+
+
+def up(nodes: int = 3, state: Path | None = None) -> list[HostInfo]:
+    """Run the proxy and `nodes` nodes; keep running hosts, start or remove the others. When
+    the nodes change, the control plane restarts so that its cluster has them (and starts empty)."""
+    if not 1 <= nodes <= MAX_NODES:
+        raise LabError(f"the number of nodes must be between 1 and {MAX_NODES}, not {nodes}")
+    state = _prepare(state)
+    wanted = [f"node{i}" for i in range(1, nodes + 1)] + ["proxy"]
+    _remove(state, [name for name in _names(state) if name not in wanted])
+    _plumb(wanted)
+    OWNER.write_text(f"{state}\n")
+    for name in wanted:  # every host's directory first: the control plane is told of all nodes
+        if not _host_dir(state, name).exists():
+            _make_host_dir(_host_dir(state, name), name)
+    if (pid := _pid(state, CONTROL_PLANE)) and _started_with(pid) != _cluster_nodes(state):
+        _kill(state, [CONTROL_PLANE])  # its cluster knows other nodes: restart it (empty)
+    _wait(state, {name: _start(state, name) for name in wanted if not _pid(state, name)})
+    _write_client_files(state, wanted)
+    return status(state)
+
+
+def down(state: Path | None = None) -> None:
+    """Stop every host and remove its network, mounts and files (keeps the client key)."""
+    _check_root()
+    state = Path(state or state_dir()).resolve()
+    _check_owner(state)
+    _remove(state, _names(state))
+    links = [p.name for p in Path("/sys/class/net").glob("bhlab*")]
+    netns = [p.name for p in Path("/run/netns").glob("bhlab-*")]
+    _ip_batch([f"link del {link}" for link in links] + [f"netns del {ns}" for ns in netns])
+    root = hosts_dir(state)
+    _unmount_under(root)
+    for path in [root] if root != state else [root / "hosts", root / "template"]:
+        shutil.rmtree(path, ignore_errors=True)
+    for name in ("client.pub", "ssh_config", "known_hosts", "hosts.yaml"):
+        (state / name).unlink(missing_ok=True)
+    OWNER.unlink(missing_ok=True)
+
+
+def status(state: Path | None = None) -> list[HostInfo]:
+    """Describe each host of the lab (empty when the lab is down)."""
+    state = Path(state or state_dir())
+    return [_info(state, name) for name in _names(state)]
+
+
+def stop_host(name: str, state: Path | None = None) -> None:
+    """Kill one host's processes; its network and files stay, so connections are refused."""
+    _check_root()
+    state = Path(state or state_dir()).resolve()
+    _check_owner(state)
+    _check_host(state, name)
+    _kill(state, [name])
+
+
+def start_host(name: str, state: Path | None = None) -> None:
+    """Start one stopped host again with its files as they were."""
+    state = _prepare(state)
+    _check_host(state, name)
+    _plumb([name])
+    if not _pid(state, name):
+        _wait(state, {name: _start(state, name)})
+
+
+# Hosts: names, addresses, roles, directories.
+
+def _address(name: str) -> str:
+    return f"{SUBNET}.5" if name == "proxy" else f"{SUBNET}.{10 + int(name[4:])}"
+
+
+def _roles(name: str) -> tuple[str, ...]:
+    return {"proxy": ("proxy",), CONTROL_PLANE: ("node", "control-plane")}.get(name, ("node",))
+
+
+def _init_role(name: str) -> str:
+    """What host-init.sh runs on the host: node, control-plane or proxy."""
+    return _roles(name)[-1]
+
+
+def _names(state: Path) -> list[str]:
+    """Hosts that have a directory in the state dir: nodes by number, then the proxy."""
+    names = [p.name for p in (hosts_dir(state) / "hosts").glob("*")
+             if re.fullmatch(r"node[1-9]\d*|proxy", p.name)]
+    return sorted(names, key=lambda n: (n == "proxy", int(n[4:]) if n != "proxy" else 0))
+
+
+def _host_dir(state: Path, name: str) -> Path:
+    return host_dir(name, state)
+
+
+def _check_host(state: Path, name: str) -> None:
+    if name not in _names(state):
+        raise LabError(f"no lab host {name!r} in {state}; run `invoke lab.up` first")
+
+
+# Preparation: prerequisites, client key, template layer.
+
+def _check_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (namespaces, mounts, a bridge): run it as root")
+
+
+def _check_prerequisites() -> None:
+    _check_root()
+    for binary, package in PREREQUISITES.items():
+        if not shutil.which(binary, path=SYSTEM_PATH):
+            raise LabError(f"{binary} is missing: apt-get install {package}")
+
+
+def _prepare(state: Path | None) -> Path:
+    """Check prerequisites and that no other state dir's lab runs; make the state dir, client
+    key, hosts' dir and template layer."""
+    _check_prerequisites()
+    state = Path(state or state_dir()).resolve()
+    _check_owner(state)
+    root = hosts_dir(state)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if root != state:
+        HOSTS_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
+        HOSTS_ROOT.chmod(0o700)  # the hosts' keys and files: root only
+    (root / "hosts").mkdir(parents=True, exist_ok=True)
+    if not (state / "id_ed25519").exists():
+        _keygen(state / "id_ed25519", "bhops-lab-client")
+    shutil.copyfile(state / "id_ed25519.pub", root / "client.pub")  # where the hosts can read it
+    if not (root / "template").exists():
+        _make_template(root / "template")
+    return state
+
+
+def _owner() -> Path | None:
+    """The state dir whose lab runs on this machine (None: no lab, or one from before owners)."""
+    if not Path("/sys/class/net", BRIDGE).exists():
+        return None
+    try:
+        return Path(OWNER.read_text().strip())
+    except FileNotFoundError:
+        return None
+
+
+def _check_owner(state: Path) -> None:
+    """Refuse to touch the lab of another state dir (another checkout or $BHOPS_LAB_DIR)."""
+    owner, taken = _owner(), f"the lab on this machine (bridge {BRIDGE}, {SUBNET}.0/24)"
+    if owner is None and Path("/sys/class/net", BRIDGE).exists() and not _names(state):
+        raise LabError(f"{taken} was not made from {state}; only one lab runs per machine: take it "
+                       "down from its own checkout (`invoke lab.down`) first")
+    if owner is not None and owner != state:
+        raise LabError(f"{taken} belongs to {owner}, not to {state}; only one lab runs per machine: "
+                       f"take it down first (`BHOPS_LAB_DIR={owner} invoke lab.down`, as root)")
+
+
+def _keygen(path: Path, comment: str) -> None:
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
+
+
+def _make_template(template: Path) -> None:
+    """Build the layer shared by all hosts above the machine's /etc, /var, /usr, /opt:
+    lab/template, a softened /etc/init.d/docker and an empty /usr/local."""
+    new = template.with_name("template.new")
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.copytree(LAB_FILES / "template", new)
+    for d in OVERLAID:
+        (new / d).mkdir(exist_ok=True)
+    (new / "etc/sudoers.d/bhlab-deploy").chmod(0o440)
+    # Debian's /etc/init.d/docker raises ulimits under `set -e`; that fails without
+    # CAP_SYS_RESOURCE, so the hosts get a copy where a failed `ulimit` is ignored.
+    script = Path("/etc/init.d/docker").read_text()
+    docker_init = new / "etc/init.d/docker"
+    docker_init.parent.mkdir(exist_ok=True)
+    docker_init.write_text(re.sub(r"^(\s*ulimit .*)$", r"\1 2>/dev/null || true", script,
+                                  flags=re.M))
+    docker_init.chmod(0o755)
+    # An opaque (overlayfs) /usr/local hides the machine's; hosts write to their own.
+    local = new / "usr/local"
+    for sub in ("bin", "sbin", "lib", "share", "include", "etc", "src"):
+        (local / sub).mkdir(parents=True)
+    os.setxattr(local, "trusted.overlay.opaque", b"y")
+    new.rename(template)
+
+
+# Network.
+
+def _ip_batch(commands: list[str], netns: str | None = None) -> None:
+    if commands:
+        _run(["ip", *(["-n", netns] if netns else []), "-batch", "-"], "\n".join(commands))
+
+
+def _plumb(names: list[str]) -> None:
+    """Make the bridge and, for hosts lacking one, a netns with eth0 (a veth) on it."""
+    batch = []
+    if not Path("/sys/class/net", BRIDGE).exists():
+        batch += [f"link add {BRIDGE} type bridge", f"addr add {SUBNET}.1/24 dev {BRIDGE}",
+                  f"link set {BRIDGE} up"]
+    new = [name for name in names if not Path(f"/sys/class/net/bhlab-{name}").exists()]
+    for name in new:
+        if not Path(f"/run/netns/bhlab-{name}").exists():
+            batch.append(f"netns add bhlab-{name}")
+        # A fixed MAC per address: a host made anew is not hidden by others' stale ARP entries.
+        mac = "02:77:00:00:00:%02x" % int(_address(name).rsplit(".", 1)[1])
+        batch += [f"link add bhlab-{name} type veth peer name eth0 address {mac} netns bhlab-{name}",
+                  f"link set bhlab-{name} master {BRIDGE} up"]
+    _ip_batch(batch)
+    for name in new:
+        _ip_batch(["link set eth0 up", "link set lo up"], netns=f"bhlab-{name}")
+
+
+# Starting, finding and killing hosts.
+
+def _start(state: Path, name: str) -> int:
+    """Start a host (making its directory the first time); return and record its PID 1."""
+    host = _host_dir(state, name)
+    if not host.exists():
+        _make_host_dir(host, name)
+    # Only its own address: not those MetalLB's speaker added while it last ran.
+    _ip_batch(["addr flush dev eth0", f"addr add {_address(name)}/24 dev eth0"], netns=f"bhlab-{name}")
+    argv = ["nsenter", f"--net=/run/netns/bhlab-{name}", "--",
+            "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc",
+            "--propagation", "private",
+            "tini", "-s", "--", "/bin/sh", str(LAB_FILES / "host-init.sh"),
+            name, _init_role(name), str(host), str(hosts_dir(state) / "template"),
+            str(hosts_dir(state) / "client.pub"),
+            *(_cluster_nodes(state) if name == CONTROL_PLANE else [])]
+    with open(host / "init.log", "ab") as log:
+        leader = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
+            env=ENV, start_new_session=True)
+    children = Path(f"/proc/{leader.pid}/task/{leader.pid}/children")
+    while not (pids := children.read_text().split()):  # until unshare has forked PID 1
+        if leader.poll() is not None:
+            raise LabError(f"lab host {name} did not start: see {host / 'init.log'}")
+        time.sleep(0.001)
+    pid = int(pids[0])
+    _LEADERS[pid] = leader
+    (host / "pid").write_text(f"{pid}\n")
+    return pid
+
+
+def _cluster_nodes(state: Path) -> list[str]:
+    """The control plane's NODE=IP arguments: the nodes its cluster has (fixed at its start)."""
+    return [f"lab-{n}={_address(n)}" for n in _names(state) if n != "proxy"]
+
+
+def _started_with(pid: int) -> list[str]:
+    """The NODE=IP arguments a running control plane was started with."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return [arg for arg in argv if re.fullmatch(r"lab-node\d+=[\d.]+", arg)]
+
+
+def _make_host_dir(host: Path, name: str) -> None:
+    """Make a new host's directories and its own ssh host key (in its /etc/ssh)."""
+    for d in OVERLAID:
+        (host / "upper" / d).mkdir(parents=True)
+        (host / "work" / d).mkdir(parents=True)
+    for d in ("docker", "home"):
+        (host / d).mkdir()
+    (host / "root").mkdir(mode=0o700)
+    (host / "upper/etc/ssh").mkdir()
+    _keygen(host / "upper/etc/ssh/ssh_host_ed25519_key", f"root@{name}")
+
+
+def _pid(state: Path, name: str) -> int | None:
+    """The host's PID 1 if it is alive (checked to be in the host's netns), else None."""
+    try:
+        pid = int((_host_dir(state, name) / "pid").read_text())
+        inside, netns = os.stat(f"/proc/{pid}/ns/net"), os.stat(f"/run/netns/bhlab-{name}")
+    except (OSError, ValueError):
+        return None
+    return pid if (inside.st_dev, inside.st_ino) == (netns.st_dev, netns.st_ino) else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):  # gone before or while it was read
+        return False
+
+
+def _kill(state: Path, names: list[str]) -> None:
+    """Kill each host's PID 1 (the kernel then kills all its processes) and wait for it."""
+    pids = [pid for name in names if (pid := _pid(state, name))]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + TIMEOUT
+    for pid in pids:
+        while _alive(pid):  # PID 1 of a PID namespace exits after all its processes
+            if time.monotonic() > deadline:
+                raise LabError(f"lab host process {pid} did not exit after SIGKILL")
+            time.sleep(0.01)
+        if leader := _LEADERS.pop(pid, None):
+            leader.wait()
+    for name in names:
+        (_host_dir(state, name) / "pid").unlink(missing_ok=True)
+
+
+def _remove(state: Path, names: list[str]) -> None:
+    """Kill hosts and delete their network and directories."""
+    _kill(state, names)
+    _ip_batch([f"link del bhlab-{n}" for n in names if Path(f"/sys/class/net/bhlab-{n}").exists()]
+              + [f"netns del bhlab-{n}" for n in names if Path(f"/run/netns/bhlab-{n}").exists()])
+    for name in names:
+        shutil.rmtree(_host_dir(state, name))
+
+
+def _unmount_under(state: Path) -> None:
+    """Unmount whatever is still mounted under the state dir in this namespace."""
+    prefix = f"{state.resolve()}/"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in reversed(mounts):
+        if mount.startswith(prefix):
+            _run(["umount", "-l", mount])
+
+
+# Readiness and status probes.
+
+def _wait(state: Path, pids: dict[str, int]) -> None:
+    """Wait until each started host's sshd and service (dockerd or nginx) answer."""
+    deadline = time.monotonic() + TIMEOUT
+    pending = dict(pids)
+    while pending:
+        for name, pid in list(pending.items()):
+            logs = f"see {_host_dir(state, name)}/init.log and sshd.log"
+            if not _alive(pid):
+                raise LabError(f"lab host {name} exited while starting: {logs}")
+            if not _tcp_ok(_address(name), 22):
+                waiting = "sshd"
+            elif not _service_ok(name, pid):
+                waiting = {"proxy": "nginx", CONTROL_PLANE: "dockerd or the cluster (logs: upper/var/log/"
+                           "docker.log, labcluster.log)"}.get(name, "dockerd (log: upper/var/log/docker.log)")
+            else:
+                del pending[name]
+                continue
+            if time.monotonic() > deadline:
+                raise LabError(
+                    f"lab host {name}: {waiting} not answering after {TIMEOUT:.0f} s; {logs}")
+        if pending:
+            time.sleep(0.05)
+
+
+def _tcp_ok(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _docker_ok(pid: int) -> bool:
+    """Whether the host's dockerd answers `docker info`'s API call on its socket."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(1)
+            sock.connect(f"/proc/{pid}/root/run/docker.sock")
+            sock.sendall(b"GET /info HTTP/1.0\r\n\r\n")
+            return sock.recv(16).split()[1:2] == [b"200"]
+    except OSError:
+        return False
+
+
+def _service_ok(name: str, pid: int) -> bool:
+    """Whether the host's services answer: nginx on :80 (proxy), dockerd (nodes), and on
+    the control plane the API emulator (:6443) and the chart repository (:8879)."""
+    if name == "proxy":
+        return _tcp_ok(_address(name), 80)
+    cluster = name != CONTROL_PLANE or (_tcp_ok(_address(name), 6443) and _tcp_ok(_address(name), 8879))
+    return _docker_ok(pid) and cluster
+
+
+def _info(state: Path, name: str) -> HostInfo:
+    pid, address = _pid(state, name), _address(name)
+    return HostInfo(name, address, _roles(name), running=bool(pid),
+                    ssh_ok=bool(pid) and _tcp_ok(address, 22),
+                    service_ok=bool(pid) and _service_ok(name, pid))
+
+
+# Client side files.
+
+def _write_client_files(state: Path, names: list[str]) -> None:
+    """Write ssh_config, known_hosts and hosts.yaml: the committed inventory's `lab`
+    environment with exactly these hosts, so the lab's settings live in one place."""
+    config, known, hosts = [], [], {}
+    for name in names:
+        alias, address = f"lab-{name}", _address(name)
+        config.append(
+            f"Host {alias}\n    HostName {address}\n    User deploy\n"
+            f"    IdentityFile {state}/id_ed25519\n    UserKnownHostsFile {state}/known_hosts\n"
+            "    StrictHostKeyChecking yes\n    IdentitiesOnly yes\n")
+        key = (_host_dir(state, name) / "upper/etc/ssh/ssh_host_ed25519_key.pub").read_text()
+        known.append(f"{alias},{address} {' '.join(key.split()[:2])}\n")
+        hosts[alias] = {"roles": list(_roles(name))}
+    (state / "ssh_config").write_text("\n".join(config))
+    (state / "known_hosts").write_text("".join(known))
+    committed = yaml.safe_load((REPO / "hosts.yaml").read_text())
+    lab = {**committed["environments"]["lab"], "ssh_config": "ssh_config", "hosts": hosts}
+    manifest = lab.get("vars", {}).get("metallb_manifest")
+    if manifest and "://" not in manifest:  # a file beside the committed inventory
+        lab["vars"] = {**lab["vars"], "metallb_manifest": str(REPO / manifest)}
+    (state / "hosts.yaml").write_text("# generated by `invoke lab.up` from hosts.yaml; do not edit\n" + yaml.safe_dump(
+        {"defaults": committed.get("defaults", {}), "environments": {"lab": lab}}, sort_keys=False))
+
+
+def _run(argv: list[str], stdin: str | None = None) -> None:
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, env=ENV)
+    if result.returncode:
+        raise LabError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")

@@ -1,0 +1,53 @@
+"""Bring up, inspect and tear down the local lab of namespace hosts: the `lab` collection."""
+from invoke import Collection, Exit, task
+
+from . import hosts
+
+
+def _call(function, *args):
+    """Run a lab.hosts function; its LabError becomes Invoke's Exit (message, exit code 1)."""
+    try:
+        return function(*args)
+    except hosts.LabError as e:
+        raise Exit(str(e)) from None
+
+
+def _print_table(infos: list[hosts.HostInfo]) -> None:
+    if not infos:
+        print("The lab is down.")
+        return
+    rows = [("HOST", "ADDRESS", "ROLES", "RUNNING", "SSH", "SERVICE")] + [
+        (h.alias, h.address, ",".join(h.roles),
+         *("yes" if ok else "no" for ok in (h.running, h.ssh_ok, h.service_ok)))
+        for h in infos
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@task(auto_shortflags=False,
+      help={"nodes": f"number of nodes, 1 to {hosts.MAX_NODES} (default 3), besides the proxy"})
+def up(c, nodes=3):
+    """Start the lab's hosts (idempotent); write its hosts.yaml and ssh_config.
+
+    Running hosts are kept; a changed --nodes adds or removes nodes. The state
+    (keys, ssh_config, hosts.yaml) is in .lab/ or $BHOPS_LAB_DIR; the per-host files too, or
+    in /srv/bhops-lab/<hash> when that is under /etc, /var, /usr or /opt (docs/lab.md).
+    """
+    _print_table(_call(hosts.up, nodes))
+
+
+@task(auto_shortflags=False)
+def down(c):
+    """Stop every lab host and remove its network, mounts and files."""
+    _call(hosts.down)
+
+
+@task(auto_shortflags=False)
+def status(c):
+    """Show each lab host: running, sshd answering, service (dockerd/nginx) answering."""
+    _print_table(hosts.status())
+
+
+ns = Collection("lab", up, down, status)
