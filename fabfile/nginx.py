@@ -33,8 +33,7 @@ exit "$status"
 '''
 
 PROBE_SECONDS = 5  # how long the probe through the proxy may keep failing after a reload
-UPSTREAM_SECONDS = 30  # ... and longer while only the upstream is away (502-504: a pod restarting)
-_UPSTREAM_AWAY = ("502", "503", "504")
+UPSTREAM_SECONDS = 30  # how long to wait, before a change, for the upstreams to answer (a pod starting)
 
 _ENABLE = 'ln -sfn -- "$1" "$2"'
 _DISABLE = 'if [ ! -e "$1" ]; then rm -f -- "$2"; fi'
@@ -94,25 +93,37 @@ def site_context(run: Run, host: Host, facts: ClusterFacts | None) -> dict:
             "floating_ip": floating, "log_dir": host.vars["nginx_log_dir"]}
 
 
-def _probe(conn: Connection, host: Host, context: dict) -> list[str]:
-    """Requests through the proxy that did not answer 200, as `path -> status`. A reload is
-    graceful (old workers finish first), so a failure is retried for a few seconds, and for
-    longer while the only failures are an upstream that is away (a hub pod restarting)."""
-    scheme = "https" if context["tls"] else "http"
-    start = time.monotonic()
+def _failing(conn: Connection, host: Host, urls: dict[str, str], server_name: str, seconds: float) -> list[str]:
+    """The URLs (label: url) that do not answer 200 from the proxy host, as `label -> status`,
+    retried for `seconds` until all do."""
+    deadline = time.monotonic() + seconds
     while True:
-        failures, away = [], True
-        for path in (f"{context['binder_base_url']}versions", f"{context['hub_base_url']}hub/api/health"):
-            out = remote.run(conn, host, remote.script(_HTTP, f"{scheme}://127.0.0.1:{context['port']}{path}",
-                                                       context["server_name"]), sudo=False, check=False)
-            code = out.stdout.strip()
-            if code != "200":
-                failures.append(f"{path} -> {code or remote.tail(out.stderr)}")
-                away = away and code in _UPSTREAM_AWAY
-        waited = time.monotonic() - start
-        if not failures or waited > (UPSTREAM_SECONDS if away else PROBE_SECONDS):
+        failures = []
+        for label, url in urls.items():
+            out = remote.run(conn, host, remote.script(_HTTP, url, server_name), sudo=False, check=False)
+            if out.stdout.strip() != "200":
+                failures.append(f"{label} -> {out.stdout.strip() or remote.tail(out.stderr)}")
+        if not failures or time.monotonic() > deadline:
             return failures
         time.sleep(0.5)
+
+
+def _probe(conn: Connection, host: Host, context: dict) -> list[str]:
+    """Requests through the proxy that did not answer 200. A reload is graceful (old workers
+    finish first), so a failure is retried for a few seconds."""
+    base = f"{'https' if context['tls'] else 'http'}://127.0.0.1:{context['port']}"
+    paths = (f"{context['binder_base_url']}versions", f"{context['hub_base_url']}hub/api/health")
+    return _failing(conn, host, {p: base + p for p in paths}, context["server_name"], PROBE_SECONDS)
+
+
+def _await_upstreams(conn: Connection, host: Host, context: dict) -> None:
+    """Give the upstreams the site points at (the binder's NodePort, proxy-public) a while to
+    answer before the change, so that a pod still starting is not blamed on the new site; the
+    probe after the reload judges either way."""
+    _failing(conn, host, {
+        "binder": f"http://{context['node_address']}:{context['node_port']}{context['binder_base_url']}versions",
+        "hub": f"http://{context['floating_ip']}:80{context['hub_base_url']}hub/api/health",
+    }, context["server_name"], UPSTREAM_SECONDS)
 
 
 def render_site(context: dict) -> str:
@@ -148,6 +159,7 @@ def install_site(conn: Connection, host: Host, text: str, context: dict, dry_run
             return Result(host.name, step, Status.FAILED,
                           f"nginx -t rejected the new site; the live one is untouched: {remote.tail(test.stdout)}",
                           patch)
+        _await_upstreams(conn, host, context)
         backup = remote.write(conn, host, site.available, text, "0644")
     remote.run(conn, host, remote.script(_ENABLE, site.available, site.enabled))
     remote.service(conn, host, manager, "nginx", "reload")

@@ -57,7 +57,7 @@ def test_a_value_that_breaks_nginx_leaves_the_old_site_serving(old_site, cli, tm
 
 
 def test_a_failed_probe_restores_the_old_site(old_site, cli, tmp_path, monkeypatch):
-    monkeypatch.setattr(nginx, "UPSTREAM_SECONDS", 3)  # an upstream away this long is the new site's fault
+    monkeypatch.setattr(nginx, "UPSTREAM_SECONDS", 3)  # not 30 s waiting for a binder that is not there
     # node3 runs no binder: the new site's /binderhub/ answers 502 through the proxy
     nowhere = lab_inventory(tmp_path, binder_node_address="10.77.0.13")
     code, out = cli("nginx.reload", "--env", "lab", "--inventory", str(nowhere))
