@@ -543,18 +543,22 @@ def _file_secrets(run: Run) -> dict[str, secretfile.Secret]:
     return run.secrets() if run.secrets_path.exists() else {}
 
 
-def user_token(run: Run | None) -> str | None:
+def user_token(secrets: dict[str, secretfile.Secret]) -> str | None:
     """The user's JupyterHub API token to send: $BHOPS_HUB_TOKEN, else the secrets file's smoke_hub_token."""
-    if os.environ.get(TOKEN_ENV) or run is None:
-        return os.environ.get(TOKEN_ENV) or None
-    token = _file_secrets(run).get("smoke_hub_token")
-    return token.reveal() if token else None
+    token = secrets.get("smoke_hub_token")
+    return os.environ.get(TOKEN_ENV) or (token.reveal() if token else None)
 
 
-def hub_access(run: Run, host: Host) -> Hub | None:
+def needs_token(opts: Options, token: str | None, auth_on: bool = False) -> bool:
+    """Whether authentication is on (the inventory says so, --auth, or $BHOPS_HUB_TOKEN is set)
+    and no token is at hand."""
+    return (auth_on or opts.auth or TOKEN_ENV in os.environ) and not token
+
+
+def hub_access(run: Run, host: Host, secrets: dict[str, secretfile.Secret]) -> Hub | None:
     """The hub as the control-plane host reaches it, with the binder service's token (from the
     secrets file), with which smoke stops the server it launched; None without a secrets file."""
-    token = _file_secrets(run).get("binder_api_token")
+    token = secrets.get("binder_api_token")
     return Hub(lambda: run.pool.get(host), host, token.reveal()) if token else None
 
 
@@ -564,11 +568,12 @@ def on_env(run: Run, opts: Options, report: Report, advice: str = "") -> Report:
     host = run.control_plane()[0]
     own = opts.binder_url is None
     report.binder_url = url = opts.binder_url or check_url(values.binder_url(host), "vars.public_url")
-    token = user_token(run)
-    if (opts.auth or TOKEN_ENV in os.environ or (own and host.vars["auth"])) and not token:
+    secrets = _file_secrets(run)
+    token = user_token(secrets)
+    if needs_token(opts, token, own and bool(host.vars["auth"])):
         refuse_without_token(run.reporter, report, advice)
     elif own:
-        smoke_run(run.reporter, opts, url, (values.hub_url(host),), token, hub_access(run, host), report)
+        smoke_run(run.reporter, opts, url, (values.hub_url(host),), token, hub_access(run, host, secrets), report)
         if report.verdict != "passed":
             collect_diagnostics(run, url, report)
     else:
@@ -607,8 +612,8 @@ def _root(url: str) -> str:
 def alone(opts: Options, report: Report, reporter: Reporter) -> Report:
     """smoke against --binder-url with no inventory: the user's token from $BHOPS_HUB_TOKEN goes
     to the binder URL's host only; the server is stopped through its own API."""
-    token = user_token(None)
-    if (opts.auth or TOKEN_ENV in os.environ) and not token:
+    token = user_token({})
+    if needs_token(opts, token):
         return refuse_without_token(reporter, report)
     return smoke_run(reporter, opts, opts.binder_url, (_root(opts.binder_url),), token, None, report)
 
