@@ -1,13 +1,38 @@
 """binderhub-ops: the BinderHub-on-bare-metal runbook as Invoke tasks run over SSH."""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Iterable
+
 from invoke import Collection
 
-from . import cluster, deploy, diagnose, docker, helm, metallb, nginx, rollback, secrets, settings, smoke, status
+from . import settings
 
-ns = Collection()
-ns.configure(settings.DEFAULTS)
-ns.add_task(deploy.deploy)
-ns.add_task(smoke.smoke)
-for root_task in (status.status, diagnose.diagnose, rollback.rollback):
-    ns.add_task(root_task)
-for module in (cluster, docker, helm, metallb, nginx, secrets):
-    ns.add_collection(Collection.from_module(module), name=module.__name__.rsplit(".", 1)[1])
+#: The task modules: those whose one task sits at the root (named as the module), then those
+#: whose tasks go under the module's name (`helm.upgrade`).
+ROOT_TASKS = ("deploy", "smoke", "status", "diagnose", "rollback")
+GROUPS = ("cluster", "docker", "helm", "metallb", "nginx", "secrets")
+
+
+def collection(names: Iterable[str] | None = None) -> Collection:
+    """The tasks' namespace; with `names` (what a command line names), only the task modules
+    those names need, so that a command imports what it uses. Names that are no task are
+    ignored; when none is a task, the whole namespace."""
+    modules = [m for m in (*ROOT_TASKS, *GROUPS) if names is None or m in {n.split(".")[0] for n in names}]
+    ns = Collection()
+    ns.configure(settings.DEFAULTS)
+    for name in modules or (*ROOT_TASKS, *GROUPS):
+        module = importlib.import_module(f".{name}", __name__)
+        if name in ROOT_TASKS:
+            ns.add_task(getattr(module, name))
+        else:
+            ns.add_collection(Collection.from_module(module), name=name)
+    return ns
+
+
+def __getattr__(name: str) -> Any:
+    """`fabfile.ns`: the whole namespace, made on first use."""
+    if name == "ns":
+        globals()["ns"] = collection()
+        return globals()["ns"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

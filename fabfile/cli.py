@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import os
-from importlib import metadata
 
 import invoke
 
-from . import ns
+from . import collection
 
 
 class Config(invoke.Config):
@@ -22,5 +21,19 @@ class Config(invoke.Config):
         self.load_project(merge=False)
 
 
-program = invoke.Program(namespace=ns, name="binderhub-ops", binary="bhops",
-                         version=metadata.version("binderhub-ops"), config_class=Config)
+class Program(invoke.Program):
+    """Invoke's Program loading only the task modules the command line names (all of them for
+    --list, --help or a name it does not know), and reading its version only when asked."""
+
+    def parse_collection(self) -> None:
+        self.namespace = collection(self.core.unparsed if self.core else None)
+        super().parse_collection()
+
+    def print_version(self) -> None:
+        from importlib import metadata  # slow to import: only for --version
+
+        self.version = metadata.version("binderhub-ops")
+        super().print_version()
+
+
+program = Program(name="binderhub-ops", binary="bhops", config_class=Config)

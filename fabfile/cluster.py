@@ -6,35 +6,36 @@ import time
 
 from fabric import Connection
 
-from . import helm, kube, lock, metallb, probes, remote
+from . import helm, inventory, kube, lock, probes, remote
 from .inventory import Host
-from .results import Result, Status, table
-from .session import Run, host_task
+from .results import Change, Result, Status, succeeded, table
+from .session import Run, host_task, step
 
 ROLLOUT_TIMEOUT = 300
 IP_TIMEOUT = 120
 
 
-def namespace(conn: Connection, host: Host, dry_run: bool) -> Result:
+@step("cluster.namespace")
+def namespace(conn: Connection, host: Host) -> Result | Change:
     """Create the release's namespace if it does not exist (runbook step 4)."""
     name = host.vars["namespace"]
     if probes.namespace_exists(conn, host):
-        return Result(host.name, "cluster.namespace", Status.OK, f"namespace {name} exists")
-    if dry_run:
-        return Result(host.name, "cluster.namespace", Status.CHANGED, f"create namespace {name}")
-    kube.run(conn, host, kube.kubectl(host, "create", "namespace", name))
-    return Result(host.name, "cluster.namespace", Status.CHANGED, f"created namespace {name}")
+        return Result.ok(f"namespace {name} exists")
+
+    def create() -> Result:
+        kube.run(conn, host, kube.kubectl(host, "create", "namespace", name))
+        return Result.changed(f"created namespace {name}")
+    return Change(f"create namespace {name}", create)
 
 
-def wait(conn: Connection, host: Host, timeout: int) -> list[Result]:
+@step("cluster.wait")
+def wait(conn: Connection, host: Host, timeout: int = ROLLOUT_TIMEOUT) -> list[Result]:
     """`kubectl rollout status` on every deployment and daemonset of the release."""
     found, missing = probes.workloads(conn, host)
-    lost = [Result(host.name, "cluster.wait", Status.FAILED,
-                   f"{name} is in the release but not in the cluster; `helm rollback {host.vars['release']} "
+    lost = [Result.failed(f"{name} is in the release but not in the cluster; `helm rollback {host.vars['release']} "
                    f"-n {host.vars['namespace']}` to the current revision recreates it") for name in missing]
     if not found:
-        return [Result(host.name, "cluster.wait", Status.FAILED,
-                       f"no deployment or daemonset of release {host.vars['release']} in namespace "
+        return [Result.failed(f"no deployment or daemonset of release {host.vars['release']} in namespace "
                        f"{host.vars['namespace']}; run helm.upgrade first")]
     results = lost
     for name in found:
@@ -42,7 +43,7 @@ def wait(conn: Connection, host: Host, timeout: int) -> list[Result]:
                                                  host.vars["namespace"], f"--timeout={timeout}s"),
                         check=False, timeout=timeout + 30)
         ok = done.ok
-        results.append(Result(host.name, "cluster.wait", Status.OK if ok else Status.FAILED,
+        results.append(Result("", "", Status.OK if ok else Status.FAILED,
                               f"{name}: {remote.tail(done.stdout if ok else done.stderr, 1)}"))
     return results
 
@@ -65,6 +66,7 @@ def _service_row(svc: dict) -> list[str]:
     return [svc["metadata"]["name"], spec["type"], spec.get("clusterIP", ""), external, ports]
 
 
+@step("cluster.status")
 def status(conn: Connection, host: Host) -> Result:
     """Read-only: the runbook's step 6 and 9 view, pods and services of the namespace."""
     ns = host.vars["namespace"]
@@ -72,8 +74,7 @@ def status(conn: Connection, host: Host) -> Result:
     running = sum(1 for p in pods if p.get("status", {}).get("phase") == "Running")
     view = table([["POD", "READY", "STATUS", "RESTARTS"]] + [_pod_row(p) for p in pods]) + "\n\n" + \
         table([["SERVICE", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)"]] + [_service_row(s) for s in svcs])
-    return Result(host.name, "cluster.status", Status.OK,
-                  f"namespace {ns}: {len(pods)} pods ({running} running), {len(svcs)} services", view)
+    return Result.ok(f"namespace {ns}: {len(pods)} pods ({running} running), {len(svcs)} services", view)
 
 
 def _patch_type(conn: Connection, host: Host, service: dict, kind: str) -> None:
@@ -101,73 +102,74 @@ def _pending_reason(conn: Connection, host: Host, name: str) -> str:
         "no AllocationFailed event: is MetalLB installed (metallb.install) and the IP in its pool (metallb.pool)?"
 
 
-def claim_floating_ip(conn: Connection, host: Host, fix: bool, dry_run: bool, timeout: int) -> Result:
+@step("cluster.floating-ip")
+def claim_floating_ip(conn: Connection, host: Host, fix: bool = False, timeout: int = IP_TIMEOUT) -> Result | Change:
     """Make proxy-public hold the floating IP. When other LoadBalancers hold it, name them;
     with `fix`, switch them to NodePort and re-apply proxy-public (runbook step 9)."""
-    step, ip = "cluster.floating-ip", metallb.inventory_floating_ip(host)
+    ip = inventory.floating_ip(host)
     public_name = f"{host.vars['namespace']}/proxy-public"
     services = probes.load_balancers(conn, host)
     public = next((s for s in services if probes.name_of(s) == public_name), None)
     if public is None:
-        if dry_run:
-            return Result(host.name, step, Status.CHANGED, f"wait for {public_name} (made by helm.upgrade) to get {ip}")
-        return Result(host.name, step, Status.FAILED, f"{public_name} is not a LoadBalancer service; run helm.upgrade")
+        return Change(f"wait for {public_name} (made by helm.upgrade) to get {ip}", lambda: Result.failed(
+            f"{public_name} is not a LoadBalancer service; run helm.upgrade"))
     if probes.external_ip(public) == ip:
-        return Result(host.name, step, Status.OK, f"{public_name} holds {ip}")
+        return Result.ok(f"{public_name} holds {ip}")
     holders = [s for s in services if probes.external_ip(s) == ip and s is not public]
     if not holders:
-        if dry_run:
-            return Result(host.name, step, Status.CHANGED, f"wait for {public_name} to get {ip}")
-        if _wait_for_ip(conn, host, public_name, ip, timeout):
-            return Result(host.name, step, Status.CHANGED, f"{public_name} got {ip}")
-        return Result(host.name, step, Status.FAILED, f"waited {timeout} s for {public_name} to get {ip}; it holds "
-                      f"{probes.external_ip(public) or 'nothing'}; {_pending_reason(conn, host, public_name)}")
+        def await_ip() -> Result:
+            if _wait_for_ip(conn, host, public_name, ip, timeout):
+                return Result.changed(f"{public_name} got {ip}")
+            return Result.failed(f"waited {timeout} s for {public_name} to get {ip}; it holds "
+                                 f"{probes.external_ip(public) or 'nothing'}; "
+                                 f"{_pending_reason(conn, host, public_name)}")
+        return Change(f"wait for {public_name} to get {ip}", await_ip)
     names = ", ".join(probes.name_of(s) for s in holders)
     if not fix:
-        return Result(host.name, step, Status.FAILED,
-                      f"{ip} is held by {names}; re-run with --fix to switch {'them' if len(holders) > 1 else 'it'} "
-                      "to NodePort so proxy-public can take it (the runbook's step 9 workaround)")
+        return Result.failed(f"{ip} is held by {names}; re-run with --fix to switch "
+                             f"{'them' if len(holders) > 1 else 'it'} to NodePort so proxy-public can take it "
+                             "(the runbook's step 9 workaround)")
     undo = "\n".join(f"undo: kubectl patch service {s['metadata']['name']} -n {s['metadata']['namespace']} "
                      "--type merge -p '{\"spec\":{\"type\":\"LoadBalancer\"}}' (it then waits for a free address)"
                      for s in holders)
-    if dry_run:
-        return Result(host.name, step, Status.CHANGED, f"switch {names} to NodePort, re-apply {public_name}", undo)
-    for service in holders:
-        _patch_type(conn, host, service, "NodePort")
-    _patch_type(conn, host, public, "NodePort")
-    _patch_type(conn, host, public, "LoadBalancer")
-    if not _wait_for_ip(conn, host, public_name, ip, timeout):
-        return Result(host.name, step, Status.FAILED, f"switched {names} to NodePort and re-applied {public_name}, "
-                      f"but it did not get {ip} within {timeout} s; {_pending_reason(conn, host, public_name)}", undo)
-    return Result(host.name, step, Status.CHANGED,
-                  f"switched {names} to NodePort, re-applied {public_name}: it holds {ip}", undo)
+
+    def switch() -> Result:
+        for service in holders:
+            _patch_type(conn, host, service, "NodePort")
+        _patch_type(conn, host, public, "NodePort")
+        _patch_type(conn, host, public, "LoadBalancer")
+        if not _wait_for_ip(conn, host, public_name, ip, timeout):
+            return Result.failed(f"switched {names} to NodePort and re-applied {public_name}, but it did not get "
+                                 f"{ip} within {timeout} s; {_pending_reason(conn, host, public_name)}")
+        return Result.changed(f"switched {names} to NodePort, re-applied {public_name}: it holds {ip}")
+    return Change(f"switch {names} to NodePort, re-apply {public_name}", switch, undo)
 
 
-@host_task("cluster.floating-ip", name="floating-ip", help={
+@host_task(claim_floating_ip.label, name="floating-ip", needs=("public_url", "floating_ip"), help={
     "fix": "switch other LoadBalancers holding the IP to NodePort",
     "timeout": f"seconds to wait for the IP (default {IP_TIMEOUT})",
     "break_lock": "take over the deploy lock even though someone holds it"})
 def floating_ip_task(run: Run, fix=False, timeout=IP_TIMEOUT, break_lock=False):
     """Make proxy-public hold the floating IP, durably (in the chart values) first."""
     with lock.held(run, break_lock) as holding:
-        if holding and (helm.release_stage(run) or run.dry_run):
-            run.each(run.control_plane(), "cluster.floating-ip", claim_floating_ip, fix, run.dry_run, timeout)
+        if holding.held and (succeeded(helm.release_stage(run)) or run.dry_run):
+            run.each(run.control_plane(), claim_floating_ip, fix=fix, timeout=timeout)
 
 
-@host_task("cluster.namespace", name="namespace")
+@host_task(namespace.label, name="namespace")
 def namespace_task(run: Run):
     """Create the BinderHub namespace if it is missing."""
-    run.each(run.control_plane(), "cluster.namespace", namespace, run.dry_run)
+    run.each(run.control_plane(), namespace)
 
 
-@host_task("cluster.wait", name="wait", changes=False,
+@host_task(wait.label, name="wait", changes=False,
            help={"timeout": f"seconds to wait for each rollout (default {ROLLOUT_TIMEOUT})"})
 def wait_task(run: Run, timeout=ROLLOUT_TIMEOUT):
     """Wait for every deployment and daemonset of the release to roll out."""
-    run.each(run.control_plane(), "cluster.wait", wait, int(timeout))
+    run.each(run.control_plane(), wait, timeout=timeout)
 
 
-@host_task("cluster.status", name="status", changes=False)
+@host_task(status.label, name="status", changes=False)
 def status_task(run: Run):
     """Show the release's pods and services, as the runbook's steps 6 and 9 check them."""
-    run.each(run.control_plane(), "cluster.status", status)
+    run.each(run.control_plane(), status)

@@ -12,21 +12,24 @@ def _hide_secrets(run: Run) -> None:
     and those the release was given."""
     if run.secrets_path.exists():
         run.secrets()
-    for deployed in run.gather(run.control_plane(), "diagnose", secrets.deployed_secrets).values():
-        run.reporter.hide(deployed.values())
+    for deployed in run.gather(run.control_plane(), secrets.deployed_secrets, of=STEP).values():
+        run.reporter.masked.hide(deployed.values())
 
 
-@host_task("diagnose", name="diagnose", changes=False)
+STEP = "diagnose"
+
+
+@host_task(STEP, name="diagnose", changes=False, needs=("public_url",))
 def diagnose(run: Run):
     """Gather the diagnostics bundle (health, pods, events, logs, helm, nginx), secrets masked;
     exit 1 when a host could not be reached."""
     from . import diagnostics  # requests: imported only by the task that uses it
 
     _hide_secrets(run)
-    run.gather(run.hosts("proxy")[:1], "diagnose", lambda conn, host: None)  # reports it if unreachable
+    run.gather(run.hosts("proxy")[:1], lambda conn, host: None, of=STEP)  # reports it if unreachable
     try:
         path = diagnostics.collect(run, values.binder_url(run.control_plane()[0]))
     except LocalFileError as exc:
-        run.reporter.emit(Result("local", "diagnose", Status.FAILED, str(exc)))
+        run.report(Result("local", STEP, Status.FAILED, str(exc)))
         return
-    run.reporter.emit(Result("local", "diagnose", Status.OK, f"bundle written: {path}"))
+    run.report(Result("local", STEP, Status.OK, f"bundle written: {path}"))

@@ -11,8 +11,8 @@ from .connections import ConnectError
 from .inventory import Host
 from .probes import DockerState
 from .remote import RemoteError
-from .results import Result, Status
-from .session import Run, host_task
+from .results import Change, Result, Status
+from .session import Run, host_task, step
 
 STEP = "docker.mirror"
 STATUS_STEP = "docker.status"
@@ -47,6 +47,9 @@ class Plan:
     @property
     def diff(self) -> str:
         return daemon_config.diff(self.old_text, self.new_text) if self.write else ""
+
+    def describe(self) -> str:
+        return f"{'write daemon.json and ' if self.write else ''}{self.action} docker"
 
 
 def observe(conn: Connection, host: Host) -> DockerState:
@@ -113,11 +116,17 @@ class Drain:
         self._kubectl("uncordon", name)
 
 
-def apply(conn: Connection, host: Host, plans: dict[str, Plan], drain: Drain | None = None) -> Result:
+@step(STEP)
+def converge(conn: Connection, host: Host, plans: dict[str, Plan], drain: Drain | None = None) -> Change:
+    """Carry out the node's plan (see `_apply`)."""
+    plan = plans[host.name]
+    return Change(plan.describe(), lambda: _apply(conn, host, plan, drain), plan.diff)
+
+
+def _apply(conn: Connection, host: Host, plan: Plan, drain: Drain | None) -> Result:
     """Write the file if needed, reload or restart docker, and verify with docker info;
     when docker does not come back, put the old file back and bring docker up again.
     With `drain`, a node is cordoned and drained before a restart, uncordoned after it."""
-    plan = plans[host.name]
     wanted = host.vars["docker_mirrors"]
     drained = drain.cordon_and_drain(host) if drain and plan.action != "reload" else None
     backup = None
@@ -133,13 +142,12 @@ def apply(conn: Connection, host: Host, plans: dict[str, Plan], drain: Drain | N
         undo = f"; {_roll_back(conn, host, plan, backup)}" if plan.write else ""
         left = f"; node {drained} left cordoned: `kubectl uncordon {drained}` once docker is healthy" \
             if drained else ""
-        return Result(host.name, STEP, Status.FAILED, f"{exc}{undo}{left}")
+        return Result.failed(f"{exc}{undo}{left}")
     if drained:
         drain.uncordon(drained)
     what = ("wrote daemon.json, " if plan.write else "") + (f"drained {drained}, " if drained else "")
     again = f", uncordoned {drained}" if drained else ""
-    return Result(host.name, STEP, Status.CHANGED,
-                  f"{what}docker {plan.action}ed, docker info shows {', '.join(mirrors)}{again}", plan.diff)
+    return Result.changed(f"{what}docker {plan.action}ed, docker info shows {', '.join(mirrors)}{again}")
 
 
 def _roll_back(conn: Connection, host: Host, plan: Plan, backup: str | None) -> str:
@@ -160,48 +168,42 @@ def converge_mirrors(run: Run, drain: bool = False) -> list[Result]:
     restarts one node at a time (drained first, with `drain`), stopping the rollout at the
     first failure."""
     nodes = run.hosts("node")
-    states = run.gather(nodes, STEP, observe)
+    states = run.gather(nodes, observe, of=converge)
     plans: dict[str, Plan] = {}
-    results: list[Result] = []
+    results: list[Result] = list(states.failures)
     for host in nodes:
-        if host.name not in states:
-            continue
-        outcome = decide(host, states[host.name])
-        if isinstance(outcome, Result):
-            results.append(run.reporter.emit(outcome))
-        elif run.dry_run:
-            results.append(run.reporter.emit(Result(
-                host.name, STEP, Status.CHANGED,
-                f"{'write daemon.json and ' if outcome.write else ''}{outcome.action} docker",
-                outcome.diff)))
-        else:
-            plans[host.name] = outcome
+        if host.name in states:
+            outcome = decide(host, states[host.name])
+            if isinstance(outcome, Result):
+                results.append(run.report(outcome))
+            else:
+                plans[host.name] = outcome
     reloads = [h for h in nodes if h.name in plans and plans[h.name].action == "reload"]
     rolling = [h for h in nodes if h.name in plans and plans[h.name].action != "reload"]
-    results += run.each(reloads, STEP, apply, plans)
+    results += run.each(reloads, converge, plans=plans)
     if rolling and drain:
         control_plane = run.control_plane()[0]
         try:
             drainer = Drain(run.pool.get(control_plane), control_plane)
         except ConnectError as exc:
-            return results + [run.reporter.emit(Result(h.name, STEP, Status.SKIPPED,
-                                                       f"not touched: cannot drain without the control plane: {exc}"))
+            return results + [run.report(Result(h.name, STEP, Status.SKIPPED,
+                                                f"not touched: cannot drain without the control plane: {exc}"))
                               for h in rolling]
-        return results + run.serially(rolling, STEP, apply, plans, drainer)
-    return results + run.serially(rolling, STEP, apply, plans)
+        return results + run.serially(rolling, converge, plans=plans, drain=drainer)
+    return results + run.serially(rolling, converge, plans=plans)
 
 
+@step(STATUS_STEP)
 def status(conn: Connection, host: Host) -> Result:
     """Read-only: the mirrors docker reports and whether daemon.json matches the inventory."""
     state = observe(conn, host)
     outcome = decide(host, state)
     if isinstance(outcome, Result):
-        return Result(host.name, STATUS_STEP, outcome.status, outcome.detail)
+        return Result("", "", outcome.status, outcome.detail)
     reported = "docker is not answering" if state.mirrors is None else \
         f"docker reports {', '.join(state.mirrors) or 'no mirror'}"
     file_state = "daemon.json differs from the inventory" if outcome.write else "daemon.json matches"
-    return Result(host.name, STATUS_STEP, Status.FAILED,
-                  f"drift: {reported}; {file_state}; run docker.mirror", outcome.diff)
+    return Result.failed(f"drift: {reported}; {file_state}; run docker.mirror", outcome.diff)
 
 
 @host_task(STEP, name="mirror", help={
@@ -215,4 +217,4 @@ def mirror(run: Run, drain=False):
 @host_task(STATUS_STEP, name="status", changes=False)
 def status_task(run: Run):
     """Show the mirrors docker reports on every node and whether daemon.json matches."""
-    run.each(run.hosts("node"), STATUS_STEP, status)
+    run.each(run.hosts("node"), status)

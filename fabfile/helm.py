@@ -7,46 +7,44 @@ import yaml
 from fabric import Connection
 from invoke import Exit
 
-from . import kube, lock, probes, values
+from . import kube, lock, probes, settings, values
 from .inventory import Host
 from .remote import RemoteError
-from .results import Result, Status, succeeded
-from .session import Run, host_task
+from .results import Change, Result, Status, succeeded
+from .session import Run, host_task, step
 
 
-def repo(conn: Connection, host: Host, states: dict[str, probes.RepoState], dry_run: bool) -> Result:
+@step("helm.repo")
+def repo(conn: Connection, host: Host, states: dict[str, probes.RepoState]) -> Result | Change:
     """Add the chart repository (or re-point it), and update it only if the pinned chart is missing."""
-    step, name, url = "helm.repo", host.vars["chart_repo_name"], host.vars["chart_repo_url"]
+    name, url = host.vars["chart_repo_name"], host.vars["chart_repo_url"]
     state = states[host.name]
-    done = []
-    if state.repos.get(name, "").rstrip("/") != url.rstrip("/"):
-        if dry_run:
-            return Result(host.name, step, Status.CHANGED, f"add repository {name} at {url}")
-        kube.run(conn, host, kube.helm(host, "repo", "add", "--force-update", name, url))
-        done.append(f"added {name} at {url}")
-    if done or not state.chart_found:
-        if dry_run:
-            return Result(host.name, step, Status.CHANGED, f"update repository {name}")
+    add = state.repos.get(name, "").rstrip("/") != url.rstrip("/")
+    if not add and state.chart_found:
+        return Result.ok(f"{kube.chart(host)} {host.vars['chart_version']} available")
+
+    def add_and_update() -> Result:
+        done = []
+        if add:
+            kube.run(conn, host, kube.helm(host, "repo", "add", "--force-update", name, url))
+            done.append(f"added {name} at {url}")
         kube.run(conn, host, kube.helm(host, "repo", "update", name))
         done.append(f"updated {name}")
         if not probes.chart_found(conn, host):
             latest = ", ".join(probes.chart_versions(conn, host)[:5]) or "none"
-            return Result(host.name, step, Status.FAILED,
-                          f"chart {kube.chart(host)} version {host.vars['chart_version']} is not in {url} "
-                          f"(newest there: {latest}); fix chart_version in hosts.yaml")
-    if done:
-        return Result(host.name, step, Status.CHANGED, "; ".join(done))
-    return Result(host.name, step, Status.OK, f"{kube.chart(host)} {host.vars['chart_version']} available")
+            return Result.failed(f"chart {kube.chart(host)} version {host.vars['chart_version']} is not in {url} "
+                                 f"(newest there: {latest}); fix chart_version in hosts.yaml")
+        return Result.changed("; ".join(done))
+    return Change(f"add repository {name} at {url}" if add else f"update repository {name}", add_and_update)
 
 
 def _stuck(conn: Connection, host: Host, release: dict, env: str) -> Result:
     revisions = probes.history(conn, host)
     good = [r["revision"] for r in revisions if r["status"] in ("deployed", "superseded")]
     trail = ", ".join(f"{r['revision']} {r['status']}" for r in revisions[-5:])
-    fix = (f"`invoke helm.rollback --env {env} --revision {good[-1]}`" if good
+    fix = (f"`{settings.command()} helm.rollback --env {env} --revision {good[-1]}`" if good
            else f"`helm uninstall {release['name']} -n {host.vars['namespace']}` (no revision ever deployed)")
-    return Result(host.name, "helm.upgrade", Status.FAILED,
-                  f"release {release['name']} is stuck in {release['status']} (history: {trail}); "
+    return Result.failed(f"release {release['name']} is stuck in {release['status']} (history: {trail}); "
                   f"nothing was changed; recover with {fix}, then re-run")
 
 
@@ -58,12 +56,13 @@ def current(host: Host, state: probes.ReleaseState, rendered: values.Values) -> 
                 and state.values == rendered.merged())
 
 
+@step("helm.upgrade")
 def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState], namespaces: dict[str, bool],
-            rendered: values.Values, env: str, dry_run: bool) -> Result:
+            rendered: values.Values, env: str) -> Result | Change:
     """Install or upgrade the release when the chart version or the values differ from the
     deployed revision: validate with `helm template`, then upgrade. The values, secrets
     included, go to helm on stdin as one document: no file on the host holds them."""
-    step, name, namespace = "helm.upgrade", host.vars["release"], host.vars["namespace"]
+    name, namespace = host.vars["release"], host.vars["namespace"]
     version = host.vars["chart_version"]
     chart_id = f"{kube.CHART}-{version}"
     state = states[host.name]
@@ -72,31 +71,31 @@ def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState]
         return _stuck(conn, host, release, env)
     wanted = rendered.merged()
     if current(host, state, rendered):
-        return Result(host.name, step, Status.OK,
-                      f"revision {release['revision']} already runs {kube.CHART} {version} with these values")
+        return Result.ok(f"revision {release['revision']} already runs {kube.CHART} {version} with these values")
     verb = "upgrade" if release else "install"
     patch = values.diff(deployed, wanted)
     if release and release["chart"] != chart_id:
         patch = f"chart: {release['chart']} -> {chart_id}\n" + patch
-    if dry_run:
-        return Result(host.name, step, Status.CHANGED, f"{verb} {name} with {kube.CHART} {version}", patch)
-    if not namespaces[host.name]:
-        return Result(host.name, step, Status.FAILED, f"namespace {namespace} does not exist; create it "
-                      f"with `invoke cluster.namespace --env {env}` (deploy does it first)")
-    chart = [kube.chart(host), "--version", version, "--namespace", namespace, "--values", "-"]
-    document = json.dumps(wanted)
-    try:
-        kube.run(conn, host, kube.helm(host, "template", name, *chart), stdin=document)
-    except RemoteError as exc:
-        return Result(host.name, step, Status.FAILED, f"values rejected before any change: {exc}")
-    kube.run(conn, host, kube.helm(host, "upgrade", "--install", name, *chart, "--cleanup-on-fail"),
-             stdin=document, timeout=host.command_timeout + 600)
-    after = probes.listed_release(conn, host) or {}
-    return Result(host.name, step, Status.CHANGED,
-                  f"{'upgraded' if release else 'installed'} {name}: revision {after.get('revision')} "
-                  f"{after.get('status')}", patch)
+
+    def install() -> Result:
+        if not namespaces[host.name]:
+            return Result.failed(f"namespace {namespace} does not exist; create it "
+                                 f"with `{settings.command()} cluster.namespace --env {env}` (deploy does it first)")
+        chart = [kube.chart(host), "--version", version, "--namespace", namespace, "--values", "-"]
+        document = json.dumps(wanted)
+        try:
+            kube.run(conn, host, kube.helm(host, "template", name, *chart), stdin=document)
+        except RemoteError as exc:
+            return Result.failed(f"values rejected before any change: {exc}")
+        kube.run(conn, host, kube.helm(host, "upgrade", "--install", name, *chart, "--cleanup-on-fail"),
+                 stdin=document, timeout=host.command_timeout + 600)
+        after = probes.listed_release(conn, host) or {}
+        return Result.changed(f"{'upgraded' if release else 'installed'} {name}: revision {after.get('revision')} "
+                              f"{after.get('status')}")
+    return Change(f"{verb} {name} with {kube.CHART} {version}", install, patch)
 
 
+@step("helm.values")
 def show_values(conn: Connection, host: Host, rendered: values.Values) -> Result:
     """Read-only: the rendered values, secrets masked, and the diff against the release."""
     state = probes.release_state(conn, host)
@@ -105,75 +104,78 @@ def show_values(conn: Connection, host: Host, rendered: values.Values) -> Result
     state = "match the deployed revision" if deployed == wanted else (
         "differ from the deployed revision" if release else "not deployed yet (no release)")
     text = yaml.safe_dump(values.masked(wanted), sort_keys=False)
-    return Result(host.name, "helm.values", Status.OK, f"rendered values {state}",
+    return Result.ok(f"rendered values {state}",
                   text + (values.diff(deployed, wanted) if deployed != wanted else ""))
 
 
-def rollback(conn: Connection, host: Host, revision: int | None, dry_run: bool) -> Result:
+@step("helm.rollback")
+def rollback(conn: Connection, host: Host, revision: int | None = None) -> Result | Change:
     """Roll the release back to `revision` (default: the last deployed one before now)."""
-    step = "helm.rollback"
     probes.namespace_exists(conn, host)  # a missing tool or an unreachable cluster raises with its fix
     revisions = probes.history(conn, host)
     if not revisions:
-        return Result(host.name, step, Status.FAILED, f"release {host.vars['release']} does not exist")
+        return Result.failed(f"release {host.vars['release']} does not exist")
     good = [r["revision"] for r in revisions[:-1] if r["status"] in ("deployed", "superseded")]
     target = revision or (good[-1] if good else None)
     if target is None or target not in [r["revision"] for r in revisions]:
-        return Result(host.name, step, Status.FAILED,
-                      f"no revision to roll back to (history: {[r['revision'] for r in revisions]}); "
-                      "pass --revision N with one of them")
-    if dry_run:
-        return Result(host.name, step, Status.CHANGED, f"roll back to revision {target}")
-    kube.run(conn, host, kube.helm(host, "rollback", host.vars["release"], str(target),
-                                   "--namespace", host.vars["namespace"]))
-    after = probes.listed_release(conn, host) or {}
-    return Result(host.name, step, Status.CHANGED,
-                  f"rolled back to revision {target}: now revision {after.get('revision')} {after.get('status')}")
+        return Result.failed(f"no revision to roll back to (history: {[r['revision'] for r in revisions]}); "
+                             "pass --revision N with one of them")
+
+    def roll_back() -> Result:
+        kube.run(conn, host, kube.helm(host, "rollback", host.vars["release"], str(target),
+                                       "--namespace", host.vars["namespace"]))
+        after = probes.listed_release(conn, host) or {}
+        return Result.changed(f"rolled back to revision {target}: now revision {after.get('revision')} "
+                              f"{after.get('status')}")
+    return Change(f"roll back to revision {target}", roll_back)
 
 
-def release_stage(run: Run) -> bool:
-    """helm.repo, then helm.upgrade if the chart is there, on the control-plane host; whether
-    both succeeded. A release already current needs no repository: it is not consulted."""
+def release_stage(run: Run) -> list[Result]:
+    """helm.repo, then helm.upgrade if the chart is there, on the control-plane host. A release
+    already current needs no repository: it is not consulted."""
     host = run.control_plane()
     rendered = values.render(host[0], run.env.name, run.secrets())
-    releases = run.gather(host, "helm.upgrade", probes.release_state)
+    releases = run.gather(host, probes.release_state, of=upgrade)
     if not releases:
-        return False
+        return releases.failures
     if current(host[0], releases[host[0].name], rendered):
-        run.reporter.emit(Result(host[0].name, "helm.repo", Status.OK,
-                                 "not consulted: the release already runs the pinned chart"))
-        return succeeded(run.each(host, "helm.upgrade", upgrade, releases, {}, rendered, run.env.name,
-                                  run.dry_run))
-    repos = run.gather(host, "helm.repo", probes.repo_state)
+        skipped = run.report(Result(host[0].name, repo.label, Status.OK,
+                                    "not consulted: the release already runs the pinned chart"))
+        return [skipped, *run.each(host, upgrade, states=releases, namespaces={}, rendered=rendered, env=run.env.name)]
+    repos = run.gather(host, probes.repo_state, of=repo)
+    if not repos:
+        return repos.failures
+    added = run.each(host, repo, states=repos)
+    if not succeeded(added):
+        return added
     namespaces = {name: state.namespace for name, state in repos.items()}
-    return bool(repos) and succeeded(run.each(host, "helm.repo", repo, repos, run.dry_run)) and \
-        succeeded(run.each(host, "helm.upgrade", upgrade, releases, namespaces, rendered, run.env.name,
-                           run.dry_run))
+    return added + run.each(host, upgrade, states=releases, namespaces=namespaces, rendered=rendered,
+                            env=run.env.name)
 
 
-@host_task("helm.repo", name="repo")
+@host_task(repo.label, name="repo")
 def repo_task(run: Run):
     """Add and update the chart repository on the control plane, as the pinned chart needs."""
     host = run.control_plane()
-    run.each(host, "helm.repo", repo, run.gather(host, "helm.repo", probes.repo_state), run.dry_run)
+    run.each(host, repo, states=run.gather(host, probes.repo_state, of=repo))
 
 
 _BREAK_LOCK = {"break_lock": "take over the deploy lock even though someone holds it"}
 
 
-@host_task("helm.upgrade", name="upgrade", help=_BREAK_LOCK)
+@host_task(upgrade.label, name="upgrade", needs=("public_url",), help=_BREAK_LOCK)
 def upgrade_task(run: Run, break_lock=False):
     """Install or upgrade the BinderHub release when its chart or values differ."""
     with lock.held(run, break_lock) as holding:
-        if holding:
+        if holding.held:
             release_stage(run)
 
 
-@host_task("helm.values", name="values", changes=False)
+@host_task(show_values.label, name="values", changes=False, needs=("public_url",))
 def values_task(run: Run):
     """Show the rendered chart values, secrets masked, and their diff against the release."""
     host = run.control_plane()
-    run.each(host, "helm.values", show_values, values.render(host[0], run.env.name, run.secrets()))
+    run.each(host, show_values, rendered=values.render(host[0], run.env.name, run.secrets()))
 
 
 def revision_number(text: str | None) -> int | None:
@@ -185,11 +187,11 @@ def revision_number(text: str | None) -> int | None:
     return int(text)
 
 
-@host_task("helm.rollback", name="rollback",
+@host_task(rollback.label, name="rollback",
            help={"revision": "revision to roll back to (default: the last deployed one)", **_BREAK_LOCK})
 def rollback_task(run: Run, revision=None, break_lock=False):
     """Roll the BinderHub release back, e.g. out of a stuck pending-upgrade."""
     target = revision_number(revision)
     with lock.held(run, break_lock) as holding:
-        if holding:
-            run.each(run.control_plane(), "helm.rollback", rollback, target, run.dry_run)
+        if holding.held:
+            run.each(run.control_plane(), rollback, revision=target)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlparse
 
 import yaml
@@ -231,6 +231,11 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "chart_repo_name": ("jupyterhub", _text),
     "chart_repo_url": ("https://jupyterhub.github.io/helm-chart/", _url),
     "chart_version": ("0.2.0-n600.h36369a7", _text),
+    # false: the release has no PodDisruptionBudget, in either era (pdb.enabled and the user-scheduler's
+    # pdb.enabled off, and the user placeholder off: its PDB has no switch of its own). The pinned chart's
+    # PDBs are policy/v1beta1, which Kubernetes 1.25+ refuses: set false there. The current chart's are
+    # policy/v1; false there only stops them from holding up node drains.
+    "pod_disruption_budgets": (True, _flag),
     "public_url": (None, _optional(_url)),
     "binder_base_url": ("/binderhub/", _url_path),
     "hub_base_url": ("/jupyterhub/", _url_path),
@@ -509,3 +514,79 @@ def load(env: str, path: Path | str | None = None) -> Environment:
     return Environment(env, path, _distinct(tuple(
         _host(name, spec, layers, f"{where}.hosts.{name}", path.parent)
         for name, spec in hosts.items()), f"{where}.hosts"), confirm)
+
+
+def public_url(host: Host) -> str:
+    """The URL users reach the proxy at, without a trailing slash; refused when not set."""
+    url = host.vars["public_url"]
+    if not url:
+        raise InventoryError(f"host {host.name}: vars.public_url is not set; give the URL users reach "
+                             "the proxy at, like http://binder.example.org")
+    return url.rstrip("/")
+
+
+def floating_ip(host: Host) -> str:
+    """The IP proxy-public must hold, inside the MetalLB pool when one is given; refused when not set."""
+    ip = host.vars["floating_ip"]
+    if not ip:
+        raise InventoryError(f"host {host.name}: vars.floating_ip is not set; give the IP proxy-public "
+                             "must hold (the runbook's floating IP)")
+    addresses = host.vars["metallb_addresses"]
+    if addresses and not in_pool(addresses, ip):
+        raise InventoryError(f"host {host.name}: floating_ip {ip} is outside metallb_addresses "
+                             f"{list(addresses)}; add it to the pool or fix floating_ip")
+    return ip
+
+
+def in_pool(pool: Sequence[str], ip: str) -> bool:
+    """Whether `ip` is in one of the pool's CIDRs or first-last ranges."""
+    address = ipaddress.IPv4Address(ip)
+    for entry in pool:
+        if "-" in entry:
+            first, last = (ipaddress.IPv4Address(v.strip()) for v in entry.split("-", 1))
+            if first <= address <= last:
+                return True
+        elif address in ipaddress.IPv4Network(entry, strict=False):
+            return True
+    return False
+
+
+def metallb_manifest(env: Environment, host: Host) -> str:
+    """The MetalLB manifest to apply: a URL, or a file (relative to the inventory) that must exist."""
+    manifest = host.vars["metallb_manifest"]
+    if re.match(r"https?://", manifest):
+        return manifest
+    path = (env.source.parent / manifest).resolve()
+    if not path.is_file():
+        raise InventoryError(f"host {host.name}: vars.metallb_manifest: {path} does not exist; give a path "
+                             "relative to the inventory, or the manifest's URL")
+    return str(path)
+
+
+def tls(host: Host) -> dict[str, str] | None:
+    """The certificate and key (paths on the proxy) when public_url is https; refused when missing."""
+    if not public_url(host).startswith("https:"):
+        return None
+    if not (host.vars["tls_certificate"] and host.vars["tls_certificate_key"]):
+        raise InventoryError(f"host {host.name}: public_url is https: set vars.tls_certificate and "
+                             "vars.tls_certificate_key (paths on the proxy host)")
+    return {"certificate": host.vars["tls_certificate"], "key": host.vars["tls_certificate_key"]}
+
+
+#: What a task may need of the inventory, and the role of the hosts that must have it.
+NEEDS: Mapping[str, tuple[str, Callable[[Environment, Host], Any]]] = MappingProxyType({
+    "public_url": ("control-plane", lambda env, host: public_url(host)),
+    "proxy_url": ("proxy", lambda env, host: tls(host)),
+    "floating_ip": ("control-plane", lambda env, host: floating_ip(host)),
+    "metallb_manifest": ("control-plane", metallb_manifest),
+})
+
+
+def check_needs(env: Environment, needs: Sequence[str]) -> None:
+    """Refuse, before any connection, an environment that lacks what a task `needs` (names of
+    NEEDS) on the hosts it would use them on."""
+    for need in needs:
+        role, check = NEEDS[need]
+        hosts = [h for h in env.hosts if role in h.roles]
+        for host in hosts[:1] if role == "control-plane" else hosts:
+            check(env, host)

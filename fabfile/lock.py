@@ -9,17 +9,15 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from fabric import Connection
 
 from . import kube, probes
 from .inventory import Host
 from .remote import RemoteError
-from .results import Result, Status, succeeded
-
-if TYPE_CHECKING:
-    from .session import Run
+from .results import Result, succeeded
+from .session import Run, step
 
 NAME = "binderhub-ops-deploy-lock"
 STEP = "deploy.lock"
@@ -96,36 +94,56 @@ def peek(conn: Connection, host: Host) -> str:
     return f"deploy lock held by {holder.describe(time.time())}" if holder else "deploy lock is free"
 
 
+@step(STEP)
+def take(conn: Connection, host: Host, env: str, break_lock: bool, tokens: dict[str, str]) -> Result:
+    """Take the lock, keeping its token in `tokens`."""
+    try:
+        tokens[host.name], note = acquire(conn, host, env, break_lock)
+    except LockError as exc:
+        return Result.failed(str(exc))
+    except RemoteError:
+        probes.namespace_exists(conn, host)  # a missing tool or an unreachable cluster: that, with its fix
+        raise
+    return Result.ok(note)
+
+
+@step(STEP)
+def show(conn: Connection, host: Host) -> Result:
+    """Who holds the lock (a dry run takes none)."""
+    return Result.ok(peek(conn, host))
+
+
+@step(STEP)
+def give_back(conn: Connection, host: Host, tokens: dict[str, str]) -> Result:
+    """Give the lock back, if it is still ours."""
+    release(conn, host, tokens[host.name])
+    return Result.ok("gave the deploy lock back")
+
+
+@dataclass
+class Hold:
+    """Whether the body holds the lock, and the results of taking and giving it back."""
+
+    held: bool
+    results: list[Result]
+
+
 @contextmanager
-def held(run: Run, break_lock: bool = False) -> Iterator[bool]:
+def held(run: Run, break_lock: bool = False) -> Iterator[Hold]:
     """Hold the deploy lock on the control plane around the body, which is told whether it
     holds it (a dry run only shows who does, and goes on). Taking and giving it back are
-    reported as `deploy.lock` results; it is given back however the body ends."""
+    `deploy.lock` results; it is given back however the body ends."""
     tokens: dict[str, str] = {}
-
-    def take(conn: Connection, host: Host) -> Result:
-        if run.dry_run:
-            return Result(host.name, STEP, Status.OK, peek(conn, host))
-        try:
-            tokens[host.name], note = acquire(conn, host, run.env.name, break_lock)
-        except LockError as exc:
-            return Result(host.name, STEP, Status.FAILED, str(exc))
-        except RemoteError:
-            probes.namespace_exists(conn, host)  # a missing tool or an unreachable cluster: that, with its fix
-            raise
-        return Result(host.name, STEP, Status.OK, note)
-
-    def give_back(conn: Connection, host: Host) -> Result:
-        release(conn, host, tokens[host.name])
-        return Result(host.name, STEP, Status.OK, "gave the deploy lock back")
-
     control_plane = run.control_plane()
-    if not succeeded(run.each(control_plane, STEP, take)):
-        yield False
-        return
+    hold = Hold(False, run.each(control_plane, show) if run.dry_run else
+                run.each(control_plane, take, env=run.env.name, break_lock=break_lock, tokens=tokens))
+    hold.held = succeeded(hold.results)
     try:
-        yield True
+        yield hold
     finally:
-        if tokens and not succeeded(run.each(control_plane, STEP, give_back)):
-            run.reporter.write(f"the deploy lock stays until it expires ({TTL // 60} min); "
-                               "or the next deploy takes it over with --break-lock")
+        if tokens:
+            returned = run.each(control_plane, give_back, tokens=tokens)
+            hold.results += returned
+            if not succeeded(returned):
+                run.reporter.write(f"the deploy lock stays until it expires ({TTL // 60} min); "
+                                   "or the next deploy takes it over with --break-lock")

@@ -9,12 +9,12 @@ from urllib.parse import urlparse
 
 from fabric import Connection
 
-from . import probes, remote
+from . import inventory, probes, remote
 from .inventory import Host, InventoryError
 from .probes import ClusterFacts
-from .results import Result, Status, succeeded
-from .session import Run, host_task
-from .values import hub_url, public_url
+from .results import Change, Result
+from .session import Facts, Run, host_task, step
+from .values import hub_url
 
 # The whole configuration as nginx would load it, with our site replaced by the candidate:
 # a copy of /etc/nginx whose absolute paths point into the copy.
@@ -72,14 +72,9 @@ def site_paths(host: Host) -> Site:
 
 def site_context(run: Run, host: Host, facts: ClusterFacts | None) -> dict:
     """What the template needs: the cluster's facts, with the inventory's pins where given."""
-    url = urlparse(public_url(host))
+    url = urlparse(inventory.public_url(host))
     https = url.scheme == "https"
-    tls = None
-    if https:
-        if not (host.vars["tls_certificate"] and host.vars["tls_certificate_key"]):
-            raise InventoryError(f"host {host.name}: public_url is https: set vars.tls_certificate and "
-                                 "vars.tls_certificate_key (paths on the proxy host)")
-        tls = {"certificate": host.vars["tls_certificate"], "key": host.vars["tls_certificate_key"]}
+    tls = inventory.tls(host)
     node_address = host.vars["binder_node_address"] or (facts and facts.node_address)
     node_port = (facts and facts.node_port) or host.vars["binder_node_port"]
     floating = (facts and facts.floating_ip) or host.vars["floating_ip"]
@@ -133,12 +128,13 @@ def render_site(context: dict) -> str:
     return render("nginx-site.conf.j2", **context)
 
 
-def reload_site(conn: Connection, host: Host, contexts: dict[str, dict], dry_run: bool) -> Result:
+@step("nginx.reload")
+def reload_site(conn: Connection, host: Host, contexts: dict[str, dict]) -> Result | Change:
     """Render the site and install it (see `install_site`)."""
-    return install_site(conn, host, render_site(contexts[host.name]), contexts[host.name], dry_run, "nginx.reload")
+    return install_site(conn, host, render_site(contexts[host.name]), contexts[host.name])
 
 
-def install_site(conn: Connection, host: Host, text: str, context: dict, dry_run: bool, step: str) -> Result:
+def install_site(conn: Connection, host: Host, text: str, context: dict) -> Result | Change:
     """When `text` differs from the live site: test the whole candidate config with
     `nginx -t`, back up and swap the file atomically, reload, probe through the proxy, and
     restore the backup (and reload) when the probe fails."""
@@ -146,37 +142,34 @@ def install_site(conn: Connection, host: Host, text: str, context: dict, dry_run
     state = probes.nginx(conn, host, site.available)
     manager, live = state.manager, state.site
     if not state.has_nginx:
-        return Result(host.name, step, Status.FAILED, f"nginx is not installed on {host.name}: apt-get install nginx")
+        return Result.failed(f"nginx is not installed on {host.name}: apt-get install nginx")
     if live == text:
-        return Result(host.name, step, Status.OK, f"{site.available} is current")
-    patch = remote.file_diff(live, text, site.available)
-    if dry_run:
-        return Result(host.name, step, Status.CHANGED, f"write {site.available} and reload nginx", patch)
-    with remote.private_files(conn, host, {"site.conf": text}) as directory:
-        test = remote.run(conn, host, remote.script(_TEST, f"{directory}/site.conf", host.vars["nginx_site"]),
-                          check=False)
-        if test.failed:
-            return Result(host.name, step, Status.FAILED,
-                          f"nginx -t rejected the new site; the live one is untouched: {remote.tail(test.stdout)}",
-                          patch)
-        _await_upstreams(conn, host, context)
-        backup = remote.write(conn, host, site.available, text, "0644")
-    remote.run(conn, host, remote.script(_ENABLE, site.available, site.enabled))
-    remote.service(conn, host, manager, "nginx", "reload")
-    failures = _probe(conn, host, context)
-    if failures:
-        error_log = f"{context['log_dir']}/binderhub-error.log"
-        last = remote.run(conn, host, ["tail", "-n", "1", error_log], check=False).stdout.strip()
-        remote.restore(conn, host, site.available, backup)
-        remote.run(conn, host, remote.script(_DISABLE, site.available, site.enabled))
+        return Result.ok(f"{site.available} is current")
+
+    def swap() -> Result:
+        with remote.private_files(conn, host, {"site.conf": text}) as directory:
+            test = remote.run(conn, host, remote.script(_TEST, f"{directory}/site.conf", host.vars["nginx_site"]),
+                              check=False)
+            if test.failed:
+                return Result.failed(f"nginx -t rejected the new site; the live one is untouched: "
+                                     f"{remote.tail(test.stdout)}")
+            _await_upstreams(conn, host, context)
+            backup = remote.write(conn, host, site.available, text, "0644")
+        remote.run(conn, host, remote.script(_ENABLE, site.available, site.enabled))
         remote.service(conn, host, manager, "nginx", "reload")
-        return Result(host.name, step, Status.FAILED,
-                      f"probe through the proxy failed ({'; '.join(failures)}); restored "
-                      f"{'the previous site from ' + backup if backup else 'no site (there was none)'} and reloaded; "
-                      f"{error_log}: {last or '(empty)'}", patch)
-    return Result(host.name, step, Status.CHANGED,
-                  f"wrote {site.available}{f' (backup {backup})' if backup else ''}, reloaded nginx, "
-                  f"{context['binder_base_url']} and {context['hub_base_url']} answer", patch)
+        failures = _probe(conn, host, context)
+        if failures:
+            error_log = f"{context['log_dir']}/binderhub-error.log"
+            last = remote.run(conn, host, ["tail", "-n", "1", error_log], check=False).stdout.strip()
+            remote.restore(conn, host, site.available, backup)
+            remote.run(conn, host, remote.script(_DISABLE, site.available, site.enabled))
+            remote.service(conn, host, manager, "nginx", "reload")
+            return Result.failed(f"probe through the proxy failed ({'; '.join(failures)}); restored "
+                                 f"{'the previous site from ' + backup if backup else 'no site (there was none)'} "
+                                 f"and reloaded; {error_log}: {last or '(empty)'}")
+        return Result.changed(f"wrote {site.available}{f' (backup {backup})' if backup else ''}, reloaded nginx, "
+                              f"{context['binder_base_url']} and {context['hub_base_url']} answer")
+    return Change(f"write {site.available} and reload nginx", swap, remote.file_diff(live, text, site.available))
 
 
 def _locations(text: str) -> dict[str, str]:
@@ -185,10 +178,11 @@ def _locations(text: str) -> dict[str, str]:
             for path, body in re.findall(r"location\s+(\S+)\s*\{([^}]*)\}", text)}
 
 
+@step("nginx.check")
 def check(conn: Connection, host: Host, facts: ClusterFacts | None, deployed: dict | None) -> list[Result]:
     """Read-only: the base URLs, hub_url, the live site's locations, the binder NodePort and the
     floating IP must agree; one failed result per mismatch, with its fix."""
-    step, problems = "nginx.check", []
+    problems = []
     v, site = host.vars, site_paths(host)
     live = probes.nginx(conn, host, site.available).site
     config = ((deployed or {}).get("config") or {}).get("BinderHub") or {}
@@ -223,35 +217,34 @@ def check(conn: Connection, host: Host, facts: ClusterFacts | None, deployed: di
         problems.append(f"proxy-public holds {facts.floating_ip or 'no IP'}, the inventory's floating_ip is "
                         f"{v['floating_ip']}: run cluster.floating-ip")
     if not problems:
-        return [Result(host.name, step, Status.OK,
-                       "base URLs, hub_url, nginx locations, NodePort and floating IP agree")]
-    return [Result(host.name, step, Status.FAILED, p) for p in problems]
+        return [Result.ok("base URLs, hub_url, nginx locations, NodePort and floating IP agree")]
+    return [Result.failed(p) for p in problems]
 
 
-def cluster_facts_of(run: Run) -> ClusterFacts | None:
-    """The cluster's facts for the site, read on the control plane (None if it cannot be read)."""
-    return run.gather(run.control_plane(), "nginx", probes.cluster_facts).get(run.control_plane()[0].name)
+def cluster_facts_of(run: Run) -> Facts:
+    """The cluster's facts for the site, read on the control plane (none if they cannot be read)."""
+    return run.gather(run.control_plane(), probes.cluster_facts, of=reload_site)
 
 
-def reload_stage(run: Run) -> bool:
+def reload_stage(run: Run) -> list[Result]:
     """nginx.reload on every proxy host, with the cluster's facts (used by deploy)."""
     facts = cluster_facts_of(run)
     proxies = run.hosts("proxy")
-    contexts = {h.name: site_context(run, h, facts) for h in proxies}
-    return succeeded(run.each(proxies, "nginx.reload", reload_site, contexts, run.dry_run))
+    contexts = {h.name: site_context(run, h, facts.get(run.control_plane()[0].name)) for h in proxies}
+    return facts.failures + run.each(proxies, reload_site, contexts=contexts)
 
 
-@host_task("nginx.reload", name="reload")
+@host_task(reload_site.label, name="reload", needs=("public_url", "proxy_url"))
 def reload_task(run: Run):
     """Render the nginx site; test, swap, reload and probe it; roll back on failure."""
     reload_stage(run)
 
 
-@host_task("nginx.check", name="check", changes=False)
+@host_task(check.label, name="check", changes=False, needs=("public_url", "proxy_url"))
 def check_task(run: Run):
     """Check that base URLs, hub_url, nginx routes, NodePort and floating IP agree."""
     control_plane = run.control_plane()[0]
-    facts = cluster_facts_of(run)
-    released = run.gather(run.control_plane(), "nginx.check", probes.release_state).get(control_plane.name)
+    facts = cluster_facts_of(run).get(control_plane.name)
+    released = run.gather(run.control_plane(), probes.release_state, of=check).get(control_plane.name)
     deployed = released.values if released and released.release else None
-    run.each(run.hosts("proxy"), "nginx.check", check, facts, deployed)
+    run.each(run.hosts("proxy"), check, facts=facts, deployed=deployed)

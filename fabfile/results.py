@@ -9,7 +9,7 @@ import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, TextIO
+from typing import Callable, Iterable, TextIO
 from urllib.parse import quote, quote_plus
 
 MASK = "********"
@@ -65,7 +65,9 @@ class Status(str, Enum):
 
 @dataclass(frozen=True)
 class Result:
-    """One host's outcome of one step; `diff` is shown under the line when given."""
+    """One host's outcome of one step; `diff` is shown under the line when given. A step
+    returns it without host and step (`Result.ok(...)`): the run that called the step names
+    them."""
 
     host: str
     step: str
@@ -73,6 +75,33 @@ class Result:
     detail: str = ""
     diff: str = ""
     duration: float = 0.0  # seconds the step took on this host
+
+    @classmethod
+    def ok(cls, detail: str = "", diff: str = "") -> "Result":
+        return cls("", "", Status.OK, detail, diff)
+
+    @classmethod
+    def changed(cls, detail: str = "", diff: str = "") -> "Result":
+        return cls("", "", Status.CHANGED, detail, diff)
+
+    @classmethod
+    def failed(cls, detail: str = "", diff: str = "") -> "Result":
+        return cls("", "", Status.FAILED, detail, diff)
+
+    @classmethod
+    def skipped(cls, detail: str = "", diff: str = "") -> "Result":
+        return cls("", "", Status.SKIPPED, detail, diff)
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change a step decided to make, not yet made: what (`detail`, `diff`) and how
+    (`apply`, which makes it and returns the outcome). The run applies it, or in a dry run
+    reports it as what would change: the one place --dry-run is enforced."""
+
+    detail: str
+    apply: Callable[[], Result]
+    diff: str = ""
 
 
 def succeeded(results: Iterable[Result]) -> bool:
@@ -84,19 +113,39 @@ _COLORS = {Status.OK: "32", Status.CHANGED: "33", Status.FAILED: "31",
            Status.UNREACHABLE: "31", Status.SKIPPED: "36"}
 
 
-class Reporter:
-    """Prints results as they come (thread-safe) and keeps them for the recap."""
+class Mask:
+    """The secret values of a run, masked in every form they take wherever text is shown or
+    kept (printed lines, logs, reports, diagnostics)."""
 
-    def __init__(self, dry_run: bool = False, stream: TextIO | None = None):
+    def __init__(self) -> None:
+        self._forms: list[str] = []  # longest first, so no form is masked only in part
+        self._cores: list[str] = []
+
+    def hide(self, values: Iterable[str]) -> None:
+        """Mask these values, and the forms they take once encoded, from now on."""
+        values = [v for v in values if v]
+        forms = {f for v in values for f in encoded_forms(v)} | set(self._forms)
+        cores = {c for v in values for c in base64_cores(v)} | set(self._cores)
+        self._forms = sorted(forms, key=len, reverse=True)
+        self._cores = sorted(cores, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        """`text` with every hidden value, in any of its encoded forms, replaced by the mask."""
+        return mask(text, self._forms, self._cores)
+
+
+class Reporter:
+    """Prints results as they come (thread-safe), secrets masked, to the terminal and to the
+    run's log when it has one, and keeps them for the recap."""
+
+    def __init__(self, dry_run: bool = False, stream: TextIO | None = None, masked: Mask | None = None,
+                 log: TextIO | None = None):
         self.dry_run = dry_run
         self.stream = stream or sys.stdout
         self.color = self.stream.isatty()
-        self.results: list[Result] = []
-        self.stages: list[str] = []  # the stage each result belongs to (deploy's), in step
-        self.stage = ""
-        self.log: TextIO | None = None  # a file that gets every line printed, uncoloured
-        self._forms: list[str] = []  # longest first, so no form is masked only in part
-        self._cores: list[str] = []
+        self.masked = masked or Mask()
+        self.log = log  # a file that gets every line printed, uncoloured
+        self.results: list[Result] = []  # for the recap
         self._lock = threading.Lock()
 
     def write(self, text: str, colored: str | None = None) -> None:
@@ -104,19 +153,6 @@ class Reporter:
         print(self.masked(colored or text), file=self.stream, flush=True)
         if self.log:
             print(self.masked(text), file=self.log, flush=True)
-
-    def hide(self, values: Iterable[str]) -> None:
-        """Mask these values, and the forms they take once encoded, wherever they would appear
-        in what this reporter prints or records."""
-        values = [v for v in values if v]
-        forms = {f for v in values for f in encoded_forms(v)} | set(self._forms)
-        cores = {c for v in values for c in base64_cores(v)} | set(self._cores)
-        self._forms = sorted(forms, key=len, reverse=True)
-        self._cores = sorted(cores, key=len, reverse=True)
-
-    def masked(self, text: str) -> str:
-        """`text` with every hidden value, in any of its encoded forms, replaced by the mask."""
-        return mask(text, self._forms, self._cores)
 
     def label(self, status: Status) -> str:
         """The word shown for a status: in a dry run, `changed` reads `would change`."""
@@ -133,7 +169,6 @@ class Reporter:
         label = self.label(result.status)
         with self._lock:
             self.results.append(result)
-            self.stages.append(self.stage)
             self.write(line(label), line(self._paint(result.status, label)))
         return result
 
@@ -141,18 +176,6 @@ class Reporter:
         """Print lines for a host that are not a result (progress, a table)."""
         with self._lock:
             self.write("\n".join(f"{host} | {line}" for line in text.splitlines()))
-
-    @property
-    def failed(self) -> bool:
-        """Whether any host failed or could not be reached."""
-        return not succeeded(self.results)
-
-    def records(self) -> list[dict]:
-        """Every result as a dict for a JSON report (stage, host, step, status, duration, detail),
-        secrets masked."""
-        return [{"stage": stage, "host": r.host, "step": r.step, "status": r.status.value,
-                 "duration": round(r.duration, 3), "detail": self.masked(r.detail)}
-                for stage, r in zip(self.stages, self.results)]
 
     def recap(self, title: str) -> str:
         """The PLAY RECAP-like table: one row per host, one column per status."""
@@ -162,6 +185,13 @@ class Reporter:
         headers = ["HOST"] + [self.label(s).upper() for s in Status]
         rows = [[host] + [str(c[s]) for s in Status] for host, c in counts.items()]
         return f"RECAP {title}\n" + table([headers] + rows, right_from=1)
+
+
+def records(results: Iterable[tuple[str, Result]], masked: Callable[[str], str]) -> list[dict]:
+    """(stage, result) pairs as dicts for a JSON report: stage, host, step, status, duration and
+    detail, secrets masked."""
+    return [{"stage": stage, "host": r.host, "step": r.step, "status": r.status.value,
+             "duration": round(r.duration, 3), "detail": masked(r.detail)} for stage, r in results]
 
 
 def table(rows: list[list[str]], right_from: int | None = None) -> str:

@@ -69,7 +69,7 @@ def load(path: Path) -> dict[str, Secret]:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise SecretsError(f"{path} does not exist; create it with `invoke secrets.init --env "
+        raise SecretsError(f"{path} does not exist; create it with `{settings.command()} secrets.init --env "
                            f"{path.stem}`") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise SecretsError(f"{path} is open to other users (mode {stat.S_IMODE(mode):o}); "
@@ -118,8 +118,8 @@ def check_rotate(path: Path, name: str | None) -> None:
     if name in PROVIDED:
         raise SecretsError(
             f"{takes}; {name} is yours: to rotate it, change it where it is issued, set the new value "
-            f"as {name} in {path} (or delete that line and re-run `invoke secrets.init --env {env}` "
-            f"with ${PROVIDED[name]} set), then run `invoke helm.upgrade --env {env}`")
+            f"as {name} in {path} (or delete that line and re-run `{settings.command()} secrets.init --env {env}` "
+            f"with ${PROVIDED[name]} set), then run `{settings.command()} helm.upgrade --env {env}`")
     raise SecretsError(f"{takes}, not {name!r}")
 
 

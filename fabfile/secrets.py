@@ -4,15 +4,16 @@ from __future__ import annotations
 import getpass
 import os
 import sys
+from pathlib import Path
 
 from fabric import Connection
 from invoke import Exit
 
 from . import probes, secretfile, values
 from .inventory import Host
-from .results import Result, Status
+from .results import Change, Result, Status
 from .secretfile import PROVIDED, SecretsError
-from .session import Run, host_task
+from .session import Run, host_task, step
 
 STEP = "secrets"
 
@@ -37,22 +38,42 @@ def stage(run: Run, rotate: str | None = None) -> list[Result]:
     control_plane = run.control_plane()
     needed = values.needed_secrets(control_plane[0])
     try:
-        deployed = {}
-        if secretfile.missing(path, needed):
-            deployed = run.gather(control_plane, STEP, deployed_secrets).get(control_plane[0].name, {})
-            run.reporter.hide(deployed.values())
-        if run.dry_run:
-            todo = [n for n in secretfile.missing(path, needed) if n not in deployed] + ([rotate] if rotate else [])
-            found = [n for n in secretfile.missing(path, needed) if n in deployed]
-            plan = [f"recover {', '.join(found)} from the release"] * bool(found) + \
-                [f"make {', '.join(todo)}"] * bool(todo)
-            return [run.reporter.emit(Result("local", STEP, Status.CHANGED if plan else Status.OK,
-                                             f"{path}: {'; '.join(plan) or 'all secrets present'}"))]
-        report = secretfile.ensure(path, needed, _ask, rotate=rotate, deployed=deployed)
+        missing = secretfile.missing(path, needed)
     except SecretsError as exc:
-        return [run.reporter.emit(Result("local", STEP, Status.FAILED, str(exc)))]
-    return [run.reporter.emit(Result("local", STEP, Status.CHANGED if report else Status.OK,
-                                     f"{path}: {'; '.join(report) or 'all secrets present'}"))]
+        return run.local(refuse, why=str(exc))
+    read: list[Result] = []
+    deployed = {}
+    if missing:
+        found = run.gather(control_plane, deployed_secrets, of=ensure)
+        read, deployed = found.failures, found.get(control_plane[0].name, {})
+        run.reporter.masked.hide(deployed.values())
+    return read + run.local(ensure, path=path, needed=needed, missing=missing, deployed=deployed, rotate=rotate)
+
+
+@step(STEP)
+def ensure(path: Path, needed: list[str], missing: list[str], deployed: dict[str, str],
+           rotate: str | None) -> Result | Change:
+    """The secrets file made whole: `missing` recovered from `deployed` or made, `rotate` renewed."""
+    todo = [n for n in missing if n not in deployed] + ([rotate] if rotate else [])
+    found = [n for n in missing if n in deployed]
+    if not todo and not found:
+        return Result.ok(f"{path}: all secrets present")
+    plan = [f"recover {', '.join(found)} from the release"] * bool(found) + [f"make {', '.join(todo)}"] * bool(todo)
+
+    def write() -> Result:
+        try:
+            report = secretfile.ensure(path, needed, _ask, rotate=rotate, deployed=deployed)
+        except SecretsError as exc:
+            return Result.failed(str(exc))
+        return Result("", "", Status.CHANGED if report else Status.OK,
+                      f"{path}: {'; '.join(report) or 'all secrets present'}")
+    return Change(f"{path}: {'; '.join(plan)}", write)
+
+
+@step(STEP)
+def refuse(why: str) -> Result:
+    """A secrets file that cannot be used, with why."""
+    return Result.failed(why)
 
 
 @host_task("secrets.init", name="init",

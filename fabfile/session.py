@@ -19,11 +19,13 @@ from invoke import Context, Exit, task
 from . import inventory, secretfile, settings
 from .connections import ConnectError, Pool
 from .inventory import Environment, Host, InventoryError
+from .localfiles import LocalFileError, open_private
 from .remote import RemoteError
-from .results import Reporter, Result, Status
+from .results import Change, Reporter, Result, Status
 from .secretfile import Secret, SecretsError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The `help=` entries of the flags every host task takes.
 HELP = {
@@ -78,6 +80,20 @@ def whole_number(name: str, value: Any) -> int:
 _LOST = (EOFError, socket.error, paramiko.SSHException)
 
 
+def step(label: str) -> Callable[[F], F]:
+    """Name a step function `fn(conn, host, **kwargs)`: the run labels its results so."""
+    def name(fn: F) -> F:
+        fn.label = label  # type: ignore[attr-defined]
+        return fn
+    return name
+
+
+class Facts(dict):
+    """A probe's value per host that answered; `failures` holds the results of the others."""
+
+    failures: list[Result]
+
+
 @dataclass
 class Run:
     """What the steps of one task run share: hosts, connections, the reporter and the settings."""
@@ -88,6 +104,8 @@ class Run:
     pool: Pool = field(default_factory=Pool)
     reporter: Reporter = field(default_factory=Reporter)
     settings: settings.Settings = field(default_factory=settings.resolve)
+    log_base: Path | None = None  # the run's log, without its suffix, when the task keeps one
+    failed: bool = False  # whether any result failed or was unreachable
 
     @property
     def secrets_path(self) -> Path:
@@ -95,8 +113,8 @@ class Run:
         return secretfile.path_for(self.env.name, self.settings.secrets_dir)
 
     def secrets(self) -> dict[str, Secret]:
-        """The environment's chart secrets, masked from now on in everything printed. A dry
-        run stands in placeholders for the ones a real run would make first."""
+        """The environment's chart secrets, masked from now on in everything the run shows. A
+        dry run stands in placeholders for the ones a real run would make first."""
         path = self.secrets_path
         try:
             values = secretfile.load(path) if path.exists() or not self.dry_run else {}
@@ -104,7 +122,7 @@ class Run:
             raise Exit(str(exc)) from None
         if self.dry_run:
             values = {**{n: Secret("(made by the real run)") for n in secretfile.GENERATED}, **values}
-        self.reporter.hide(v.reveal() for v in values.values())
+        self.reporter.masked.hide(v.reveal() for v in values.values())
         return values
 
     def hosts(self, role: str) -> tuple[Host, ...]:
@@ -115,28 +133,48 @@ class Run:
         """The first control-plane host: kubectl and helm run there."""
         return self.env.with_role("control-plane")[:1]
 
-    def _call(self, host: Host, step: str, fn: Callable[..., T], *args: Any) -> T | Result:
-        """`fn(conn, host, *args)`, or a failed/unreachable Result when it cannot complete."""
+    def report(self, result: Result) -> Result:
+        """Print `result` now and count it in the run's outcome."""
+        self.failed |= result.status in (Status.FAILED, Status.UNREACHABLE)
+        return self.reporter.emit(result)
+
+    def settle(self, host: str, label: str, out: Result | Change, start: float) -> Result:
+        """A step's outcome as its result: host and step named, a Change applied (in a dry run
+        only described: nothing a step decides to change is made)."""
+        if isinstance(out, Change):
+            out = Result.changed(out.detail, out.diff) if self.dry_run else _applied(out)
+        return dataclasses.replace(out, host=out.host or host, step=out.step or label,
+                                   duration=time.monotonic() - start)
+
+    def local(self, fn: Callable[..., Result | Change], **kwargs: Any) -> list[Result]:
+        """Run a step on this machine (host `local`) and report its result."""
+        start = time.monotonic()
+        return [self.report(self.settle("local", fn.label, fn(**kwargs), start))]
+
+    def _call(self, host: Host, label: str, fn: Callable[..., T], kwargs: dict[str, Any]) -> T | Result:
+        """`fn(conn, host, **kwargs)` settled, or a failed/unreachable Result when it cannot complete."""
         start = time.monotonic()
         try:
             conn: Connection = self.pool.get(host)
-            out = fn(conn, host, *args)
-            if isinstance(out, Result):
-                return dataclasses.replace(out, duration=time.monotonic() - start)
+            out = fn(conn, host, **kwargs)
+            if isinstance(out, (Result, Change)):
+                return self.settle(host.name, label, out, start)
+            if isinstance(out, list):
+                return [self.settle(host.name, label, r, start) for r in out]
             return out
         except ConnectError as exc:
             status = Status.UNREACHABLE if exc.unreachable else Status.FAILED
-            return Result(host.name, step, status, str(exc))
+            return Result(host.name, label, status, str(exc))
         except RemoteError as exc:
-            return Result(host.name, step, Status.FAILED, str(exc))
+            return Result(host.name, label, Status.FAILED, str(exc))
         except _LOST as exc:
-            return Result(host.name, step, Status.UNREACHABLE, f"connection lost: {exc or type(exc).__name__}")
+            return Result(host.name, label, Status.UNREACHABLE, f"connection lost: {exc or type(exc).__name__}")
         except (InventoryError, Exit):
             raise
         except Exception as exc:  # a defect in the step: that host's failure, the others go on
-            return Result(host.name, step, Status.FAILED, f"unexpected {type(exc).__name__}: {exc}")
+            return Result(host.name, label, Status.FAILED, f"unexpected {type(exc).__name__}: {exc}")
 
-    def _parallel(self, hosts: Sequence[Host], step: str, fn: Callable[..., T], *args: Any,
+    def _parallel(self, hosts: Sequence[Host], label: str, fn: Callable[..., T], kwargs: dict[str, Any],
                   on_done: Callable[[T | Result], Any] = lambda out: None) -> list[T | Result]:
         """Run on worker threads, calling `on_done` with each host's outcome as it comes; return
         the outcomes in host order. Whatever ends it early (Ctrl-C, an error), steps not started
@@ -145,7 +183,7 @@ class Run:
         if not hosts:
             return []
         pool = ThreadPoolExecutor(max_workers=min(self.parallel, len(hosts)))
-        futures = [pool.submit(self._call, h, step, fn, *args) for h in hosts]
+        futures = [pool.submit(self._call, h, label, fn, kwargs) for h in hosts]
         try:
             for future in as_completed(futures):
                 on_done(future.result())
@@ -160,42 +198,55 @@ class Run:
             pool.shutdown(wait=False)
         return [f.result() for f in futures]
 
-    def each(self, hosts: Sequence[Host], step: str, fn: Callable[..., Result | list[Result]],
-             *args: Any) -> list[Result]:
-        """Run a step on every host in parallel and report its result(s) as each host finishes."""
+    def each(self, hosts: Sequence[Host], fn: Callable[..., Result | Change | list[Result]],
+             **kwargs: Any) -> list[Result]:
+        """Run a step on every host in parallel, report its result(s) as each host finishes, and
+        return them."""
         def emit(out: Result | list[Result]) -> None:
             for result in out if isinstance(out, list) else [out]:
-                self.reporter.emit(result)
-        done = self._parallel(hosts, step, fn, *args, on_done=emit)
+                self.report(result)
+        done = self._parallel(hosts, fn.label, fn, kwargs, on_done=emit)
         return [r for out in done for r in (out if isinstance(out, list) else [out])]
 
-    def gather(self, hosts: Sequence[Host], step: str, fn: Callable[..., T], *args: Any) -> dict[str, T]:
-        """Run a probe on every host in parallel; report the hosts where it failed, return the rest."""
-        report = lambda out: isinstance(out, Result) and self.reporter.emit(out)  # noqa: E731
-        outcomes = self._parallel(hosts, step, fn, *args, on_done=report)
-        return {h.name: out for h, out in zip(hosts, outcomes) if not isinstance(out, Result)}
+    def gather(self, hosts: Sequence[Host], probe: Callable[..., T], *, of: Callable[..., Any] | str,
+               **kwargs: Any) -> Facts:
+        """Run a probe for step `of` (or a label) on every host in parallel; return the facts of
+        the hosts that answered, with the results of those that did not (reported as they come)."""
+        report = lambda out: isinstance(out, Result) and self.report(out)  # noqa: E731
+        outcomes = self._parallel(hosts, of if isinstance(of, str) else of.label, probe, kwargs, on_done=report)
+        facts = Facts((h.name, out) for h, out in zip(hosts, outcomes) if not isinstance(out, Result))
+        facts.failures = [out for out in outcomes if isinstance(out, Result)]
+        return facts
 
-    def serially(self, hosts: Sequence[Host], step: str, fn: Callable[..., Result], *args: Any) -> list[Result]:
+    def serially(self, hosts: Sequence[Host], fn: Callable[..., Result | Change], **kwargs: Any) -> list[Result]:
         """Run a step host after host; after a failure the remaining hosts are skipped."""
         results: list[Result] = []
         stopped_by = None
         for host in hosts:
             if stopped_by:
-                result = Result(host.name, step, Status.SKIPPED,
+                result = Result(host.name, fn.label, Status.SKIPPED,
                                 f"not touched: rollout stopped after {stopped_by} failed")
             else:
-                result = self._parallel([host], step, fn, *args)[0]
+                result = self._parallel([host], fn.label, fn, kwargs)[0]
                 if result.status in (Status.FAILED, Status.UNREACHABLE):
                     stopped_by = host.name
-            results.append(self.reporter.emit(result))
+            results.append(self.report(result))
         return results
+
+
+def _applied(change: Change) -> Result:
+    """Make the change; its result, with the change's diff unless it has its own."""
+    out = change.apply()
+    return out if out.diff else dataclasses.replace(out, diff=change.diff)
 
 
 @contextmanager
 def session(c: Context, env: str | None, title: str, *, limit: str | None = None,
             dry_run: bool = False, parallel: int = 10, inventory_path: str | None = None,
-            accept_new_host_keys: bool = False) -> Iterator[Run]:
-    """Open a Run for a task; print the recap at the end and exit 1 if any host failed."""
+            accept_new_host_keys: bool = False, needs: Sequence[str] = (), log: str | None = None) -> Iterator[Run]:
+    """Open a Run for a task: the inventory loaded and checked for what the task `needs`, and
+    with `log`, every line also written to LOGS/LOG-ENV-TIME.log. Print the recap at the end
+    and exit 1 if any host failed."""
     if c.config.run.dry:
         raise Exit("Invoke's --dry would skip the probes and still upload; use the task's --dry-run")
     if parallel < 1:
@@ -205,10 +256,16 @@ def session(c: Context, env: str | None, title: str, *, limit: str | None = None
         environment = inventory.load(env or "", run_settings.inventory)
         if limit:
             environment = environment.limited([n.strip() for n in limit.split(",") if n.strip()])
+        inventory.check_needs(environment, needs)
     except InventoryError as exc:
         raise Exit(str(exc)) from None
+    base = _log_base(run_settings.logs_dir, f"{log}-{environment.name}") if log else None
+    try:
+        log_file = open_private(Path(f"{base}.log")) if base else None
+    except LocalFileError as exc:
+        raise Exit(str(exc)) from None
     run = Run(environment, dry_run=dry_run, parallel=parallel, pool=Pool(accept_new_host_keys),
-              reporter=Reporter(dry_run=dry_run), settings=run_settings)
+              reporter=Reporter(dry_run=dry_run, log=log_file), settings=run_settings, log_base=base)
     try:
         yield run
     except InventoryError as exc:
@@ -217,19 +274,31 @@ def session(c: Context, env: str | None, title: str, *, limit: str | None = None
         run.pool.close()
         if run.reporter.results:
             run.reporter.write(run.reporter.recap(f"{title} ({environment.name}{', dry run' if dry_run else ''})"))
-        if run.reporter.log:
-            run.reporter.log.close()
-    if run.reporter.failed:
+        if log_file:
+            log_file.close()
+    if run.failed:
         raise Exit(code=1)
+
+
+def _log_base(logs: Path, stem: str) -> Path:
+    """A run's log path in `logs`, without suffix: STEM-TIME, then -2, -3... within a second."""
+    base = first = logs / f"{stem}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    for n in range(2, 100):
+        if not Path(f"{base}.log").exists():
+            break
+        base = Path(f"{first}-{n}")
+    return base
 
 
 _COMMON = ("env", "limit", "dry_run", "parallel", "inventory", "accept_new_host_keys")
 
 
-def host_task(title: str, *, name: str | None = None, changes: bool = True, help: dict | None = None):
-    """Make `body(run, **own)` an Invoke task that runs in a `session`. The task takes the body's
-    own arguments (documented in `help`) and the common ones: --env, --limit, --parallel,
-    --inventory, --accept-new-host-keys, and --dry-run where it `changes` anything."""
+def host_task(title: str, *, name: str | None = None, changes: bool = True, help: dict | None = None,
+              needs: Sequence[str] = (), log: str | None = None):
+    """Make `body(run, **own)` an Invoke task that runs in a `session` (see there for `needs`
+    and `log`). The task takes the body's own arguments (documented in `help`) and the common
+    ones: --env, --limit, --parallel, --inventory, --accept-new-host-keys, and --dry-run where
+    it `changes` anything."""
     def wrap(body: Callable[..., Any]):
         own = list(inspect.signature(body).parameters.values())[1:]
         keyword = inspect.Parameter.KEYWORD_ONLY
@@ -242,7 +311,7 @@ def host_task(title: str, *, name: str | None = None, changes: bool = True, help
             opts = {k: kwargs.pop(k) for k in _COMMON if k in kwargs}
             with session(c, opts["env"], title, limit=opts["limit"], dry_run=opts.get("dry_run", False),
                          parallel=opts["parallel"], inventory_path=opts["inventory"],
-                         accept_new_host_keys=opts["accept_new_host_keys"]) as run:
+                         accept_new_host_keys=opts["accept_new_host_keys"], needs=needs, log=log) as run:
                 body(run, **kwargs)
 
         run_task.__signature__ = inspect.Signature(

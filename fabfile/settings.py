@@ -9,6 +9,7 @@ variables (SECRET_ENV) are no settings: they are read from the environment only.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -50,3 +51,8 @@ def resolve(config: Mapping[str, Any] | None = None, inventory: str | None = Non
                     secrets_dir=pick("secrets_dir") or hosts.parent / "secrets",
                     logs_dir=pick("logs_dir") or hosts.parent / "logs",
                     diagnostics_dir=pick("diagnostics_dir") or hosts.parent / "diagnostics")
+
+
+def command() -> str:
+    """The program the operator runs the tasks with (`bhops`, or `invoke` in a checkout), for hints."""
+    return "bhops" if Path(sys.argv[0]).name == "bhops" else "invoke"

@@ -435,11 +435,11 @@ def smoke_run(reporter: Reporter, opts: Options, binder_url: str, allowed: tuple
 
     say = lambda text: reporter.note(STEP, text)  # noqa: E731
     headers = {"Authorization": f"token {token}"} if token else {}
-    reporter.hide([token or ""])
+    reporter.masked.hide([token or ""])
     http = requests.Session()
     event = follow(http, f"{binder_url}build/{opts.repo}", headers, report, say, opts.timeout, opts.silence)
     if event and event.phase == "ready":
-        reporter.hide([event.data.get("token") or ""])
+        reporter.masked.hide([event.data.get("token") or ""])
         started = time.monotonic()
         report.checks = use_server(http, event, allowed, token, hub, opts.kernel_timeout)
         report.checks_seconds = seconds(time.monotonic() - started)
@@ -580,6 +580,7 @@ def on_env(run: Run, opts: Options, report: Report, advice: str = "") -> Report:
         smoke_run(run.reporter, opts, url, (_root(url),), token, None, report)
     if own:
         record_verdict(run, report)
+    run.failed |= report.verdict != "passed"
     return report
 
 
@@ -589,7 +590,7 @@ def collect_diagnostics(run: Run, url: str, report: Report) -> None:
     try:
         report.diagnostics = str(diagnostics.collect(run, url))
     except LocalFileError as exc:
-        run.reporter.emit(Result(STEP, "smoke.diagnostics", Status.FAILED, str(exc)))
+        run.report(Result(STEP, "smoke.diagnostics", Status.FAILED, str(exc)))
         return
     run.reporter.note(STEP, f"diagnostics: {report.diagnostics}")
 
@@ -601,7 +602,7 @@ def record_verdict(run: Run, report: Report) -> None:
             "verdict": report.verdict, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "message": report.message})))
     except LocalFileError as exc:
-        run.reporter.emit(Result(STEP, "smoke.verdict", Status.FAILED, str(exc)))
+        run.report(Result(STEP, "smoke.verdict", Status.FAILED, str(exc)))
 
 
 def _root(url: str) -> str:
@@ -645,7 +646,7 @@ def smoke(c: Context, env=None, repo=DEFAULT_REPO, binder_url=None, auth=False, 
         with reports_written(result, json_path, junit_path, reporter):
             alone(opts, result, reporter)
         reporter.write(reporter.recap(f"smoke ({opts.binder_url})"))
-        if reporter.failed:
+        if result.verdict != "passed":
             raise Exit(code=1)
         return
     with session(c, env, "smoke", limit=limit, parallel=parallel, inventory_path=inventory,

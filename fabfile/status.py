@@ -6,10 +6,11 @@ from fabric import Connection
 from . import docker, helm, nginx, probes, remote, values
 from .inventory import Host, InventoryError
 from .results import Result, Status
-from .session import Run, host_task
+from .session import Run, host_task, step
 from .smoke import last_verdict
 
 
+@step("status.release")
 def release_drift(conn: Connection, host: Host, rendered: values.Values) -> Result:
     """The release runs the pinned chart with the rendered values, and proxy-public the IP."""
     state = probes.release_state(conn, host)
@@ -17,50 +18,50 @@ def release_drift(conn: Connection, host: Host, rendered: values.Values) -> Resu
         same = "match" if state.values == rendered.merged() else "differ"
         what = f"{state.release['chart']} {state.release['status']}, values {same}" if state.release \
             else "not installed"
-        return Result(host.name, "status.release", Status.FAILED, f"drift: release {what}; run helm.upgrade",
-                      values.diff(state.values, rendered.merged()))
+        return Result.failed(f"drift: release {what}; run helm.upgrade", values.diff(state.values, rendered.merged()))
     ip = host.vars["floating_ip"]
     holders = [probes.name_of(s) for s in probes.load_balancers(conn, host) if ip and probes.external_ip(s) == ip]
     public = f"{host.vars['namespace']}/proxy-public"
     if ip and holders != [public]:
-        return Result(host.name, "status.release", Status.FAILED,
-                      f"drift: floating IP {ip} held by {', '.join(holders) or 'nobody'}; run cluster.floating-ip")
-    return Result(host.name, "status.release", Status.OK, f"revision {state.release['revision']} current"
+        return Result.failed(f"drift: floating IP {ip} held by {', '.join(holders) or 'nobody'}; "
+                             "run cluster.floating-ip")
+    return Result.ok(f"revision {state.release['revision']} current"
                   + (f"; {public} holds {ip}" if ip else ""))
 
 
+@step("status.site")
 def site_drift(conn: Connection, host: Host, run: Run, facts: probes.ClusterFacts | None) -> Result:
     """The live nginx site is the one the inventory renders."""
     try:
         text = nginx.render_site(nginx.site_context(run, host, facts))
     except InventoryError as exc:
-        return Result(host.name, "status.site", Status.FAILED, str(exc))
+        return Result.failed(str(exc))
     site = nginx.site_paths(host)
     live = remote.read(conn, host, site.available)
     if live == text:
-        return Result(host.name, "status.site", Status.OK, f"{site.available} current")
-    return Result(host.name, "status.site", Status.FAILED, f"drift: {site.available} differs; run nginx.reload",
-                  remote.file_diff(live, text, site.available))
+        return Result.ok(f"{site.available} current")
+    return Result.failed(f"drift: {site.available} differs; run nginx.reload",
+                         remote.file_diff(live, text, site.available))
 
 
 def drift(run: Run) -> None:
     """Every stage's drift, read-only."""
-    run.each(run.hosts("node"), docker.STATUS_STEP, docker.status)
+    run.each(run.hosts("node"), docker.status)
     control_plane = run.control_plane()
     if run.secrets_path.exists():
         rendered = values.render(control_plane[0], run.env.name, run.secrets())
-        run.each(control_plane, "status.release", release_drift, rendered)
+        run.each(control_plane, release_drift, rendered=rendered)
     else:
-        run.reporter.emit(Result("local", "status.release", Status.FAILED,
+        run.report(Result("local", release_drift.label, Status.FAILED,
                                  f"no secrets file for {run.env.name}, so no values to compare with the release: "
                                  "restore it, or run secrets.init (it recovers the secrets from the release)"))
-    run.each(run.hosts("proxy"), "status.site", site_drift, run, nginx.cluster_facts_of(run))
+    run.each(run.hosts("proxy"), site_drift, run=run, facts=nginx.cluster_facts_of(run).get(control_plane[0].name))
     verdict = last_verdict(run)
-    run.reporter.emit(Result("smoke", "status.smoke", Status.OK if verdict.startswith("passed") else Status.FAILED,
+    run.report(Result("smoke", "status.smoke", Status.OK if verdict.startswith("passed") else Status.FAILED,
                              f"last smoke: {verdict}"))
 
 
-@host_task("status", name="status", changes=False)
+@host_task("status", name="status", changes=False, needs=("public_url", "proxy_url"))
 def status(run: Run):
     """Report drift across every stage (read-only); exit 1 when anything drifted."""
     drift(run)

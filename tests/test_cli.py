@@ -47,9 +47,27 @@ def test_help_shows_the_short_flags_and_none_for_break_lock():
 INVENTORY = """
 environments:
   x:
+    vars: {public_url: "http://binder.example.org", floating_ip: 10.77.0.200}
     hosts:
       10.77.0.99: {roles: [node, control-plane, proxy]}
 """
+
+
+@pytest.mark.parametrize("task, missing, fix", [
+    ("deploy", "", "vars.public_url is not set"),
+    ("metallb.pool", "floating_ip: 10.77.0.200", "vars.floating_ip is not set"),
+    ("nginx.reload", '"http://binder.example.org"', "public_url is https: set vars.tls_certificate"),
+    ("metallb.install", "}", "vars.metallb_manifest: "),
+])
+def test_what_a_task_needs_of_the_inventory_is_refused_before_any_connection(tmp_path, task, missing, fix):
+    text = {"": INVENTORY.replace('public_url: "http://binder.example.org", ', ""),
+            "floating_ip: 10.77.0.200": INVENTORY.replace(", floating_ip: 10.77.0.200", ""),
+            '"http://binder.example.org"': INVENTORY.replace('"http://binder', '"https://binder'),
+            "}": INVENTORY.replace("10.77.0.200}", "10.77.0.200, metallb_manifest: missing.yaml}")}[missing]
+    (tmp_path / "hosts.yaml").write_text(text)
+    code, out = run_task(task, "--env", "x", "--inventory", str(tmp_path / "hosts.yaml"))
+    assert code == 1
+    assert fix in out and "host 10.77.0.99" in out and "cannot reach" not in out and "Traceback" not in out
 
 
 @pytest.mark.parametrize("flags", [["--only", ""], ["--only", "  "], ["--only", ","], ["--only", "nodes,"],

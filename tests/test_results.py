@@ -4,7 +4,7 @@ import re
 
 from fabfile.inventory import Host
 from fabfile.remote import command, script
-from fabfile.results import Reporter, Result, Status
+from fabfile.results import Reporter, Result, Status, succeeded
 
 
 def host(sudo):
@@ -23,7 +23,7 @@ def test_lines_carry_the_host_and_the_recap_counts_per_host():
     assert recap[1].split() == ["HOST", "OK", "CHANGED", "FAILED", "UNREACHABLE", "SKIPPED"]
     assert recap[2].split() == ["n1", "0", "1", "0", "0", "0"]
     assert recap[3].split() == ["n2", "0", "0", "0", "1", "0"]
-    assert rep.failed
+    assert not succeeded(rep.results)
 
 
 def test_dry_run_says_would_change():
@@ -32,7 +32,7 @@ def test_dry_run_says_would_change():
     rep.emit(Result("n1", "s", Status.CHANGED))
     assert "n1 | s | would change" in out.getvalue()
     assert "WOULD CHANGE" in rep.recap("s")
-    assert not rep.failed
+    assert succeeded(rep.results)
 
 
 def test_commands_are_quoted_word_by_word_and_sudo_only_where_asked():
@@ -51,7 +51,7 @@ def test_masking_catches_the_encoded_forms_of_a_secret():
     import json
     from urllib.parse import quote, quote_plus
     rep = Reporter(stream=io.StringIO())
-    rep.hide([SECRET])
+    rep.masked.hide([SECRET])
     b64 = base64.b64encode(SECRET.encode()).decode()
     shown = {
         "plain": f"token {SECRET} end",
@@ -78,7 +78,7 @@ def test_masking_catches_a_secret_inside_larger_base64_data():
     import json
     token = "0123456789abcdef" * 4
     rep = Reporter(stream=io.StringIO())
-    rep.hide([token, SECRET])
+    rep.masked.hide([token, SECRET])
     for prefix in ("", "a", "ab", "abc"):
         values_yaml = f"{prefix}hub:\n  services:\n    binder:\n      apiToken: {token}\nproxy: {{}}\n"
         masked = rep.masked(base64.b64encode(values_yaml.encode()).decode())
@@ -93,7 +93,7 @@ def test_masking_catches_a_secret_inside_larger_base64_data():
 
 def test_masking_leaves_other_text_alone():
     rep = Reporter(stream=io.StringIO())
-    rep.hide(["0123456789abcdef" * 4])
+    rep.masked.hide(["0123456789abcdef" * 4])
     text = "pods ready 3/3; data: aGVsbG8gd29ybGQ=; url: http://h/a%20b?x=1+2"
     assert rep.masked(text) == text
 
@@ -112,7 +112,7 @@ def test_the_diagnostics_bundle_is_private_and_masked(tmp_path, monkeypatch):
     from tests.test_secretfile import unreachable_inventory
 
     rep = Reporter(stream=io.StringIO())
-    rep.hide([SECRET])
+    rep.masked.hide([SECRET])
     run = Run(inventory.load("t", unreachable_inventory(tmp_path)), reporter=rep)
     out = tmp_path / "diagnostics"
     out.mkdir()

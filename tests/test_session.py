@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from fabfile import lock
+from fabfile import lock, session
 from fabfile.results import Reporter, Result, Status
 from fabfile.session import Run
 
@@ -45,7 +45,7 @@ def test_a_step_that_raises_fails_its_host_and_the_task_waits_for_the_others():
     returned = {}
 
     def task():
-        results["out"] = run.each([SimpleNamespace(name="bad"), SimpleNamespace(name="slow")], "s", step)
+        results["out"] = run.each([SimpleNamespace(name="bad"), SimpleNamespace(name="slow")], session.step("s")(step))
         returned["at"] = time.monotonic()
     worker = threading.Thread(target=task)
     worker.start()
@@ -74,7 +74,7 @@ def test_an_error_while_reporting_still_waits_for_the_steps_under_way():
         raise BrokenPipeError("stdout closed")
     run = _run()
     try:
-        run._parallel([SimpleNamespace(name="fast"), SimpleNamespace(name="slow")], "s", step, on_done=on_done)
+        run._parallel([SimpleNamespace(name="fast"), SimpleNamespace(name="slow")], "s", step, {}, on_done=on_done)
     except BrokenPipeError:
         pass
     assert finished.is_set(), "returned while the other host's step was still under way"
@@ -89,7 +89,7 @@ def test_the_lock_is_given_back_however_the_body_ends_and_a_lost_connection_is_r
     monkeypatch.setattr(lock, "release", lost)
     with pytest.raises(KeyError):
         with lock.held(run) as held:
-            assert held
+            assert held.held
             raise KeyError("a failing body")
     assert [(r.step, r.status) for r in run.reporter.results] == [("deploy.lock", Status.OK),
                                                                    ("deploy.lock", Status.UNREACHABLE)]
@@ -103,6 +103,6 @@ def test_a_lock_that_cannot_be_taken_is_a_failed_result_and_the_body_is_told(mon
         raise lock.LockError("deploy lock held by alice")
     monkeypatch.setattr(lock, "acquire", taken)
     with lock.held(run) as held:
-        assert not held
+        assert not held.held
     assert [(r.step, r.status, r.detail) for r in run.reporter.results] == [
         ("deploy.lock", Status.FAILED, "deploy lock held by alice")]
