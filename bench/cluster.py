@@ -1,9 +1,10 @@
-"""helm.upgrade on the lab: median wall time when it installs, when it is a no-op, and when a
-value changes and it upgrades. Run as root with the lab up (`invoke lab.up`):
+"""helm.upgrade on the lab with each real chart: median wall time when it installs, when it is a
+no-op, and when a value changes and it upgrades; then the upgrade from the runbook's pinned chart
+to the current one. Run as root with the lab up (`invoke lab.up`):
 
     .venv/bin/python bench/cluster.py [--runs 5]
 
-Target (issue 3): the no-op costs no more than its probes, under a third of the install.
+Target (issues 3 and 12): the no-op costs no more than its probes, under a third of the install.
 """
 from __future__ import annotations
 
@@ -39,12 +40,15 @@ def task(*args: str) -> float:
     return time.perf_counter() - start
 
 
-def inventory(directory: Path, prefix: str) -> str:
+PINNED, CURRENT = "0.2.0-n600.h36369a7", "1.0.0-0.dev.git.2227.hb9fad995"
+
+
+def inventory(directory: Path, prefix: str, chart: str) -> str:
     data = yaml.safe_load((labhosts.state_dir() / "hosts.yaml").read_text())
     lab = data["environments"]["lab"]
     lab["ssh_config"] = str(labhosts.state_dir() / "ssh_config")
-    lab["vars"]["image_prefix"] = prefix
-    path = directory / f"{prefix.strip('/').replace('/', '-')}.yaml"
+    lab["vars"].update(image_prefix=prefix, chart_version=chart)
+    path = directory / f"{chart}-{prefix.strip('/').replace('/', '-')}.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)
 
@@ -59,22 +63,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="repetitions of each measurement")
     runs = parser.parse_args().runs
+    rows: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["BHOPS_SECRETS_DIR"] = tmp
-        first, second = inventory(Path(tmp), "lab/a-"), inventory(Path(tmp), "lab/b-")
-        task("secrets.init", "--env", "lab", "--inventory", first)
-        install, noop, upgrade = [], [], []
+        for chart in (PINNED, CURRENT):
+            first, second = inventory(Path(tmp), "lab/a-", chart), inventory(Path(tmp), "lab/b-", chart)
+            task("secrets.init", "--env", "lab", "--inventory", first)
+            install, noop, upgrade = [], [], []
+            for _ in range(runs):
+                uninstall()
+                install.append(task("helm.upgrade", "--env", "lab", "--inventory", first))
+                noop.append(task("helm.upgrade", "--env", "lab", "--inventory", first))
+                upgrade.append(task("helm.upgrade", "--env", "lab", "--inventory", second))
+            rows.update({f"{chart} install": install, f"{chart} no-op": noop, f"{chart} upgrade": upgrade})
+        across = []
         for _ in range(runs):
             uninstall()
-            install.append(task("helm.upgrade", "--env", "lab", "--inventory", first))
-            noop.append(task("helm.upgrade", "--env", "lab", "--inventory", first))
-            upgrade.append(task("helm.upgrade", "--env", "lab", "--inventory", second))
-    rows = {"install": install, "no-op": noop, "upgrade": upgrade}
+            task("helm.upgrade", "--env", "lab", "--inventory", inventory(Path(tmp), "lab/a-", PINNED))
+            across.append(task("helm.upgrade", "--env", "lab", "--inventory", inventory(Path(tmp), "lab/a-", CURRENT)))
+        rows["pinned -> current"] = across
     for name, times in rows.items():
-        print(f"{name:>8}: median {statistics.median(times):.2f} s  (min {min(times):.2f}, max {max(times):.2f})")
-    ratio = statistics.median(noop) / statistics.median(install)
-    print(f"no-op / install = {ratio:.2f} (target < 0.33)")
-
+        print(f"{name:>40}: median {statistics.median(times):.2f} s  (min {min(times):.2f}, max {max(times):.2f})")
+    for chart in (PINNED, CURRENT):
+        ratio = statistics.median(rows[f"{chart} no-op"]) / statistics.median(rows[f"{chart} install"])
+        print(f"{chart}: no-op / install = {ratio:.2f} (target < 0.33)")
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ from fabric import Connection
 
 from . import helm, inventory, kube, lock, probes, remote
 from .inventory import Host
-from .results import Change, Result, Status, succeeded, table
+from .results import Change, Result, succeeded, table
 from .session import Run, host_task, step
 
 ROLLOUT_TIMEOUT = 300
@@ -30,21 +30,25 @@ def namespace(conn: Connection, host: Host) -> Result | Change:
 
 @step("cluster.wait")
 def wait(conn: Connection, host: Host, timeout: int = ROLLOUT_TIMEOUT) -> list[Result]:
-    """`kubectl rollout status` on every deployment and daemonset of the release."""
+    """`kubectl rollout status` on every workload (deployment, daemonset, statefulset) of the
+    release; one that does not complete in time is reported with its pod's reason."""
     found, missing = probes.workloads(conn, host)
-    lost = [Result.failed(f"{name} is in the release but not in the cluster; `helm rollback {host.vars['release']} "
-                   f"-n {host.vars['namespace']}` to the current revision recreates it") for name in missing]
+    results = [Result.failed(f"{name} is in the release but not in the cluster; `helm rollback "
+                             f"{host.vars['release']} -n {host.vars['namespace']}` to the current revision "
+                             "recreates it") for name in missing]
     if not found:
-        return [Result.failed(f"no deployment or daemonset of release {host.vars['release']} in namespace "
-                       f"{host.vars['namespace']}; run helm.upgrade first")]
-    results = lost
+        return [Result.failed(f"no workload of release {host.vars['release']} in namespace "
+                              f"{host.vars['namespace']}; run helm.upgrade first")]
     for name in found:
         done = kube.run(conn, host, kube.kubectl(host, "rollout", "status", name, "--namespace",
                                                  host.vars["namespace"], f"--timeout={timeout}s"),
                         check=False, timeout=timeout + 30)
-        ok = done.ok
-        results.append(Result("", "", Status.OK if ok else Status.FAILED,
-                              f"{name}: {remote.tail(done.stdout if ok else done.stderr, 1)}"))
+        if done.ok:
+            results.append(Result.ok(f"{name}: {remote.tail(done.stdout, 1)}"))
+            continue
+        why = probes.stuck(conn, host, name)
+        results.append(Result.failed(f"{name}: {remote.tail(done.stderr, 1)}" + (f"; {why}" if why else "")
+                                     + f"; see `kubectl describe {name} -n {host.vars['namespace']}`"))
     return results
 
 
@@ -165,7 +169,7 @@ def namespace_task(run: Run):
 @host_task(wait.label, name="wait", changes=False,
            help={"timeout": f"seconds to wait for each rollout (default {ROLLOUT_TIMEOUT})"})
 def wait_task(run: Run, timeout=ROLLOUT_TIMEOUT):
-    """Wait for every deployment and daemonset of the release to roll out."""
+    """Wait for every deployment, daemonset and statefulset of the release to roll out."""
     run.each(run.control_plane(), wait, timeout=timeout)
 
 

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import yaml
 from fabric import Connection
 from invoke import Exit
 
-from . import kube, lock, probes, settings, values
+from . import kube, lock, manifests, probes, remote, settings, values
 from .inventory import Host
-from .remote import RemoteError
 from .results import Change, Result, Status, succeeded
 from .session import Run, host_task, step
 
@@ -60,8 +60,10 @@ def current(host: Host, state: probes.ReleaseState, rendered: values.Values) -> 
 def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState], namespaces: dict[str, bool],
             rendered: values.Values, env: str) -> Result | Change:
     """Install or upgrade the release when the chart version or the values differ from the
-    deployed revision: validate with `helm template`, then upgrade. The values, secrets
-    included, go to helm on stdin as one document: no file on the host holds them."""
+    deployed revision. First, with nothing touched: render it with `helm template` (the chart's
+    schema checks the values), check that the cluster serves every kind it renders, and show
+    what would change object by object. The values, secrets included, go to helm on stdin as
+    one document: no file on the host holds them."""
     name, namespace = host.vars["release"], host.vars["namespace"]
     version = host.vars["chart_version"]
     chart_id = f"{kube.CHART}-{version}"
@@ -76,23 +78,40 @@ def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState]
     patch = values.diff(deployed, wanted)
     if release and release["chart"] != chart_id:
         patch = f"chart: {release['chart']} -> {chart_id}\n" + patch
+    chart = [kube.chart(host), "--version", version, "--namespace", namespace, "--values", "-"]
+    document = json.dumps(wanted)
+    if probes.chart_found(conn, host):  # else a dry run before helm.repo adds it: no objects to show
+        template = kube.read(conn, host, kube.helm(host, "template", name, *chart, "--validate"), stdin=document)
+        if not template.ok:
+            return Result.failed(_refusal(host, template.stderr), patch)
+        patch += manifests.diff(probes.manifest(conn, host) if release else [], manifests.parse(template.stdout),
+                                namespace)
 
     def install() -> Result:
-        if not namespaces[host.name]:
+        if not namespaces.get(host.name, True):
             return Result.failed(f"namespace {namespace} does not exist; create it "
                                  f"with `{settings.command()} cluster.namespace --env {env}` (deploy does it first)")
-        chart = [kube.chart(host), "--version", version, "--namespace", namespace, "--values", "-"]
-        document = json.dumps(wanted)
-        try:
-            kube.run(conn, host, kube.helm(host, "template", name, *chart), stdin=document)
-        except RemoteError as exc:
-            return Result.failed(f"values rejected before any change: {exc}")
         kube.run(conn, host, kube.helm(host, "upgrade", "--install", name, *chart, "--cleanup-on-fail"),
                  stdin=document, timeout=host.command_timeout + 600)
         after = probes.listed_release(conn, host) or {}
         return Result.changed(f"{'upgraded' if release else 'installed'} {name}: revision {after.get('revision')} "
                               f"{after.get('status')}")
     return Change(f"{verb} {name} with {kube.CHART} {version}", install, patch)
+
+
+def _refusal(host: Host, stderr: str) -> str:
+    """Why `helm template --validate` refused the release: kinds the cluster does not serve
+    (with the fix), or the values (the chart's schema, a template's own check)."""
+    unserved = sorted(set(re.findall(r'no matches for kind "([^"]+)" in version "([^"]+)"', stderr)))
+    if not unserved:
+        return f"values rejected before any change: {remote.tail(stderr)}"
+    fix = ("set pod_disruption_budgets: false in hosts.yaml (the pinned chart's PodDisruptionBudgets are "
+           "policy/v1beta1, which Kubernetes 1.25 removed), or a newer chart_version"
+           if any(kind == "PodDisruptionBudget" for kind, _ in unserved) else
+           "use a chart_version made for this cluster's Kubernetes")
+    kinds = ", ".join(f"{version} {kind}" for kind, version in unserved)
+    return (f"nothing was changed: {kube.CHART} {host.vars['chart_version']} renders {kinds}, which this "
+            f"cluster does not serve; {fix}")
 
 
 @step("helm.values")

@@ -127,6 +127,14 @@ def _is_ipv6(text: str) -> bool:
     return True
 
 
+def _chart_version(value: Any, where: str) -> str:
+    """A chart version the values templates know (fabfile/eras.py)."""
+    from . import eras  # it names this module's error
+
+    eras.era_of(_text(value, where), where)
+    return value
+
+
 def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
     return lambda value, where: None if value is None else check(value, where)
 
@@ -230,7 +238,7 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
                                     "digits, '-' and '.', at most 53, like binder")),
     "chart_repo_name": ("jupyterhub", _text),
     "chart_repo_url": ("https://jupyterhub.github.io/helm-chart/", _url),
-    "chart_version": ("0.2.0-n600.h36369a7", _text),
+    "chart_version": ("0.2.0-n600.h36369a7", _chart_version),
     # false: the release has no PodDisruptionBudget, in either era (pdb.enabled and the user-scheduler's
     # pdb.enabled off, and the user placeholder off: its PDB has no switch of its own). The pinned chart's
     # PDBs are policy/v1beta1, which Kubernetes 1.25+ refuses: set false there. The current chart's are

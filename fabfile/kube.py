@@ -62,10 +62,10 @@ def probe(conn: Connection, host: Host, probes: dict[str, list[str]]) -> dict[st
     return out
 
 
-def read(conn: Connection, host: Host, argv: list[str]) -> Output:
+def read(conn: Connection, host: Host, argv: list[str], **kw: Any) -> Output:
     """One kubectl/helm read, its output streamed straight back (nothing kept on the host);
     a missing tool is an error with its fix."""
-    got = run(conn, host, argv, check=False)
+    got = run(conn, host, argv, check=False, **kw)
     if got.exited == 127:
         raise missing_tool(host, argv)
     return Output(got.exited, got.stdout, got.stderr)

@@ -139,18 +139,68 @@ def in_namespace(conn: Connection, host: Host, kind: str) -> list[dict]:
                                                    "-o", "json"))["items"]
 
 
+#: The kinds `kubectl rollout status` waits for.
+WORKLOAD_KINDS = ("Deployment", "DaemonSet", "StatefulSet")
+
+
+def manifest(conn: Connection, host: Host) -> list[dict]:
+    """The objects of the release's deployed revision (`helm get manifest`; none without a
+    release). It holds the chart's Secrets: read off stdout, never through run_many's files."""
+    got = kube.read(conn, host, kube.helm(host, "get", "manifest", host.vars["release"], "--namespace",
+                                          host.vars["namespace"]))
+    return [d for d in yaml.safe_load_all(got.stdout) if isinstance(d, dict)] if got.ok else []
+
+
 def workloads(conn: Connection, host: Host) -> tuple[list[str], list[str]]:
-    """The release's deployments and daemonsets, as kind/name: those in the cluster, and those
-    the release's manifest has that the cluster lacks (deleted by hand?)."""
-    items = kube.read_json(conn, host, kube.kubectl(
-        host, "get", "deployments,daemonsets", "--namespace", host.vars["namespace"],
-        "--selector", f"release={host.vars['release']}", "-o", "json"))["items"]
-    found = [f"{i['kind'].lower()}/{i['metadata']['name']}" for i in items]
-    manifest = kube.run(conn, host, kube.helm(host, "get", "manifest", host.vars["release"], "--namespace",
-                                              host.vars["namespace"]), check=False).stdout
-    wanted = [f"{d['kind'].lower()}/{d['metadata']['name']}" for d in yaml.safe_load_all(manifest)
-              if isinstance(d, dict) and d.get("kind") in ("Deployment", "DaemonSet")]
-    return found, [w for w in wanted if w not in found]
+    """The release's workloads (from its manifest: the charts leave some without a `release`
+    label) as kind/name: those in the cluster, and those the manifest has that the cluster
+    lacks (deleted by hand?)."""
+    wanted = [f"{d['kind'].lower()}/{d['metadata']['name']}" for d in manifest(conn, host)
+              if d.get("kind") in WORKLOAD_KINDS]
+    items = kube.read_json(conn, host, kube.kubectl(host, "get", ",".join(k.lower() + "s" for k in WORKLOAD_KINDS),
+                                                    "--namespace", host.vars["namespace"], "-o", "json"))["items"]
+    present = {f"{i['kind'].lower()}/{i['metadata']['name']}" for i in items}
+    return [w for w in wanted if w in present], [w for w in wanted if w not in present]
+
+
+def stuck(conn: Connection, host: Host, workload: str) -> str:
+    """Why a workload's rollout does not complete, as the cluster tells it: its first pod that is
+    not ready and why (the kubelet's or the scheduler's reason), else the workload's last warning
+    event (a pod that could not even be created); '' when the cluster says nothing."""
+    namespace = host.vars["namespace"]
+    spec = kube.read_json(conn, host, kube.kubectl(host, "get", workload, "-n", namespace, "-o", "json"))["spec"]
+    selector = ",".join(f"{k}={v}" for k, v in (spec.get("selector", {}).get("matchLabels") or {}).items())
+    pods = kube.read_json(conn, host, kube.kubectl(host, "get", "pods", "-n", namespace, "-l", selector,
+                                                   "-o", "json"))["items"] if selector else []
+    for pod in pods:
+        reason = pod_reason(pod)
+        if reason:
+            return f"pod {pod['metadata']['name']}: {reason}"
+    events = kube.read_json(conn, host, kube.kubectl(host, "get", "events", "-n", namespace,
+                                                     "--field-selector", "type=Warning", "-o", "json"))["items"]
+    name = workload.split("/")[-1]
+    mine = [e for e in events if e.get("involvedObject", {}).get("name", "").startswith(name)]
+    return f"{mine[-1].get('reason')}: {mine[-1].get('message', '').strip()}" if mine else ""
+
+
+def pod_reason(pod: dict) -> str:
+    """Why a pod is not ready ('' when it is): a container's waiting reason and message, a
+    container that keeps exiting, or the scheduler's reason."""
+    status = pod.get("status") or {}
+    for container in status.get("containerStatuses") or []:
+        if container.get("ready"):
+            continue
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            why = f"{waiting.get('reason', 'waiting')}: {waiting.get('message', '')}".strip().rstrip(":")
+            return f"container {container['name']} {why}"
+        if container.get("restartCount"):
+            return f"container {container['name']} restarted {container['restartCount']} times"
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".strip()
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return "" if ready or status.get("phase") in ("Succeeded",) else f"{status.get('phase', 'Pending')}, not ready"
 
 
 # -- LoadBalancer services and MetalLB ----------------------------------------------------------
@@ -313,3 +363,4 @@ def nginx(conn: Connection, host: Host, site_path: str) -> NginxState:
     """A proxy host in one command: service manager, nginx, the site file."""
     facts, text = key_values(remote.run(conn, host, remote.script(NGINX_PROBE, site_path)).stdout)
     return NginxState(facts["manager"], facts["nginx"] == "yes", text)
+

@@ -1,4 +1,4 @@
-"""The chart's values files, `config.yaml` and `secret.yaml`, rendered from templates/."""
+"""The chart's values files, `config.yaml` and `secret.yaml`, rendered from templates/ for the chart's era."""
 from __future__ import annotations
 
 import copy
@@ -8,6 +8,7 @@ from typing import Mapping
 
 import yaml
 
+from . import eras, inventory
 from .inventory import Host, InventoryError
 from .secretfile import MASK, Secret
 
@@ -27,23 +28,14 @@ class Values:
         return deep_merge(yaml.safe_load(self.config) or {}, yaml.safe_load(self.secret) or {})
 
 
-def public_url(host: Host) -> str:
-    """The URL users reach the proxy at, without a trailing slash."""
-    url = host.vars["public_url"]
-    if not url:
-        raise InventoryError(f"host {host.name}: vars.public_url is not set; give the URL users reach "
-                             "the proxy at, like http://binder.example.org")
-    return url.rstrip("/")
-
-
 def binder_url(host: Host) -> str:
     """BinderHub's public URL, including its base URL."""
-    return public_url(host) + host.vars["binder_base_url"]
+    return inventory.public_url(host) + host.vars["binder_base_url"]
 
 
 def hub_url(host: Host) -> str:
     """BinderHub's `hub_url`: JupyterHub's public URL including its base URL."""
-    return public_url(host) + host.vars["hub_base_url"]
+    return inventory.public_url(host) + host.vars["hub_base_url"]
 
 
 def needed_secrets(host: Host) -> list[str]:
@@ -53,15 +45,16 @@ def needed_secrets(host: Host) -> list[str]:
 
 
 def render(host: Host, env: str, secrets: Mapping[str, Secret]) -> Values:
-    """Render both files for the control-plane `host` of environment `env`."""
+    """Render both files for the control-plane `host` of environment `env`, as its `chart_version` reads them."""
     from .rendering import render as render_template  # jinja2: imported only by the tasks that render
 
     missing = [n for n in ("binder_api_token", "proxy_secret_token", *needed_secrets(host)) if n not in secrets]
     if missing:
         raise InventoryError(f"the secrets file of {env} lacks {', '.join(missing)}; "
                              f"run `invoke secrets.init --env {env}`")
-    context = {"env": env, "v": host.vars, "hub_url": hub_url(host), "public_url": public_url(host) + "/",
-               "floating_ip": host.vars["floating_ip"]}
+    era = eras.era_of(host.vars["chart_version"], f"host {host.name}: vars.chart_version")
+    context = {"env": env, "v": host.vars, "era": era.name, "hub_url": hub_url(host),
+               "public_url": inventory.public_url(host) + "/", "floating_ip": host.vars["floating_ip"]}
     revealed = {k: v.reveal() for k, v in secrets.items()}
     return Values(render_template("config.yaml.j2", **context),
                   render_template("secret.yaml.j2", **context, s=revealed))

@@ -1,13 +1,14 @@
 #!/bin/sh
 # The lab's cluster, started by host-init.sh on the control-plane host: real helm and
-# kubectl on PATH, the Kubernetes API emulator (lab.cluster) on ADDRESS:6443 with the deploy
-# user's kubeconfig, a Helm chart repository on ADDRESS:8879 holding the stand-in chart, and
-# the runner (lab.apps) that runs the release's workloads.
+# kubectl on PATH, the Kubernetes API emulator (lab.cluster) of Kubernetes KUBE_VERSION on
+# ADDRESS:6443 with the deploy user's kubeconfig, a Helm chart repository on ADDRESS:8879 serving
+# the real charts in CHARTS (packaged, *.tgz; lab/hosts.py puts them there), and the runner
+# (lab.apps) that runs the release's workloads.
 #
-# Usage: cluster-init.sh REPO ADDRESS NODE=IP...
+# Usage: cluster-init.sh REPO ADDRESS KUBE_VERSION CHARTS NODE=IP...
 set -eu
-repo=$1 address=$2
-shift 2
+repo=$1 address=$2 kube_version=$3 charts=$4
+shift 4
 python="$repo/.venv/bin/python"
 tools="$repo/.tools/bin"
 state=/var/lib/labcluster
@@ -22,11 +23,11 @@ nodes=""
 for node in "$@"; do nodes="$nodes --node $node"; done
 # shellcheck disable=SC2086 # one word per --node option
 PYTHONPATH=$repo setsid "$python" -m lab.cluster serve --address "$address" --port 6443 \
-	--kubeconfig "$state/kubeconfig" --state "$state/objects.json" --announce-dev eth0 \
-	--pod-logs "$state/pod-logs" $nodes \
+	--kube-version "$kube_version" --kubeconfig "$state/kubeconfig" --state "$state/objects.json" \
+	--announce-dev eth0 --pod-logs "$state/pod-logs" $nodes \
 	</dev/null >>/var/log/labcluster.log 2>&1 &
 
-PYTHONPATH=$repo "$python" -m lab.cluster chart-repo --out "$state/charts" \
+PYTHONPATH=$repo "$python" -m lab.cluster chart-repo --charts "$charts" --out "$state/charts" \
 	--url "http://$address:8879/" --helm "$tools/helm" >>/var/log/labcluster.log 2>&1
 setsid "$python" -m http.server --bind "$address" --directory "$state/charts" 8879 \
 	</dev/null >>/var/log/chart-repo.log 2>&1 &

@@ -3,9 +3,10 @@
 # UTS and PID namespaces; lab/hosts.py starts it and has already made the
 # network (eth0 with the host's address) and the host's directory.
 #
-# Usage: host-init.sh NAME ROLE HOST_DIR TEMPLATE_DIR CLIENT_PUBKEY [NODE=IP...]
+# Usage: host-init.sh NAME ROLE HOST_DIR TEMPLATE_DIR CLIENT_PUBKEY [KUBE_VERSION CHARTS NODE=IP...]
 #   ROLE      "node" (runs dockerd), "control-plane" (a node that also runs the lab's
-#             cluster, see cluster-init.sh, told of every NODE=IP) or "proxy" (runs nginx)
+#             cluster, see cluster-init.sh: Kubernetes KUBE_VERSION, the charts in CHARTS,
+#             every NODE=IP) or "proxy" (runs nginx)
 #   HOST_DIR  the host's state: upper/ and work/ (overlays), root/, home/,
 #             docker/ (/var/lib/docker), sshd.log
 # HOST_DIR, TEMPLATE_DIR and CLIENT_PUBKEY are outside the directories the host gets

@@ -5,8 +5,9 @@ no default route) plus its own mount, UTS and PID namespaces, with tini as PID 1
 running ``lab/host-init.sh``. That script gives the host its private files, the users
 root and deploy, sshd, and dockerd (nodes) or nginx (the proxy). This module is the
 root-namespace side: keys, the shared template layer, the network, starting and
-killing hosts by their recorded PID, and the client files in the state directory
-(``ssh_config``, ``known_hosts``, ``hosts.yaml``). The hosts' own files (overlay upper and
+killing hosts by their recorded PID, the control plane's cluster settings (its Kubernetes
+version, the charts its repository serves: see ``lab.charts``), and the client files in the state
+directory (``ssh_config``, ``known_hosts``, ``hosts.yaml``). The hosts' own files (overlay upper and
 work dirs, the template layer) sit in the state directory too, unless it is under a directory
 hosts get privately: then in a root-only ``/srv/bhops-lab/<hash>``, since an overlay cannot
 keep its upper dir inside its lower dir. One lab per machine (the bridge and subnet are
@@ -28,12 +29,17 @@ from pathlib import Path
 
 import yaml
 
+from lab import charts
+
 LAB_FILES = Path(__file__).resolve().parent  # this package: host-init.sh, template/, ...
 REPO = LAB_FILES.parent  # the checkout: .venv, .tools, hosts.yaml, the default state dir .lab/
 BRIDGE = "bhlab0"
 SUBNET = "10.77.0"
 MAX_NODES = 50
 CONTROL_PLANE = "node1"  # also runs the lab's cluster: API emulator :6443, chart repository :8879
+KUBE_VERSIONS = ("1.24", "1.32")  # what the API emulator can be (`lab.cluster serve --kube-version`)
+DEFAULT_KUBE_VERSION = "1.32"
+HELM = REPO / ".tools" / "bin" / "helm"  # for `helm pull` of the charts (scripts/install-k8s-tools)
 TIMEOUT = 60.0
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 ENV = {"PATH": SYSTEM_PATH, "HOME": "/root", "LANG": "C.UTF-8"}  # for commands and hosts
@@ -103,12 +109,21 @@ def host_dir(name: str, state: Path | None = None) -> Path:
     return hosts_dir(state) / "hosts" / name
 
 
-def up(nodes: int = 3, state: Path | None = None) -> list[HostInfo]:
-    """Run the proxy and `nodes` nodes; keep running hosts, start or remove the others. When
-    the nodes change, the control plane restarts so that its cluster has them (and starts empty)."""
+def up(nodes: int = 3, state: Path | None = None, kube_version: str | None = None,
+       charts_dir: Path | None = None) -> list[HostInfo]:
+    """Run the proxy and `nodes` nodes; keep running hosts, start or remove the others. The cluster
+    is Kubernetes `kube_version` (default: the lab's current one, else DEFAULT_KUBE_VERSION) and its
+    repository serves the real charts (from `charts_dir`, else as `lab.charts.archives` finds them).
+    When the nodes, the version or the charts change, the control plane restarts so that its
+    cluster has them (and starts empty)."""
     if not 1 <= nodes <= MAX_NODES:
         raise LabError(f"the number of nodes must be between 1 and {MAX_NODES}, not {nodes}")
+    if kube_version is not None and kube_version not in KUBE_VERSIONS:
+        raise LabError(f"unknown Kubernetes version {kube_version!r}: the lab's cluster can be "
+                       f"{' or '.join(KUBE_VERSIONS)}")
     state = _prepare(state)
+    charts_changed = _stage_charts(state, charts_dir)
+    _kube_version_file(state).write_text(f"{kube_version or cluster_kube_version(state) or DEFAULT_KUBE_VERSION}\n")
     wanted = [f"node{i}" for i in range(1, nodes + 1)] + ["proxy"]
     _remove(state, [name for name in _names(state) if name not in wanted])
     _plumb(wanted)
@@ -116,8 +131,8 @@ def up(nodes: int = 3, state: Path | None = None) -> list[HostInfo]:
     for name in wanted:  # every host's directory first: the control plane is told of all nodes
         if not _host_dir(state, name).exists():
             _make_host_dir(_host_dir(state, name), name)
-    if (pid := _pid(state, CONTROL_PLANE)) and _started_with(pid) != _cluster_nodes(state):
-        _kill(state, [CONTROL_PLANE])  # its cluster knows other nodes: restart it (empty)
+    if (pid := _pid(state, CONTROL_PLANE)) and (charts_changed or _started_with(pid) != _cluster_args(state)):
+        _kill(state, [CONTROL_PLANE])  # its cluster has other nodes, version or charts: restart it (empty)
     _wait(state, {name: _start(state, name) for name in wanted if not _pid(state, name)})
     _write_client_files(state, wanted)
     return status(state)
@@ -134,9 +149,9 @@ def down(state: Path | None = None) -> None:
     _ip_batch([f"link del {link}" for link in links] + [f"netns del {ns}" for ns in netns])
     root = hosts_dir(state)
     _unmount_under(root)
-    for path in [root] if root != state else [root / "hosts", root / "template"]:
+    for path in [root] if root != state else [root / "hosts", root / "template", _served_charts(root)]:
         shutil.rmtree(path, ignore_errors=True)
-    for name in ("client.pub", "ssh_config", "known_hosts", "hosts.yaml"):
+    for name in ("client.pub", "ssh_config", "known_hosts", "hosts.yaml", _kube_version_file(state).name):
         (state / name).unlink(missing_ok=True)
     OWNER.unlink(missing_ok=True)
 
@@ -145,6 +160,14 @@ def status(state: Path | None = None) -> list[HostInfo]:
     """Describe each host of the lab (empty when the lab is down)."""
     state = Path(state or state_dir())
     return [_info(state, name) for name in _names(state)]
+
+
+def cluster_kube_version(state: Path | None = None) -> str | None:
+    """The Kubernetes version of the lab's cluster (None when the lab is down)."""
+    try:
+        return _kube_version_file(Path(state or state_dir())).read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 def stop_host(name: str, state: Path | None = None) -> None:
@@ -191,12 +214,21 @@ def _host_dir(state: Path, name: str) -> Path:
     return host_dir(name, state)
 
 
+def _kube_version_file(state: Path) -> Path:
+    return state / "kube-version"
+
+
+def _served_charts(root: Path) -> Path:
+    """The charts the control plane's repository serves: a copy in the hosts' dir, which hosts see."""
+    return root / "chart-repo"
+
+
 def _check_host(state: Path, name: str) -> None:
     if name not in _names(state):
         raise LabError(f"no lab host {name!r} in {state}; run `invoke lab.up` first")
 
 
-# Preparation: prerequisites, client key, template layer.
+# Preparation: prerequisites, client key, template layer, charts.
 
 def _check_root() -> None:
     if os.geteuid() != 0:
@@ -228,6 +260,26 @@ def _prepare(state: Path | None) -> Path:
     if not (root / "template").exists():
         _make_template(root / "template")
     return state
+
+
+def _stage_charts(state: Path, directory: Path | None) -> bool:
+    """Put the real charts where the control plane's repository takes them from (fetching them
+    the first time when no chart directory is set); return whether that changed anything."""
+    try:
+        archives = charts.archives(state / "charts", HELM, directory)
+    except charts.ChartsError as exc:
+        raise LabError(str(exc)) from None
+    served = _served_charts(hosts_dir(state))
+    served.mkdir(exist_ok=True)
+    wanted = {a.name: a.read_bytes() for a in archives}
+    present = {p.name: p.read_bytes() for p in served.glob("*.tgz")}
+    if present == wanted:
+        return False
+    for path in served.glob("*.tgz"):
+        path.unlink()
+    for name, data in wanted.items():
+        (served / name).write_bytes(data)
+    return True
 
 
 def _owner() -> Path | None:
@@ -321,7 +373,7 @@ def _start(state: Path, name: str) -> int:
             "tini", "-s", "--", "/bin/sh", str(LAB_FILES / "host-init.sh"),
             name, _init_role(name), str(host), str(hosts_dir(state) / "template"),
             str(hosts_dir(state) / "client.pub"),
-            *(_cluster_nodes(state) if name == CONTROL_PLANE else [])]
+            *(_cluster_args(state) if name == CONTROL_PLANE else [])]
     with open(host / "init.log", "ab") as log:
         leader = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
@@ -337,15 +389,18 @@ def _start(state: Path, name: str) -> int:
     return pid
 
 
-def _cluster_nodes(state: Path) -> list[str]:
-    """The control plane's NODE=IP arguments: the nodes its cluster has (fixed at its start)."""
-    return [f"lab-{n}={_address(n)}" for n in _names(state) if n != "proxy"]
+def _cluster_args(state: Path) -> list[str]:
+    """What the control plane's cluster is (fixed at its start), as host-init.sh takes it:
+    KUBE_VERSION CHARTS_DIR NODE=IP..."""
+    return [cluster_kube_version(state) or DEFAULT_KUBE_VERSION, str(_served_charts(hosts_dir(state))),
+            *(f"lab-{n}={_address(n)}" for n in _names(state) if n != "proxy")]
 
 
 def _started_with(pid: int) -> list[str]:
-    """The NODE=IP arguments a running control plane was started with."""
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    return [arg for arg in argv if re.fullmatch(r"lab-node\d+=[\d.]+", arg)]
+    """The cluster arguments a running control plane was started with (see _cluster_args)."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    script = str(LAB_FILES / "host-init.sh")
+    return argv[argv.index(script) + 6:] if script in argv else []
 
 
 def _make_host_dir(host: Path, name: str) -> None:

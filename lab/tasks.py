@@ -16,6 +16,8 @@ def _print_table(infos: list[hosts.HostInfo]) -> None:
     if not infos:
         print("The lab is down.")
         return
+    if version := hosts.cluster_kube_version():
+        print(f"Kubernetes {version} on lab-{hosts.CONTROL_PLANE}: API :6443, chart repository :8879")
     rows = [("HOST", "ADDRESS", "ROLES", "RUNNING", "SSH", "SERVICE")] + [
         (h.alias, h.address, ",".join(h.roles),
          *("yes" if ok else "no" for ok in (h.running, h.ssh_ok, h.service_ok)))
@@ -27,15 +29,19 @@ def _print_table(infos: list[hosts.HostInfo]) -> None:
 
 
 @task(auto_shortflags=False,
-      help={"nodes": f"number of nodes, 1 to {hosts.MAX_NODES} (default 3), besides the proxy"})
-def up(c, nodes=3):
+      help={"nodes": f"number of nodes, 1 to {hosts.MAX_NODES} (default 3), besides the proxy",
+            "kube-version": f"the cluster's Kubernetes version, {' or '.join(hosts.KUBE_VERSIONS)} (default: the "
+                            f"running lab's, else {hosts.DEFAULT_KUBE_VERSION})"})
+def up(c, nodes=3, kube_version=None):
     """Start the lab's hosts (idempotent); write its hosts.yaml and ssh_config.
 
-    Running hosts are kept; a changed --nodes adds or removes nodes. The state
+    Running hosts are kept; a changed --nodes adds or removes nodes, a changed --kube-version
+    restarts the control plane (its cluster then starts empty). The chart repository serves the
+    real charts from $BHOPS_CHARTS, else `helm pull`ed once into the state dir. The state
     (keys, ssh_config, hosts.yaml) is in .lab/ or $BHOPS_LAB_DIR; the per-host files too, or
     in /srv/bhops-lab/<hash> when that is under /etc, /var, /usr or /opt (docs/lab.md).
     """
-    _print_table(_call(hosts.up, nodes))
+    _print_table(_call(hosts.up, nodes, None, kube_version))
 
 
 @task(auto_shortflags=False)
@@ -46,7 +52,7 @@ def down(c):
 
 @task(auto_shortflags=False)
 def status(c):
-    """Show each lab host: running, sshd answering, service (dockerd/nginx) answering."""
+    """Show the cluster's Kubernetes version and each lab host: running, sshd and service answering."""
     _print_table(hosts.status())
 
 

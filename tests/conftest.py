@@ -1,4 +1,4 @@
-"""Shared fixtures: the network guard, the lab's hosts, and running tasks as a user would."""
+"""Shared fixtures: the network guard, the real charts, the lab's hosts, and running tasks as a user would."""
 from __future__ import annotations
 
 import contextlib
@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,6 +20,7 @@ from fabric import Connection
 from invoke import Program
 
 from fabfile import ns
+from lab import charts as labcharts
 from lab import hosts as labhosts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,6 +45,17 @@ def _guarded(real):
             raise ConnectionRefusedError(f"test guard: {address[0]} is outside the lab; refused")
         return real(self, address)
     return connect
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under xdist (-n): every test on the lab's hosts (the *_lab.py files) in one worker, in turn,
+    as the lab is one per machine; the other tests spread over the other workers meanwhile."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LabScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "lab" if nodeid.split("::")[0].endswith("_lab.py") else nodeid
+    return LabScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -77,16 +90,36 @@ def session_lock(path: Path = SESSION_LOCK, wait: float = SESSION_WAIT):
 
 
 @pytest.fixture(scope="session")
-def lab():
+def real_charts() -> Path:
+    """The directory holding the real packaged BinderHub charts (see `charts_directory`)."""
+    return charts_directory()
+
+
+def charts_directory(cache: Path | None = None) -> Path:
+    """The real charts: $BHOPS_CHARTS, else the lab's chart cache (scripts/bootstrap fills it: from
+    a local copy, or with `helm pull`). The tests never fetch them; failing says how to fix it."""
+    cache = cache or labhosts.state_dir() / "charts"
+    try:
+        return labcharts.in_directory(labcharts.configured() or cache)[0].parent
+    except labcharts.ChartsError as exc:
+        fix = "" if labcharts.configured() else (
+            f"; the lab's chart cache {cache} is incomplete: run scripts/bootstrap (it fills it), or export "
+            f"{labcharts.VARIABLE} as the directory holding the real charts")
+        pytest.fail(str(exc) + fix, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def lab(real_charts):
     """The lab's hosts for the session, which holds the machine's lab lock: brought up here (and
-    taken down at the end if this session made them); a lab of another checkout fails the tests."""
+    taken down at the end if this session made them) with its chart repository serving
+    `real_charts`; a lab of another checkout fails the tests."""
     if os.geteuid() != 0:
         pytest.skip("the lab needs root (network namespaces)")
     with session_lock():
         hosts = labhosts.status()
         was_up = bool(hosts) and all(h.running for h in hosts)
         try:
-            labhosts.up(nodes=3)
+            labhosts.up(nodes=3, charts_dir=real_charts)
         except labhosts.LabError as exc:
             pytest.fail(str(exc), pytrace=False)
         yield labhosts.state_dir()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import no_process_left, session_lock, stop
+from tests.conftest import charts_directory, no_process_left, session_lock, stop
 
 
 def test_a_second_session_waits_for_the_lab_lock_then_fails_naming_the_holder(tmp_path):
@@ -43,3 +44,20 @@ def test_an_orphan_left_behind_is_stopped_and_reported(tmp_path):
 def test_nothing_left_passes_quietly():
     with no_process_left():
         subprocess.run(["true"], check=True)
+
+
+def test_the_real_charts_come_from_bhops_charts_else_the_labs_cache(tmp_path, monkeypatch, real_charts):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for archive in real_charts.glob("binderhub-*.tgz"):
+        shutil.copy(archive, cache)
+    monkeypatch.delenv("BHOPS_CHARTS", raising=False)
+    assert charts_directory(cache) == cache
+    with pytest.raises(pytest.fail.Exception, match=r"the lab's chart cache .* is incomplete: run scripts/bootstrap"):
+        charts_directory(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("BHOPS_CHARTS", str(empty))
+    with pytest.raises(pytest.fail.Exception, match=rf"^BHOPS_CHARTS={empty} has no binderhub-0.2.0.*or unset "
+                       r"BHOPS_CHARTS so that the lab fetches it"):
+        charts_directory(cache)

@@ -1,11 +1,14 @@
 """The lab's BinderHub workloads (lab.apps), used as a client of a deployed BinderHub would use them.
 
-The API emulator holds the stand-in chart installed with the real helm; proxy-public gets a
+The API emulator holds a real BinderHub chart installed with the real helm, with the values the
+project renders for it (fabfile.values.render, for the chart's era); proxy-public gets a
 load-balancer IP as MetalLB would give it; the runner (`python -m lab.apps run`) then runs the
-binder API and a real JupyterHub from the release. Everything listens on loopback addresses
-picked per run (127.a.b.c where the ports are free, so that runs on one machine do not meet): the
-binder on the node's address, the hub's public proxy on port 80 of the "floating" IP (root needed).
-Every process a run starts is stopped by PID, pass or fail (see conftest.no_process_left).
+binder API and a real JupyterHub from what the chart created. This module runs the runbook's pinned
+chart (tests/test_labapps_eras.py runs both charts with authentication). Everything listens on
+loopback addresses picked per run (127.a.b.c where the ports are free, so that runs on one machine
+do not meet): the binder on the node's address, the hub's public proxy on port 80 of the
+"floating" IP (root needed). Every process a run starts is stopped by PID, pass or fail (see
+conftest.no_process_left).
 """
 from __future__ import annotations
 
@@ -27,13 +30,17 @@ import pytest
 import requests
 import yaml
 
+from fabfile import inventory
+from fabfile import values as chart_values
+from fabfile.secretfile import Secret
+from lab import charts as labcharts
 from tests.conftest import die_with_parent, no_process_left, stop
 
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
 HELM = REPO / ".tools" / "bin" / "helm"
 CHP = REPO / ".tools" / "node_modules" / ".bin" / "configurable-http-proxy"
-CHART = REPO / "lab" / "charts" / "binderhub"
+PINNED, CURRENT = labcharts.VERSIONS
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the hub's proxy binds port 80: root only"),
@@ -51,9 +58,10 @@ KEEPALIVE = 0.5
 EVENT_STREAM = {"Accept": "text/event-stream"}
 READY_KEYS = {"url", "token", "image", "repo_url", "binder_ref_url", "binder_launch_host", "binder_request",
               "binder_persistent_request", "binder_client_ip", "message"}
+TEST_VALUES = {"config": {"Launcher": {"retries": 2, "retry_delay": 0.2}}}  # quicker failures than the defaults
 
 
-def _wait_for(what: str, check, timeout: float = 30.0, interval: float = 0.1):
+def wait_for(what: str, check, timeout: float = 30.0, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
@@ -81,7 +89,7 @@ def free_address(*ports: int) -> str:
     pytest.fail(f"no loopback address with ports {', '.join(map(str, ports))} free in 20 tries", pytrace=False)
 
 
-def _status(url: str, **kwargs) -> int | None:
+def http_status(url: str, **kwargs) -> int | None:
     """The HTTP status of GET url, or None when nothing answers."""
     try:
         return requests.get(url, timeout=3, **kwargs).status_code
@@ -94,11 +102,13 @@ class Release:
     """The running lab: the emulator, the runner, and the tools a deploy task would use."""
 
     env: dict[str, str]
-    values: Path
+    chart: Path
+    values: list[Path]  # the -f files, in order
     state: Path
     binder_token: str
     node: str
     floating_ip: str
+    oauth_client_secret: str  # what the hub's GenericOAuthenticator is given (with authentication)
 
     @property
     def binder(self) -> str:
@@ -109,9 +119,13 @@ class Release:
         return f"http://{self.floating_ip}/jupyterhub/"
 
     def tool(self, tool: Path, *args: str) -> str:
-        proc = subprocess.run([str(tool), *args], capture_output=True, text=True, env=self.env, timeout=60)
+        proc = subprocess.run([str(tool), *args], capture_output=True, text=True, env=self.env, timeout=120)
         assert proc.returncode == 0, f"{tool.name} {' '.join(args)}: {proc.stderr}"
         return proc.stdout
+
+    def helm_upgrade(self, *args: str) -> str:
+        files = [arg for path in self.values for arg in ("-f", str(path))]
+        return self.tool(HELM, "upgrade", "--install", "binder", str(self.chart), "-n", "binder", *files, *args)
 
     def give_proxy_public(self, ip: str) -> None:
         """What MetalLB does for a LoadBalancer Service: set its ingress IP in the status."""
@@ -133,42 +147,56 @@ def _start(argv: list[str], log: Path) -> subprocess.Popen:
                                 preexec_fn=die_with_parent)
 
 
+def render_values(workdir: Path, version: str, floating_ip: str, secret_values: dict[str, str],
+                  **variables) -> list[Path]:
+    """The project's values files for chart `version` (fabfile.values.render from a one-host
+    inventory), then TEST_VALUES; written to `workdir`."""
+    lab = {"public_url": f"http://{floating_ip}", "floating_ip": floating_ip, "chart_version": version,
+           "use_registry": False, "image_prefix": IMAGE_PREFIX, "rate_limit": RATE_LIMIT,
+           "binder_node_port": NODE_PORT, "pod_disruption_budgets": False, **variables}
+    hosts = workdir / "hosts.yaml"
+    hosts.write_text(yaml.safe_dump({"environments": {"lab": {"vars": lab, "hosts": {
+        "node": {"roles": ["node", "control-plane"]}}}}}))
+    host = inventory.load("lab", hosts).with_role("control-plane")[0]
+    rendered = chart_values.render(host, "lab", {k: Secret(v) for k, v in secret_values.items()})
+    files = [workdir / "config.yaml", workdir / "secret.yaml", workdir / "test.yaml"]
+    for path, text in zip(files, (rendered.config, rendered.secret, yaml.safe_dump(TEST_VALUES))):
+        path.write_text(text)
+        path.chmod(0o600)
+    return files
+
+
 @contextlib.contextmanager
-def running_release(workdir: Path):
-    """The chart installed as in the runbook, proxy-public given an IP, the runner running it all;
-    every process stopped at the end, the runner's own checked to be gone."""
+def running_release(workdir: Path, charts: Path, version: str = PINNED, **variables):
+    """Chart `version` installed with the project's values for it (inventory `variables` added),
+    proxy-public given an IP, the runner running it all; every process stopped at the end, the
+    runner's own checked to be gone."""
     node, floating_ip = free_address(*NODE_PORTS), free_address(80)
     kubeconfig = workdir / "kubeconfig"
     emulator = _start([sys.executable, "-m", "lab.cluster", "serve", "--address", "127.0.0.1", "--port", "0",
                        "--kubeconfig", str(kubeconfig), "--ready-delay", "0.2"], workdir / "labcluster.log")
     runner = None
     try:
-        _wait_for("the API emulator", lambda: kubeconfig.exists() or emulator.poll() is not None, timeout=15)
+        wait_for("the API emulator", lambda: kubeconfig.exists() or emulator.poll() is not None, timeout=15)
         assert emulator.poll() is None, (workdir / "labcluster.log").read_text()
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(workdir), "KUBECONFIG": str(kubeconfig),
                **{f"HELM_{kind}_HOME": str(workdir / f"helm-{kind.lower()}") for kind in ("CACHE", "CONFIG", "DATA")}}
-        values, binder_token = workdir / "values.yaml", secrets.token_hex(32)
-        lab = Release(env, values, workdir / "state", binder_token, node, floating_ip)
-        values.write_text(yaml.safe_dump({
-            "config": {"BinderHub": {"hub_url": lab.hub, "base_url": "/binderhub/", "use_registry": False,
-                                     "image_prefix": IMAGE_PREFIX},
-                       "RateLimiter": {"limit": RATE_LIMIT}, "Launcher": {"retries": 2, "retry_delay": 0.2}},
-            "service": {"type": "NodePort", "nodePort": NODE_PORT},
-            "jupyterhub": {"hub": {"baseUrl": "/jupyterhub/",
-                                   "services": {"binder": {"apiToken": binder_token}}},
-                           "proxy": {"secretToken": secrets.token_hex(32)}},
-        }))
+        tokens = {"binder_api_token": secrets.token_hex(32), "proxy_secret_token": secrets.token_hex(32),
+                  "oauth_client_secret": secrets.token_urlsafe(24)}
+        files = render_values(workdir, version, floating_ip, tokens, **variables)
+        lab = Release(env, charts / labcharts.archive_name(version), files, workdir / "state",
+                      tokens["binder_api_token"], node, floating_ip, tokens["oauth_client_secret"])
         lab.tool(KUBECTL, "create", "namespace", "binder")
-        lab.tool(HELM, "upgrade", "--install", "binder", str(CHART), "-n", "binder", "-f", str(values))
+        lab.helm_upgrade()
         api = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
         runner = _start([sys.executable, "-m", "lab.apps", "run", "--api", api, "--namespace", "binder",
                          "--node-address", node, "--nodeport-address", node, "--state-dir", str(lab.state),
                          "--interval", "0.2", "--keepalive", str(KEEPALIVE), "--hold-open", str(HOLD_OPEN)],
                         workdir / "runner.out")
-        _wait_for("the binder API", lambda: _status(lab.binder + "versions") == 200)
+        wait_for("the binder API", lambda: http_status(lab.binder + "versions") == 200)
         started = time.monotonic()
         lab.give_proxy_public(floating_ip)
-        _wait_for("the hub", lambda: _status(lab.hub + "hub/api/health") == 200)
+        wait_for("the hub", lambda: http_status(lab.hub + "hub/api/health") == 200)
         print(f"\nhub answered {time.monotonic() - started:.1f}s after proxy-public got its IP")
         yield lab
         pids = [app["pid"] for app in lab.running().values()]
@@ -184,9 +212,9 @@ def running_release(workdir: Path):
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    """A running release shared by the module's tests, which leave it as they found it."""
-    with no_process_left(), running_release(tmp_path_factory.mktemp("labapps")) as running:
+def release(tmp_path_factory, real_charts):
+    """A running release of the runbook's chart shared by the module's tests, which leave it as they found it."""
+    with no_process_left(), running_release(tmp_path_factory.mktemp("labapps"), real_charts) as running:
         yield running
 
 
@@ -289,7 +317,7 @@ def test_a_build_streams_to_ready_and_the_server_it_launched_works(release):
     assert [k["id"] for k in kernels] == [kernel.json()["id"]]
     assert requests.delete(server + f"api/kernels/{kernel.json()['id']}", headers=auth, timeout=30).status_code == 204
     assert requests.post(server + "api/shutdown", headers=auth, timeout=5).status_code == 200
-    _wait_for("the server to be gone", lambda: _status(server + "api", headers=auth) != 200, timeout=10)
+    wait_for("the server to be gone", lambda: http_status(server + "api", headers=auth) != 200, timeout=10)
 
 
 def test_the_same_spec_again_finds_the_built_image_and_the_hub_can_stop_the_server(release):
@@ -302,9 +330,9 @@ def test_the_same_spec_again_finds_the_built_image_and_the_hub_can_stop_the_serv
     name = ready["url"].rstrip("/").rsplit("/", 1)[1]
     hub_api, binder = release.hub + "hub/api/", {"Authorization": f"token {release.binder_token}"}
     assert requests.delete(hub_api + f"users/{name}/server", headers=binder, timeout=30).status_code in (202, 204)
-    _wait_for("the hub to forget the server",
+    wait_for("the hub to forget the server",
               lambda: requests.get(hub_api + f"users/{name}", headers=binder, timeout=5).json()["servers"] == {})
-    assert _status(ready["url"] + "api", headers={"Authorization": f"token {ready['token']}"}) != 200
+    assert http_status(ready["url"] + "api", headers={"Authorization": f"token {ready['token']}"}) != 200
 
 
 def test_the_git_provider_takes_an_escaped_url(release):
@@ -392,25 +420,24 @@ def test_fault_rate_limited_refuses_at_once(release, fault):
                               "message": "Rate limit exceeded. Try again in 3600 seconds.\n"}]
 
 
-def test_the_runner_follows_upgrades_a_new_ip_and_uninstall(tmp_path):
+def test_the_runner_follows_upgrades_a_new_ip_and_uninstall(tmp_path, real_charts):
     """On a release of its own: it ends with the release uninstalled."""
-    with no_process_left(), running_release(tmp_path) as release:
+    with no_process_left(), running_release(tmp_path, real_charts) as release:
         binder_pid = release.running()["binder"]["pid"]
-        release.tool(HELM, "upgrade", "binder", str(CHART), "-n", "binder", "-f", str(release.values),
-                     "--set", "config.BinderHub.base_url=/changed/")
+        release.helm_upgrade("--set", "config.BinderHub.base_url=/changed/")
         moved = f"http://{release.node}:{NODE_PORT}/changed/"
-        _wait_for("the binder under its new base_url", lambda: _status(moved + "versions") == 200)
-        assert _status(release.binder + "versions") == 404 and release.running()["binder"]["pid"] != binder_pid
+        wait_for("the binder under its new base_url", lambda: http_status(moved + "versions") == 200)
+        assert http_status(release.binder + "versions") == 404 and release.running()["binder"]["pid"] != binder_pid
 
         new_ip = free_address(80)
         release.give_proxy_public(new_ip)
-        _wait_for("the hub on the new IP", lambda: _status(f"http://{new_ip}/jupyterhub/hub/api/health") == 200)
-        assert _status(release.hub + "hub/api/health") is None
+        wait_for("the hub on the new IP", lambda: http_status(f"http://{new_ip}/jupyterhub/hub/api/health") == 200)
+        assert http_status(release.hub + "hub/api/health") is None
 
         pids = [app["pid"] for app in release.running().values()]
         release.tool(HELM, "uninstall", "binder", "-n", "binder")
-        _wait_for("the runner to stop everything", lambda: release.running() == {})
-        assert _status(moved + "versions") is None and _status(f"http://{new_ip}/jupyterhub/hub/api/") is None
+        wait_for("the runner to stop everything", lambda: release.running() == {})
+        assert http_status(moved + "versions") is None and http_status(f"http://{new_ip}/jupyterhub/hub/api/") is None
         for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import json
@@ -16,14 +17,14 @@ import aiohttp.web
 import pytest
 import yaml
 
+from lab import charts as labcharts
 from lab.cluster import chartrepo
 from tests.conftest import die_with_parent, stop
 
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
 HELM = REPO / ".tools" / "bin" / "helm"
-CHART = REPO / "lab" / "charts" / "binderhub"
-PINNED = "0.2.0-n600.h36369a7"
+PINNED, CURRENT = labcharts.VERSIONS
 
 pytestmark = pytest.mark.skipif(
     not (KUBECTL.exists() and HELM.exists()),
@@ -178,8 +179,8 @@ VALUES = {
 }
 
 
-def _helm_upgrade(lab: Lab, values: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return lab.helm("upgrade", "--install", "binder", str(CHART), "--namespace", "binder", "-f", str(values),
+def _helm_upgrade(lab: Lab, chart: Path, values: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    return lab.helm("upgrade", "--install", "binder", str(chart), "--namespace", "binder", "-f", str(values),
                     "--wait", "--cleanup-on-fail", "--timeout", "30s", *extra, check=check)
 
 
@@ -188,20 +189,22 @@ def _release(lab: Lab) -> dict:
 
 
 @pytest.fixture(scope="module")
-def release(lab, tmp_path_factory):
-    """The stand-in chart installed as release `binder` in namespace `binder`, as in the runbook."""
+def release(lab, tmp_path_factory, real_charts):
+    """The current real chart installed as release `binder` in namespace `binder`, as in the runbook:
+    the chart and the values file."""
     values = tmp_path_factory.mktemp("values") / "values.yaml"
     values.write_text(yaml.safe_dump(VALUES))
     lab.kubectl("create", "namespace", "binder")
-    _helm_upgrade(lab, values)
-    return values
+    chart = real_charts / labcharts.archive_name(CURRENT)
+    _helm_upgrade(lab, chart, values)
+    return chart, values
 
 
 def test_install_is_revision_1_and_creates_the_charts_services(lab, release):
     history = json.loads(lab.helm("history", "binder", "-n", "binder", "-o", "json").stdout)
     assert history[0]["revision"] == 1 and history[0]["description"] == "Install complete"
     listed = json.loads(lab.helm("list", "-n", "binder", "-o", "json").stdout)
-    assert [(r["name"], r["chart"]) for r in listed] == [("binder", f"binderhub-{PINNED}")]
+    assert [(r["name"], r["chart"]) for r in listed] == [("binder", f"binderhub-{CURRENT}")]
     services = {s["metadata"]["name"]: s["spec"] for s in lab.json("get", "svc", "-n", "binder")["items"]}
     assert set(services) == {"binder", "hub", "proxy-api", "proxy-public"}
     assert services["binder"]["type"] == "NodePort" and services["binder"]["ports"][0]["nodePort"] == 30574
@@ -210,17 +213,17 @@ def test_install_is_revision_1_and_creates_the_charts_services(lab, release):
 
 def test_upgrade_with_a_changed_value_is_the_next_revision(lab, release):
     before = _release(lab)["version"]
-    _helm_upgrade(lab, release, "--set", "config.BinderHub.base_url=/changed/")
+    _helm_upgrade(lab, *release, "--set", "config.BinderHub.base_url=/changed/")
     assert _release(lab)["version"] == before + 1
-    config = lab.json("get", "configmap", "binder-config", "-n", "binder")["data"]["binderhub_config.json"]
-    assert json.loads(config)["BinderHub"]["base_url"] == "/changed/"
+    config = lab.json("get", "secret", "binder-secret", "-n", "binder")["data"]["values.yaml"]
+    assert yaml.safe_load(base64.b64decode(config))["config"]["BinderHub"]["base_url"] == "/changed/"
     assert json.loads(lab.helm("get", "values", "binder", "-n", "binder", "-o", "json").stdout)[
         "config"]["BinderHub"]["base_url"] == "/changed/"
 
 
 def test_unknown_top_level_value_fails_and_leaves_the_release_as_it_was(lab, release):
     before = _release(lab)
-    failed = _helm_upgrade(lab, release, "--set", "notAChartKey=1", check=False)
+    failed = _helm_upgrade(lab, *release, "--set", "notAChartKey=1", check=False)
     assert failed.returncode != 0
     assert "Additional property notAChartKey is not allowed" in failed.stderr
     after = _release(lab)
@@ -228,9 +231,12 @@ def test_unknown_top_level_value_fails_and_leaves_the_release_as_it_was(lab, rel
 
 
 def test_rollout_status_succeeds_for_each_workload(lab, release):
-    for workload in ("deployment/hub", "deployment/binder", "deployment/proxy", "daemonset/binder-image-cleaner"):
+    for workload in ("deployment/hub", "deployment/binder", "deployment/proxy", "deployment/user-scheduler",
+                     "daemonset/binder-image-cleaner"):
         done = lab.kubectl("rollout", "status", workload, "-n", "binder", "--timeout", "30s")
         assert "successfully rolled out" in done.stdout
+    done = lab.kubectl("rollout", "status", "statefulset/user-placeholder", "-n", "binder", "--timeout", "30s")
+    assert done.stdout == "partitioned roll out complete: 0 new pods have been updated...\n"  # replicas: 0
 
 
 def test_kubectl_logs_reads_what_the_deployments_player_wrote(lab, release):
@@ -253,9 +259,13 @@ def test_pods_are_listed_running_like_the_runbooks_step_6(lab, release):
     assert owners == ["binder", "binder-image-cleaner", "hub", "proxy", "user-scheduler", "user-scheduler"]
 
 
-def test_label_selector_picks_binderhubs_own_workloads(lab, release):
-    names = lab.kubectl("get", "deploy,ds", "-n", "binder", "-l", "app=binder", "-o", "name").stdout.split()
-    assert sorted(names) == ["daemonset.apps/binder-image-cleaner", "deployment.apps/binder"]
+def test_a_release_label_selector_misses_the_real_charts_unlabelled_workloads(lab, release):
+    labelled = lab.kubectl("get", "deploy,ds,sts", "-n", "binder", "-l", "release=binder", "-o", "name").stdout
+    assert sorted(labelled.split()) == ["deployment.apps/hub", "deployment.apps/proxy",
+                                        "deployment.apps/user-scheduler", "statefulset.apps/user-placeholder"]
+    documents = yaml.safe_load_all(lab.helm("get", "manifest", "binder", "-n", "binder").stdout)
+    assert {(d["kind"], d["metadata"]["name"]) for d in documents if d and d["kind"] in ("Deployment", "DaemonSet")} \
+        >= {("Deployment", "binder"), ("DaemonSet", "binder-image-cleaner")}
 
 
 def _from_manifest(lab: Lab, kind: str, name: str) -> dict:
@@ -306,7 +316,7 @@ def test_applying_a_helm_made_service_keeps_its_node_port_and_merges_ports_by_po
     assert "spec.ports[0].nodePort: Invalid value: 30574: provided port is already allocated" in elsewhere.stderr
 
 
-def test_chart_repository_offers_only_the_pinned_version(lab, tmp_path):
+def test_chart_repository_offers_both_real_charts(lab, tmp_path, real_charts):
     repo_dir = tmp_path / "repo"
     log = tmp_path / "http.log"
     with log.open("w") as out:
@@ -321,11 +331,11 @@ def test_chart_repository_offers_only_the_pinned_version(lab, tmp_path):
             time.sleep(0.02)
         port = log.read_text().split(" port ")[1].split()[0]
         url = f"http://127.0.0.1:{port}/"
-        chartrepo.build(repo_dir, url, helm=HELM)
+        chartrepo.build(repo_dir, url, real_charts, helm=HELM)
         lab.helm("repo", "add", "jupyterhub", url)
         found = json.loads(lab.helm("search", "repo", "jupyterhub/binderhub", "--devel", "--versions",
                                     "-o", "json").stdout)
-        assert [c["version"] for c in found] == [PINNED]
+        assert [c["version"] for c in found] == [CURRENT, PINNED]
         shown = lab.helm("show", "chart", "jupyterhub/binderhub", "--version", PINNED).stdout
         assert f"version: {PINNED}" in shown
         missing = lab.helm("show", "chart", "jupyterhub/binderhub", "--version", "0.2.0-n999.h0000000", check=False)

@@ -1,13 +1,21 @@
-"""The lab's hosts themselves: one lab per machine, and a cluster that knows every node."""
+"""The lab's hosts themselves: one lab per machine, a cluster that knows every node, of the Kubernetes
+version asked for, and a chart repository serving the real charts."""
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import subprocess
+import sys
+import urllib.request
 
 import pytest
+import yaml
 
+from lab import charts as labcharts
 from lab import hosts as labhosts
-from tests.conftest import ssh
+from tests.conftest import REPO, lab_inventory, ssh
+from tests.test_cluster_lab import cluster, line  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.lab
 
@@ -40,3 +48,52 @@ def test_after_a_change_of_nodes_the_cluster_has_every_node(lab):
 
 def _cluster_nodes() -> list[str]:
     return ssh("lab-node1", "kubectl get nodes -o name").replace("node/", "").split()
+
+
+def test_the_chart_repository_serves_both_real_charts_to_helm(lab, real_charts):
+    """`helm search repo` on the control plane finds both versions (pre-releases: `--devel`), and the
+    repository's archives are the real charts, byte for byte."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the lab, never via a proxy
+    index = yaml.safe_load(direct.open("http://10.77.0.11:8879/index.yaml", timeout=10).read())
+    assert {e["version"]: e["digest"] for e in index["entries"]["binderhub"]} == {
+        v: hashlib.sha256((real_charts / labcharts.archive_name(v)).read_bytes()).hexdigest()
+        for v in labcharts.VERSIONS}
+    found = ssh("lab-node1", 'd=$(mktemp -d) && export HELM_REPOSITORY_CONFIG="$d/repositories.yaml" '
+                'HELM_REPOSITORY_CACHE="$d/cache" && helm repo add lab http://10.77.0.11:8879/ >/dev/null && '
+                'helm search repo lab/binderhub --devel --versions -o json; rc=$?; rm -rf "$d"; exit $rc')
+    assert sorted(c["version"] for c in json.loads(found)) == sorted(labcharts.VERSIONS)
+
+
+def test_lab_up_with_kube_version_1_24_serves_1_24_where_the_pinned_chart_installs_as_is(lab, cluster, cli,
+                                                                                         tmp_path):
+    """One restart there (and one back): `invoke lab.up --kube-version 1.24`, then a plain `lab.up`;
+    there, the runbook's chart installs with its policy/v1beta1 PodDisruptionBudgets."""
+    try:
+        assert "Kubernetes 1.24 on lab-node1" in _invoke("lab.up", "--kube-version", "1.24")
+        control_plane = labhosts._pid(lab, labhosts.CONTROL_PLANE)
+        assert _server_version() == "1.24"
+        assert "Kubernetes 1.24 on lab-node1" in _invoke("lab.up")
+        assert labhosts._pid(lab, labhosts.CONTROL_PLANE) == control_plane  # kept, not restarted
+        assert "Kubernetes 1.24 on lab-node1" in _invoke("lab.status")
+
+        ssh("lab-node1", "kubectl create namespace binder")  # the restarted cluster starts empty
+        with_pdbs = lab_inventory(tmp_path, pod_disruption_budgets=True)
+        code, out = cli("helm.upgrade", "--env", "lab", "--inventory", str(with_pdbs))
+        assert code == 0 and "installed binder: revision 1 deployed" in line(out, "helm.upgrade"), out
+        assert len(ssh("lab-node1", "kubectl get poddisruptionbudgets.v1beta1.policy -n binder -o name").split()) == 3
+        assert cli("cluster.wait", "--env", "lab")[0] == 0
+    finally:
+        labhosts.up(nodes=3, kube_version=labhosts.DEFAULT_KUBE_VERSION)
+    assert _server_version() == labhosts.DEFAULT_KUBE_VERSION
+
+
+def _invoke(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _server_version() -> str:
+    version = json.loads(ssh("lab-node1", "kubectl version -o json"))["serverVersion"]
+    return f"{version['major']}.{version['minor']}"

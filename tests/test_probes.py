@@ -54,3 +54,20 @@ def test_namespace_exists_reads_with_both_tools_and_names_the_fix(monkeypatch):
         conn, host, argvs, Output(1, "", "dial tcp 10.0.0.1:6443: connect: connection refused")))
     with pytest.raises(RemoteError, match="cp cannot reach the cluster: .*connection refused; check the kubeconfig"):
         probes.namespace_exists(None, _control_plane())
+
+
+def test_a_pods_reason_is_the_kubelets_or_the_schedulers_as_the_pod_status_gives_it():
+    waiting = {"name": "hub", "ready": False, "state": {"waiting": {"reason": "ErrImagePull",
+                                                                    "message": "pull access denied"}}}
+    assert probes.pod_reason({"status": {"phase": "Pending", "containerStatuses": [waiting]}}) == \
+        "container hub ErrImagePull: pull access denied"
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": "0/3 nodes are available: 3 Insufficient cpu."}
+    assert probes.pod_reason({"status": {"phase": "Pending", "conditions": [unschedulable]}}) == \
+        "Unschedulable: 0/3 nodes are available: 3 Insufficient cpu."
+    crashing = {"name": "binder", "ready": False, "restartCount": 4, "state": {"running": {}}}
+    assert probes.pod_reason({"status": {"phase": "Running", "containerStatuses": [crashing]}}) == \
+        "container binder restarted 4 times"
+    ready = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+             "containerStatuses": [{"name": "hub", "ready": True}]}
+    assert probes.pod_reason({"status": ready}) == ""

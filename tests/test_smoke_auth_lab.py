@@ -31,7 +31,8 @@ BINDER_SCOPE = "access:services!service=binder"
 @pytest.fixture(scope="module")
 def auth_inventory(lab, lab_secrets, tmp_path_factory):
     """The lab deployed with authentication on (the next `deployed` turns it off again), and the
-    identity provider the hub logs users in with."""
+    identity provider the hub logs users in with. (Each chart's hub side of authentication is
+    tested with the lab's workloads alone, in test_labapps_eras.py.)"""
     tmp = tmp_path_factory.mktemp("auth")
     path = lab_inventory(tmp, auth={
         "login_service": "Lab IdP", "client_id": CLIENT_ID, "authorize_url": f"{IDP}/authorize",

@@ -1,20 +1,23 @@
-"""Rendered chart values and the secrets file, without any host."""
-import json
+"""Rendered chart values and the secrets file, without any host; the values through the real charts with
+`helm template` (which enforces the current chart's schema)."""
+import base64
 import os
 import stat
+import subprocess
+import tarfile
 import textwrap
 from pathlib import Path
 
-import jsonschema
 import pytest
 import yaml
 
-from fabfile import inventory, secretfile, values
+from fabfile import eras, inventory, secretfile, values
 from fabfile.inventory import InventoryError
 from fabfile.secretfile import Secret, SecretsError
 
-SCHEMAS = Path(__file__).resolve().parent / "data" / "chart-schemas"  # see its README.md
+HELM = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "helm"
 MARKER = "SECRET-MARKER-7f3a"
+VERSIONS = [v for era in eras.ERAS for v in era.chart_versions]
 
 INVENTORY = """
 environments:
@@ -35,21 +38,46 @@ environments:
         authorize_url: https://iam.example.org/authorize
         token_url: https://iam.example.org/token
         userdata_url: https://iam.example.org/userinfo
+        username_key: email
+        scope: [openid, email]
         allowed_users: [alice]
       storage:
         per_user: {storage_class: rook-cephfs, capacity: 10Gi}
         shared: {claim: binderhub-data-rw-pvc, mount_path: /home/jovyan/shared-workflows}
       profiles:
         - {display_name: Default, default: true}
-        - {display_name: Data science, image: "jupyter/datascience-notebook:latest"}
+        - {display_name: Data science, description: Pandas and friends, image: "jupyter/datascience-notebook:latest"}
+      registry_url: https://registry.example.org
+      registry_username: robot
+      rate_limit: 10
+      floating_ip: 10.77.0.241
+      floating_ip_request: loadBalancerIP
+      pod_disruption_budgets: false
+    hosts:
+      head.example.org: {roles: [node, control-plane]}
+  open:
+    vars:
+      public_url: https://binder.example.org
+      use_registry: false
+      auth:
+        client_id: binder-client
+        authorize_url: https://iam.example.org/authorize
+        token_url: https://iam.example.org/token
+        userdata_url: https://iam.example.org/userinfo
+        allowed_users: [alice]
+        allow_all: true
+      storage:
+        shared: {claim: binderhub-data-rw-pvc, mount_path: /home/jovyan/shared}
+      rate_limit: 0
     hosts:
       head.example.org: {roles: [node, control-plane]}
 """
 
 
-def host(tmp_path, env="prod", text=INVENTORY):
+def host(tmp_path, env="prod", text=INVENTORY, version=None):
     path = tmp_path / "hosts.yaml"
-    path.write_text(textwrap.dedent(text))
+    pin = f'defaults: {{vars: {{chart_version: "{version}"}}}}\n' if version else ""
+    path.write_text(pin + textwrap.dedent(text))
     return inventory.load(env, path).with_role("control-plane")[0]
 
 
@@ -78,47 +106,221 @@ def test_runbook_keys_are_rendered_and_urls_agree(tmp_path):
     assert merged["jupyterhub"]["proxy"]["service"] == {"type": "LoadBalancer", "loadBalancerIP": "10.77.0.240"}
 
 
-def test_secrets_stay_out_of_config_and_repr(tmp_path):
-    rendered = values.render(host(tmp_path, "full"), "full", secrets())
+@pytest.mark.parametrize("env", ["prod", "full", "open"])
+def test_secrets_stay_out_of_config_and_repr(tmp_path, env):
+    rendered = values.render(host(tmp_path, env), env, secrets())
     assert MARKER not in rendered.config and MARKER not in repr(rendered)
     assert MARKER in rendered.secret
     assert MARKER not in repr(secrets()) and MARKER not in str(secrets()["binder_api_token"])
 
 
-def test_options_render_auth_storage_and_profiles(tmp_path):
-    merged = values.render(host(tmp_path, "full"), "full", secrets()).merged()
-    assert merged["config"]["BinderHub"]["auth_enabled"] is True
-    hub = merged["jupyterhub"]["hub"]
-    oauth = hub["config"]["GenericOAuthenticator"]
+def test_an_unknown_chart_version_is_refused_with_the_known_ones(tmp_path):
+    known = (r"\(known: z2jh-0\.11 \(z2jh 0\.11\.1, .*\): 0\.2\.0-n600\.h36369a7; "
+             r"z2jh-4 \(z2jh 4\.2\.0, .*\): 1\.0\.0-0\.dev\.git\.2227\.hb9fad995\); set chart_version to one of them$")
+    with pytest.raises(InventoryError, match=r"vars.chart_version: chart version '0.2.0-n601.hdeadbee' is not one "
+                                             r"the values templates know " + known):
+        values.render(host(tmp_path, version="0.2.0-n601.hdeadbee"), "prod", secrets())
+    with pytest.raises(InventoryError, match=r"^x.chart_version: chart version '1.0.0' "):
+        eras.era_of("1.0.0", "x.chart_version")
+    assert [eras.era_of(v).name for v in VERSIONS] == ["z2jh-0.11", "z2jh-4"]
+    assert values.render(host(tmp_path), "prod", secrets()).config.startswith(
+        "# BinderHub chart values for prod (z2jh-0.11 chart)")  # the default is the runbook's pin
+
+
+# --- through the real charts ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    if not HELM.exists():
+        pytest.fail(f"{HELM} is missing: run scripts/install-k8s-tools", pytrace=False)
+    return HELM
+
+
+def helm_template(helm: Path, chart: Path, rendered: values.Values, home: Path) -> list[dict]:
+    """The objects `helm template` makes of the chart with both files (the secrets on stdin, as helm.upgrade
+    passes them) for a cluster that serves policy/v1 (Kubernetes 1.21+): offline, helm assumes it does not,
+    and the current chart's own PDB would fall back to policy/v1beta1."""
+    (home / "config.yaml").write_text(rendered.config)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home)}
+    out = subprocess.run([str(helm), "template", "binder", str(chart), "--namespace", "binder",
+                          "--api-versions", "policy/v1/PodDisruptionBudget",
+                          "-f", str(home / "config.yaml"), "-f", "-"],
+                         input=rendered.secret, capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr.replace(MARKER, "<marker>")
+    return [o for o in yaml.safe_load_all(out.stdout) if o]
+
+
+def one(objects: list[dict], kind: str, name: str) -> dict:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def file_in(obj: dict, key: str) -> str | None:
+    """A file of a ConfigMap or Secret as its pod sees it."""
+    if key in (obj.get("stringData") or {}):
+        return obj["stringData"][key]
+    data = (obj.get("data") or {}).get(key)
+    return base64.b64decode(data).decode() if data and obj["kind"] == "Secret" else data
+
+
+def values_read_by(objects: list[dict], deployment: str) -> dict:
+    """The chart values a Deployment's container reads: the values.yaml of each ConfigMap or Secret it mounts
+    as a directory, merged in mount order (config/ before secret/, as z2jh.py and binderhub_config.py do)."""
+    pod = one(objects, "Deployment", deployment)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    merged: dict = {}
+    for mount in pod["containers"][0]["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        source = (("ConfigMap", volume["configMap"]["name"]) if "configMap" in volume
+                  else ("Secret", volume["secret"]["secretName"]) if "secret" in volume else None)
+        if mount["mountPath"].endswith("/") and source:
+            text = file_in(one(objects, *source), "values.yaml")
+            merged = values.deep_merge(merged, yaml.safe_load(text) if text else {})
+    return merged
+
+
+def env_of(objects: list[dict], deployment: str) -> dict:
+    container = one(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("env", ["prod", "full", "open"])
+def test_the_real_chart_takes_the_values_and_its_pods_read_what_the_operator_set(
+        tmp_path, real_charts, helm, version, env):
+    h = host(tmp_path, env, version=version)
+    era, auth, opts = eras.era_of(version).name, h.vars["auth"], h.vars
+    objects = helm_template(helm, real_charts / f"binderhub-{version}.tgz", values.render(h, env, secrets()), tmp_path)
+    binder, hub = values_read_by(objects, "binder"), values_read_by(objects, "hub")
+
+    assert binder["config"]["BinderHub"] == {
+        **binder["config"]["BinderHub"], "base_url": "/binderhub/", "hub_url": "https://binder.example.org/jupyterhub/",
+        "use_registry": opts["use_registry"], "image_prefix": opts["image_prefix"]}
+    limit = opts["rate_limit"]
+    assert binder["config"].get("RateLimiter") == (None if limit is None else {"limit": limit})
+    assert hub["hub"]["baseUrl"] == "/jupyterhub/"
+    service = one(objects, "Service", "binder")["spec"]
+    assert service["type"] == "NodePort" and service["ports"][0]["nodePort"] == 32574
+    public = one(objects, "Service", "proxy-public")
+    if opts["floating_ip_request"] == "loadBalancerIP":
+        assert public["spec"]["loadBalancerIP"] == opts["floating_ip"]
+    else:
+        assert "loadBalancerIP" not in public["spec"]
+        assert (public["metadata"].get("annotations") or {}).get("metallb.universe.tf/loadBalancerIPs") == \
+            opts["floating_ip"]
+
+    docker = [o for o in objects if o["metadata"]["name"] == "binder-build-docker-config"]
+    if opts["use_registry"]:
+        auths = yaml.safe_load(file_in(docker[0], "config.json"))["auths"]
+        assert list(auths) == [opts["registry_url"] or ("https://index.docker.io/v1" if era == "z2jh-0.11"
+                                                        else "https://index.docker.io/v1/")]
+        user = base64.b64decode(next(iter(auths.values()))["auth"]).decode().partition(":")[0]
+        assert user == opts["registry_username"]
+    else:
+        assert docker == []
+
+    pdbs = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    if opts["pod_disruption_budgets"]:
+        api = "policy/v1beta1" if era == "z2jh-0.11" else "policy/v1"  # v1beta1: gone in Kubernetes 1.25
+        assert sorted((o["apiVersion"], o["metadata"]["name"]) for o in pdbs) == [
+            (api, "binderhub"), (api, "user-placeholder"), (api, "user-scheduler")]
+    else:
+        assert pdbs == [] and not [o for o in objects if o["metadata"]["name"] == "user-placeholder"]
+
+    # The hub side of authentication, where each era's BinderSpawner reads it
+    switch = (hub["custom"]["binderauth_enabled"] if era == "z2jh-0.11"
+              else hub["hub"]["config"]["BinderSpawner"]["auth_enabled"])
+    assert switch is bool(auth)
+    assert ("binderauth_enabled" in hub["custom"]) is (era == "z2jh-0.11")
+    assert ("BinderSpawner" in hub["hub"]["config"]) is (era == "z2jh-4")
+    assert ("loadRoles" in hub["hub"]) is (era == "z2jh-4")  # the current chart's own binder role
+    if auth:
+        assert_auth(objects, binder, hub, era, auth)
+    else:
+        assert "auth_enabled" not in binder["config"]["BinderHub"]
+        assert "JUPYTERHUB_CLIENT_ID" not in env_of(objects, "binder")
+    assert_storage_and_profiles(hub["singleuser"], era, opts)
+
+
+def assert_auth(objects, binder, hub, era, auth):
+    assert binder["config"]["BinderHub"]["auth_enabled"] is True
+    client = env_of(objects, "binder")
+    assert client["JUPYTERHUB_CLIENT_ID"] == "service-binder"
+    assert client["JUPYTERHUB_OAUTH_CALLBACK_URL"] == "https://binder.example.org/binderhub/oauth_callback"
+    assert hub["hub"]["services"]["binder"]["oauth_no_confirm"] is True
+    assert hub["hub"]["redirectToServer"] is False and hub["cull"]["users"] is False
+    assert hub["singleuser"]["cmd"] == "jupyterhub-singleuser"
+    config = hub["hub"]["config"]
+    assert config["JupyterHub"]["authenticator_class"] == "generic-oauth"
+    oauth = config["GenericOAuthenticator"]
     assert oauth["client_secret"] == f"{MARKER}-oauth_client_secret"
     assert oauth["oauth_callback_url"] == "https://binder.example.org/jupyterhub/hub/oauth_callback"
-    assert hub["services"]["binder"]["oauth_redirect_uri"] == "https://binder.example.org/binderhub/oauth_callback"
-    assert hub["services"]["binder"]["oauth_client_id"].startswith("service-")  # JupyterHub 2+ refuses others
-    assert hub["config"]["JupyterHub"]["authenticator_class"] == "generic-oauth"
-    assert oauth["allowed_users"] == ["alice"] and "allow_all" not in oauth
-    assert "access:services!service=binder" in hub["loadRoles"]["user"]["scopes"]
-    assert merged["jupyterhub"]["singleuser"]["cmd"] == "jupyterhub-singleuser"
-    storage = merged["jupyterhub"]["singleuser"]["storage"]
-    assert storage["type"] == "dynamic" and storage["dynamic"]["storageClass"] == "rook-cephfs"
-    assert storage["extraVolumes"][0]["persistentVolumeClaim"]["claimName"] == "binderhub-data-rw-pvc"
-    profiles = merged["jupyterhub"]["singleuser"]["profileList"]
-    assert profiles[1]["kubespawner_override"]["image"] == "jupyter/datascience-notebook:latest"
-    assert "auth" not in merged["jupyterhub"]  # removed in z2jh 1.0; the runbook's file still had it
+    assert oauth["login_service"] == (auth["login_service"] or "OAuth")
+    assert oauth.get("scope") == (list(auth["scope"]) if auth["scope"] else None)
+    username = auth["username_key"] or "preferred_username"
+    if era == "z2jh-0.11":  # oauthenticator 0.12.3: username_key; no allow_all (empty allowed_users: anyone)
+        assert oauth["username_key"] == username and "username_claim" not in oauth and "allow_all" not in oauth
+        assert oauth.get("allowed_users") == (None if auth["allow_all"] else list(auth["allowed_users"]))
+    else:  # oauthenticator 16+: username_claim; nobody in without allowed_users or allow_all
+        assert oauth["username_claim"] == username and "username_key" not in oauth
+        assert oauth.get("allow_all") == (True if auth["allow_all"] else None)
+        assert oauth["allowed_users"] == list(auth["allowed_users"])
+        assert "access:services!service=binder" in hub["hub"]["loadRoles"]["user"]["scopes"]
 
 
-@pytest.mark.parametrize("env", ["prod", "full"])
-def test_values_pass_the_chart_schemas_merged_over_the_defaults(tmp_path, env):
-    rendered = values.render(host(tmp_path, env), env, secrets()).merged()
-    defaults = yaml.safe_load((SCHEMAS / "binderhub-main-2026-04.values.yaml").read_text())
-    merged = values.deep_merge(defaults, rendered)
-    jsonschema.validate(merged, json.loads((SCHEMAS / "binderhub.values.schema.json").read_text()))
-    # The jupyterhub subchart's own defaults (not in chart-schemas/) provide its required keys:
-    # check types and unknown keys, not presence.
-    jupyterhub = json.loads((SCHEMAS / "jupyterhub-4.2.0.values.schema.json").read_text(),
-                            object_hook=lambda d: {k: v for k, v in d.items() if k != "required"})
-    jsonschema.validate(merged["jupyterhub"], jupyterhub)
-    pinned = yaml.safe_load((SCHEMAS / "binderhub-0.2.0-n600.h36369a7.values.yaml").read_text())
-    assert set(rendered) <= set(pinned), "a top-level key the pinned chart does not know"
+def assert_storage_and_profiles(singleuser, era, opts):
+    storage, wanted = singleuser["storage"], opts["storage"] or {}
+    per_user, shared = wanted.get("per_user"), wanted.get("shared")
+    if per_user:
+        claim = "claim-{username}{servername}" if era == "z2jh-0.11" else "claim-{user_server}"
+        assert storage["type"] == "dynamic" and storage["dynamic"]["pvcNameTemplate"] == claim
+        assert storage["dynamic"]["storageClass"] == per_user["storage_class"]
+        assert storage["capacity"] == per_user["capacity"]
+    else:
+        assert storage["type"] == "none"  # both charts' own default: no home volume
+    if shared:
+        assert storage["extraVolumes"][0]["persistentVolumeClaim"]["claimName"] == shared["claim"]
+        assert storage["extraVolumeMounts"][0]["mountPath"] == shared["mount_path"]
+    profiles = [{k: v for k, v in p.items() if v is not None} for p in opts["profiles"]]
+    assert [(p["display_name"], p.get("description"), p.get("default", False),
+             (p.get("kubespawner_override") or {}).get("image")) for p in singleuser.get("profileList", [])] == \
+        [(p["display_name"], p.get("description"), p.get("default", False), p.get("image")) for p in profiles]
+
+
+def chart_defaults(chart: Path) -> dict:
+    """The chart's values.yaml with its jupyterhub subchart's under `jupyterhub`, as helm merges them."""
+    with tarfile.open(chart) as archive:
+        read = lambda name: yaml.safe_load(archive.extractfile(name)) or {}  # noqa: E731
+        return values.deep_merge({"jupyterhub": read("binderhub/charts/jupyterhub/values.yaml")},
+                                 read("binderhub/values.yaml"))
+
+
+#: Free-form mappings the charts hand on as they are (traitlets config, JupyterHub services and roles, kubespawner
+#: lists, Service annotations): their keys are checked above, per era, against what the software reads.
+PASSED_ON = ("config", "jupyterhub.hub.config", "jupyterhub.hub.services", "jupyterhub.hub.loadRoles",
+             "jupyterhub.singleuser.profileList", "jupyterhub.singleuser.storage.extraVolumes",
+             "jupyterhub.singleuser.storage.extraVolumeMounts", "jupyterhub.proxy.service.annotations")
+
+
+def paths(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and path not in PASSED_ON:
+            yield from paths(value, path + ".")
+        else:
+            yield path
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("env", ["prod", "full", "open"])
+def test_every_key_rendered_is_one_the_chart_has(tmp_path, real_charts, version, env):
+    rendered = values.render(host(tmp_path, env, version=version), env, secrets()).merged()
+    known = set(paths(chart_defaults(real_charts / f"binderhub-{version}.tgz")))
+    passed_on = tuple(f"{p}." for p in PASSED_ON if p in known)  # only where this chart has the mapping
+    unknown = [p for p in paths(rendered) if p not in known and not p.startswith(passed_on)]
+    assert unknown == [], f"keys the {eras.era_of(version).name} chart has not: {unknown}"
 
 
 def test_missing_public_url_or_secrets_are_refused(tmp_path):

@@ -5,7 +5,8 @@ control-plane host, so that the deployed BinderHub answers as it would on a clus
 
 - `runner`: a small kubelet. It polls the API emulator for the release and runs, as its own
   child processes, the binder API (Deployment `binder`, on the `binder` Service's nodePort) and
-  JupyterHub (Deployments `hub` + `proxy`, public proxy on `proxy-public`'s load-balancer IP).
+  JupyterHub (Deployments `hub` + `proxy`, public proxy on `proxy-public`'s load-balancer IP),
+  each from its container's environment and mounted files (`pods`), as the real chart made them.
 - `binder`: BinderHub's HTTP API (`versions`, `health`, the `/build` event stream). No image is
   built (repo2docker does not run here): the build is a short, repo2docker-like log, and the
   launch goes to the real JupyterHub through its REST API, as BinderHub's launcher does.

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     binder = commands.add_parser("binder", help="serve the BinderHub API (JUPYTERHUB_API_TOKEN: the hub token)")
     binder.add_argument("--config", type=Path, required=True,
-                        help="binderhub_config.json, as the chart's ConfigMap holds it")
+                        help="JSON: the `config` of the chart's BinderHub values (BinderHub, RateLimiter, Launcher)")
     binder.add_argument("--address", default="0.0.0.0")
     binder.add_argument("--port", type=int, required=True)
     binder.add_argument("--state-dir", type=Path, help="where the names of built images are kept")

@@ -59,7 +59,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
 
 @dataclasses.dataclass(frozen=True)
 class BinderSettings:
-    """BinderHub's configuration (from the chart's binderhub_config.json) and the lab's knobs."""
+    """BinderHub's configuration (the `config` of the chart's values, see lab.apps.runner) and the lab's knobs."""
 
     base_url: str = "/"
     hub_url: str = ""             # the hub's public URL, base URL included, trailing "/"
@@ -81,7 +81,7 @@ class BinderSettings:
 
     @classmethod
     def from_config(cls, config: dict, hub_api_token: str, **lab) -> BinderSettings:
-        """Settings from binderhub_config.json's `BinderHub`, `RateLimiter` and `Launcher` sections."""
+        """Settings from the config's `BinderHub`, `RateLimiter` and `Launcher` sections."""
         binderhub, limiter, launcher = (config.get(k) or {} for k in ("BinderHub", "RateLimiter", "Launcher"))
         defaults = cls()
         return cls(base_url=binderhub.get("base_url") or defaults.base_url,

@@ -27,11 +27,13 @@ class HubSettings:
     public_address: str      # proxy-public's load-balancer IP
     public_port: int         # proxy-public's port (80)
     internal_address: str    # the node's address: hub API, proxy API and users' servers
-    proxy_token: str         # hub-secret proxy.token (jupyterhub.proxy.secretToken)
-    binder_token: str        # hub-secret hub.services.binder.apiToken
+    proxy_token: str = dataclasses.field(repr=False)  # the hub's $CONFIGPROXY_AUTH_TOKEN (proxy.secretToken)
+    binder_token: str = dataclasses.field(repr=False)  # the binder service's apiToken, as the hub gets it
     state_dir: str           # database, cookie secret, proxy pid file, users' home directories
-    values: dict = dataclasses.field(default_factory=dict)  # hub-secret values.yaml: the chart's
-    #                          jupyterhub.{hub,singleuser,custom,cull} (authentication, roles, ...)
+    values: dict = dataclasses.field(default_factory=dict, repr=False)  # the jupyterhub chart's values, as its
+    #                          z2jh.py reads them (hub, singleuser, custom: authentication, roles, ...)
+    chart: str = ""          # the jupyterhub chart, e.g. jupyterhub-0.11.1 (its era decides what it reads)
+    cookie_secret: str | None = dataclasses.field(default=None, repr=False)  # hex; None: made in state_dir
     chp: str = str(DEFAULT_CHP)
     faults_file: str | None = None
     hub_port: int = 8081     # the chart's `hub` Service port

@@ -1,17 +1,31 @@
 """A small kubelet for the lab: runs the BinderHub release's workloads as local processes.
 
 Every `interval` seconds it reads the release's objects from the API emulator (namespace
-`namespace`, names as the chart makes them) and makes the running processes match:
+`namespace`, names as the chart makes them) and makes the running processes match. Each process
+starts from its Deployment's pod template as a kubelet would start the container (lab.apps.pods:
+its `env` and the files of its ConfigMap and Secret volumes), so from whatever the real BinderHub
+chart, pinned (0.2.0-n600, z2jh 0.11) or current (1.0.0-dev, z2jh 4.x), put where:
 - binder: while Deployment `binder` exists, `python -m lab.apps binder` listens on
   `nodeport_address` (0.0.0.0, as kube-proxy serves NodePorts) at the `binder` Service's
-  nodePort, with ConfigMap `binder-config`'s binderhub_config.json and Secret `binder-secret`'s
-  `binder.hub-token`.
+  nodePort, with the token in container `binder`'s $JUPYTERHUB_API_TOKEN (pinned: Secret
+  `binder-secret` key `binder.hub-token`; current: Secret `hub` key `hub.services.binder.apiToken`)
+  and the `config` of the values files the chart's binderhub_config.py reads:
+  /etc/binderhub/config/values.yaml (pinned: ConfigMap `binder-config`; current: Secret
+  `binder-secret`) with, pinned only, /etc/binderhub/secret/values.yaml (Secret `binder-secret`:
+  the repository providers' secrets) merged over it.
 - hub: while Deployments `hub` and `proxy` exist and Service `proxy-public` has a load-balancer
   IP (`status.loadBalancer.ingress[0].ip`) that is on one of this host's interfaces, JupyterHub
-  (lab.apps.hub) with its public proxy on that IP at the Service's port, base URL
-  `jupyterhub.hub.baseUrl`, the tokens from Secret `hub-secret` and the chart's JupyterHub values
-  from its `values.yaml` (authentication); the hub API, proxy API and users' servers on
-  `node_address`.
+  (lab.apps.hub) with its public proxy on that IP at the Service's port and, from container
+  `hub`, what the chart's z2jh.py reads under the directory of its `--config`: the jupyterhub
+  chart's values (pinned: `/etc/jupyterhub/{config,secret}/values.yaml`, ConfigMap `hub-config`
+  has none, Secret `hub-secret` has them; current: `/usr/local/etc/jupyterhub/secret/values.yaml`,
+  Secret `hub`) for the base URL `hub.baseUrl`, authentication and the rest; the binder service's
+  token (current: Secret `hub` key `hub.services.binder.apiToken`; pinned: in the values); the
+  cookie secret (current: key `hub.config.JupyterHub.cookie_secret`; pinned: `hub.cookieSecret`
+  if set); the proxy token from $CONFIGPROXY_AUTH_TOKEN (pinned: `hub-secret` `proxy.token`;
+  current: `hub` `hub.config.ConfigurableHTTPProxy.auth_token`); and the chart's era from the
+  Deployment's `chart` label (`jupyterhub-0.11.1`, `jupyterhub-4.2.0`). The hub API, proxy API and
+  users' servers listen on `node_address`.
 - Services: kube-proxy's part for what this node itself sends (iptables nat OUTPUT, chain
   `LABAPPS-SERVICES`): a connection to Service `hub` or `proxy-api` at its ClusterIP and port is
   sent to `node_address` at that port, where JupyterHub listens (the ClusterIP gets a /32 route
@@ -50,7 +64,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from lab.apps import faults
+from lab.apps import faults, pods
 from lab.apps.hub import DEFAULT_CHP, REPO, HubSettings
 from lab.apps.hub import command as hub_command
 
@@ -61,6 +75,9 @@ MAX_BACKOFF = 60.0
 _PR_SET_PDEATHSIG = 1
 ROUTED_SERVICES = ("hub", "proxy-api")  # ClusterIP Services whose ports JupyterHub serves on the node
 CHAIN = "LABAPPS-SERVICES"
+# BinderHub's values files, merged in this order by the charts' binderhub_config.py (the current
+# chart mounts only the first)
+BINDER_VALUES = ("/etc/binderhub/config/values.yaml", "/etc/binderhub/secret/values.yaml")
 
 
 def _terminate_with_parent() -> None:
@@ -78,9 +95,9 @@ class App:
 
     name: str
     argv: list[str]
-    env: dict[str, str]
+    env: dict[str, str] = dataclasses.field(repr=False)  # tokens: never in a repr
     workdir: Path
-    files: dict[Path, str]  # written before it starts (its configuration)
+    files: dict[Path, str] = dataclasses.field(repr=False)  # written before it starts (its configuration)
     plays: tuple[str, ...] = ()  # the Deployments whose pods' log is this process's
 
     @property
@@ -122,14 +139,35 @@ class Api:
     def service(self, name: str) -> dict | None:
         return self.get("v1", "services", name)
 
-    def config(self, name: str, key: str) -> str | None:
+    def configmap(self, name: str) -> dict[str, str] | None:
+        """ConfigMap `name`'s data (None when there is no such ConfigMap)."""
         configmap = self.get("v1", "configmaps", name)
-        return ((configmap or {}).get("data") or {}).get(key)
+        return None if configmap is None else dict(configmap.get("data") or {})
 
-    def secret(self, name: str) -> dict[str, str]:
-        """Secret `name`'s data, decoded ({} when there is no such Secret)."""
-        data = (self.get("v1", "secrets", name) or {}).get("data") or {}
-        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+    def secret(self, name: str) -> dict[str, str] | None:
+        """Secret `name`'s data, decoded (None when there is no such Secret)."""
+        secret = self.get("v1", "secrets", name)
+        if secret is None:
+            return None
+        return {key: base64.b64decode(value).decode() for key, value in (secret.get("data") or {}).items()}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` merged into `base` key by key, as the charts' config loaders merge their values files."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _values(pod: pods.Container, paths: tuple[str, ...]) -> dict:
+    """The values files at `paths` in the container that exist, merged in that order."""
+    merged: dict = {}
+    for path in paths:
+        text = pod.file(path)
+        if text is not None:
+            merged = _merge(merged, yaml.safe_load(text) or {})
+    return merged
 
 
 def _routes_services(node_address: str) -> bool:
@@ -148,6 +186,32 @@ def _is_local_address(ip: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def _hub_config(pod: pods.Container, chart: str) -> dict | str:
+    """The hub's HubSettings fields from its container, read where the chart's z2jh.py reads them:
+    the values files under the directory of `--config` (z2jh 0.x: config/ then secret/; 4.x:
+    secret/ then existing-secret/), the Secret keys named like `hub.services.binder.apiToken`
+    (4.x; in 0.x they are in the values), the proxy token from $CONFIGPROXY_AUTH_TOKEN; or why not."""
+    config_file = next((arg for arg in reversed(pod.args) if arg.endswith("/jupyterhub_config.py")), "")
+    directory = config_file.rpartition("/")[0]
+    values = _values(pod, tuple(f"{directory}/{source}/values.yaml"
+                                for source in ("config", "secret", "existing-secret")))
+
+    def secret_value(key: str) -> str | None:
+        return pod.file(f"{directory}/existing-secret/{key}") or pod.file(f"{directory}/secret/{key}")
+
+    hub = values.get("hub") or {}
+    binder_token = (secret_value("hub.services.binder.apiToken")
+                    or ((hub.get("services") or {}).get("binder") or {}).get("apiToken"))
+    proxy_token = pod.env.get("CONFIGPROXY_AUTH_TOKEN")
+    if not directory or not values:
+        return f"hub: no values.yaml under the directory of its --config ({config_file or 'none given'})"
+    if not proxy_token or not binder_token:
+        return "hub: no CONFIGPROXY_AUTH_TOKEN or no apiToken for the binder service"
+    return {"base_url": hub.get("baseUrl") or "/", "proxy_token": proxy_token, "binder_token": binder_token,
+            "cookie_secret": secret_value("hub.config.JupyterHub.cookie_secret") or hub.get("cookieSecret"),
+            "chart": chart, "values": values}
 
 
 class Runner:
@@ -174,26 +238,32 @@ class Runner:
         return {"binder": self._binder(), "hub": self._hub()}
 
     def _binder(self) -> App | str:
-        if not self.api.deployment("binder"):
+        deployment = self.api.deployment("binder")
+        if not deployment:
             return "no Deployment binder"
         ports = ((self.api.service("binder") or {}).get("spec") or {}).get("ports") or []
         node_port = next((p["nodePort"] for p in ports if p.get("nodePort")), None)
-        config = self.api.config("binder-config", "binderhub_config.json")
-        token = self.api.secret("binder-secret").get("binder.hub-token")
         if not node_port:
             return "Service binder has no nodePort"
-        if config is None or token is None:
-            return "ConfigMap binder-config or Secret binder-secret missing"
+        try:
+            pod = pods.container(self.api, deployment, "binder")
+        except pods.NotStarting as exc:
+            return f"binder does not start: {exc}"
+        token = pod.env.get("JUPYTERHUB_API_TOKEN")
+        values = _values(pod, BINDER_VALUES)
+        if token is None or "config" not in values:
+            return f"binder has no JUPYTERHUB_API_TOKEN or no {' or '.join(BINDER_VALUES)} with `config`"
         workdir = self.state_dir / "binder"
         config_file = workdir / "binderhub_config.json"
         argv = [sys.executable, "-m", "lab.apps", "binder", "--config", str(config_file),
                 "--address", self.nodeport_address, "--port", str(node_port), "--state-dir", str(workdir),
                 "--keepalive", str(self.keepalive), "--hold-open", str(self.hold_open)]
         env = {"JUPYTERHUB_API_TOKEN": token, faults.FAULTS_ENV: str(self.faults_file), "PYTHONPATH": str(REPO)}
-        return App("binder", argv, env, workdir, {config_file: config}, ("binder",))
+        return App("binder", argv, env, workdir, {config_file: json.dumps(values["config"] or {})}, ("binder",))
 
     def _hub(self) -> App | str:
-        missing = [name for name in ("hub", "proxy") if not self.api.deployment(name)]
+        deployments = {name: self.api.deployment(name) for name in ("hub", "proxy")}
+        missing = [name for name, deployment in deployments.items() if not deployment]
         if missing:
             return f"no Deployment {' or '.join(missing)}"
         service = self.api.service("proxy-public")
@@ -207,18 +277,19 @@ class Runner:
             return f"proxy-public's IP {ip} is not on this host yet"
         ports = service["spec"].get("ports") or [{}]
         port = next((p["port"] for p in ports if p.get("name") == "http"), ports[0].get("port", 80))
-        config = json.loads(self.api.config("binder-config", "binderhub_config.json") or "{}")
-        hub_secret = self.api.secret("hub-secret")
-        proxy_token, binder_token = hub_secret.get("proxy.token"), hub_secret.get("hub.services.binder.apiToken")
-        values = yaml.safe_load(hub_secret.get("values.yaml") or "{}") or {}
-        if proxy_token is None or binder_token is None:
-            return "Secret hub-secret missing"
+        try:
+            pod = pods.container(self.api, deployments["hub"], "hub")
+        except pods.NotStarting as exc:
+            return f"hub does not start: {exc}"
+        chart = (deployments["hub"]["metadata"].get("labels") or {}).get("chart", "")
+        config = _hub_config(pod, chart)
+        if isinstance(config, str):
+            return config
         if not self.chp.exists():
             return f"{self.chp} missing: run scripts/install-lab-apps"
-        settings = HubSettings(base_url=config.get("jupyterhub_base_url") or "/", public_address=ip,
-                               public_port=port, internal_address=self.node_address, proxy_token=proxy_token,
-                               binder_token=binder_token, state_dir=str(self.state_dir / "hub"), values=values,
-                               chp=str(self.chp), faults_file=str(self.faults_file))
+        settings = HubSettings(public_address=ip, public_port=port, internal_address=self.node_address,
+                               state_dir=str(self.state_dir / "hub"), chp=str(self.chp),
+                               faults_file=str(self.faults_file), **config)
         argv, env = hub_command(settings)
         return App("hub", argv, env, Path(settings.state_dir), {settings.file: settings.to_json()}, ("hub", "proxy"))
 

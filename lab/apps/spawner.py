@@ -1,15 +1,15 @@
 """BinderHub's spawner, on local processes instead of Kubernetes pods.
 
-The BinderHub chart (0.2.0-n600, `jupyterhub.hub.extraConfig.00-binder`) subclasses KubeSpawner.
-With authentication off it requires `token` and `image` in user_options and starts the image's
-`jupyter-notebook` (`jupyterhub.singleuser.cmd`) with that token, so that `?token=` and
-`Authorization: token` open the server. With authentication on (`auth_enabled`, from the chart's
-`custom.binderauth_enabled`) it starts `singleuser.cmd` (jupyterhub-singleuser) as JupyterHub
-does, and only the hub's own tokens open the server. Either way it passes the binder_* options on
-as environment variables. Here the same happens with a local process (no image is pulled: the
-`image` option is only recorded), run by SimpleLocalProcessSpawner with a home directory per user.
-A stop takes `stop_delay` seconds more, as a pod's termination does on a cluster: the hub lists
-the server (pending stop) until then.
+Both BinderHub charts define a `BinderSpawner` on KubeSpawner in `jupyterhub.hub.extraConfig`
+(pinned: `00-binder`; current: `0-binderspawnermixin` + `00-binder`). With authentication off it
+requires `token` and `image` in user_options and starts the image's notebook server with that
+token, so that `?token=` and `Authorization: token` open the server. With authentication on
+(`auth_enabled`, from the switch each chart reads: see lab.apps.jupyterhub_config) it starts
+`singleuser.cmd` (jupyterhub-singleuser) as JupyterHub does, and only the hub's own tokens open
+the server. Either way it passes the binder_* options on as environment variables. Here the same
+happens with a local process (no image is pulled: the `image` option is only recorded), run by
+SimpleLocalProcessSpawner with a home directory per user. A stop takes `stop_delay` seconds more,
+as a pod's termination does on a cluster: the hub lists the server (pending stop) until then.
 """
 from __future__ import annotations
 

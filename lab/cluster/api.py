@@ -25,9 +25,17 @@ import attrs
 import kmock
 import yaml
 
-from lab.cluster import discovery, errors, nodes, patching, protobuf, tables
+from lab.cluster import apis, discovery, errors, nodes, patching, protobuf, schemas, tables, volumes
 from lab.cluster.cluster import Cluster
-from lab.cluster.controllers import CustomResourceController, GarbageCollector, NamespaceController, bootstrap
+from lab.cluster.controllers import (
+    CustomResourceController,
+    GarbageCollector,
+    NamespaceController,
+    SecretStrategy,
+    bootstrap,
+)
+from lab.cluster.defaults import Defaulter
+from lab.cluster.disruption import DisruptionController
 from lab.cluster.metallb import MetalLBController
 from lab.cluster.selectors import field_selector, label_selector
 from lab.cluster.services import LoadBalancerController, ServiceAllocator
@@ -87,8 +95,36 @@ def _json(data: Any, status: int = 200) -> aiohttp.web.Response:
     return aiohttp.web.json_response(data, status=status, dumps=lambda d: json.dumps(d, separators=(",", ":")))
 
 
+def _warn(response: aiohttp.web.StreamResponse, warnings: list[str]) -> aiohttp.web.StreamResponse:
+    """Warning headers as the apiserver sends them (RFC 7234 warn-code 299, one header each)."""
+    for text in warnings:
+        response.headers.add("Warning", f"299 - {json.dumps(text)}")
+    return response
+
+
+ADMIN = {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]}
+
+
+def _review(resource: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
+    """A create-only review (`kubectl auth can-i`, `auth can-i --list`, `auth whoami`), answered and not
+    stored, as the apiserver does. Stand-in: the emulator authenticates nobody and authorizes every
+    request, so every client is the kubeconfig's admin (`system:masters`) and every review allows."""
+    review = {**obj, "apiVersion": resource.api_version, "kind": resource.kind}
+    review.setdefault("metadata", {})["creationTimestamp"] = None
+    if resource.kind == "SelfSubjectRulesReview":
+        review["status"] = {"resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+                            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}], "incomplete": False}
+    elif resource.kind == "SelfSubjectReview":
+        review["status"] = {"userInfo": ADMIN}
+    elif resource.kind == "TokenReview":
+        review["status"] = {"authenticated": True, "user": ADMIN}
+    else:  # the SubjectAccessReviews
+        review["status"] = {"allowed": True}
+    return review
+
+
 def _workload_of(cluster: Cluster, pod: dict[str, Any]) -> str:
-    """The name of the Deployment or DaemonSet that owns `pod` (through its ReplicaSet), else the pod's."""
+    """The name of the Deployment, DaemonSet or StatefulSet that owns `pod` (through its ReplicaSet), else the pod's."""
     owner = next(iter(pod["metadata"].get("ownerReferences") or []), None)
     if owner and owner.get("kind") == "ReplicaSet":
         replicaset = cluster.store.get(cluster.resource("apps", "v1", "replicasets"), pod["metadata"]["namespace"],
@@ -117,19 +153,24 @@ class LabCluster(kmock.KubernetesEmulator):
     load_balancer: LoadBalancerController = attrs.field(factory=MetalLBController)
     server_address: str = "127.0.0.1:6443"
     pod_logs: Path | None = None  # `kubectl logs`: see `_pod_log`
+    kube_version: str = apis.DEFAULT  # the Kubernetes version it is, with that version's APIs (`apis`)
     cluster: Cluster = attrs.field(init=False)
+    _disruption: DisruptionController = attrs.field(init=False, factory=DisruptionController)
 
     def __attrs_post_init__(self) -> None:
         # Deliberately not KubernetesEmulator's: its fallback reactions are replaced by `_serve`.
-        controllers = [ServiceAllocator(), self.load_balancer, nodes.NodeLifecycleController(),
-                       WorkloadController(self.nodes, self.ready_delay), NamespaceController(), GarbageCollector(),
-                       CustomResourceController()]
-        self.cluster = Cluster(discovery.Registry(), Store(self.objects), controllers)
+        controllers = [Defaulter(self.kube_version), ServiceAllocator(), self.load_balancer,
+                       nodes.NodeLifecycleController(), WorkloadController(self.nodes, self.ready_delay),
+                       NamespaceController(), GarbageCollector(), CustomResourceController(), SecretStrategy(),
+                       volumes.VolumeController(), self._disruption]
+        self.cluster = Cluster(discovery.Registry(self.kube_version), Store(self.objects), controllers)
 
     def bootstrap(self) -> None:
         """Create what a fresh cluster has (idempotent: a restored state keeps its objects), then let
-        the load balancer catch up with the objects there are."""
+        the disruption controller and the load balancer catch up with the objects there are."""
         bootstrap(self.cluster, self.nodes)
+        volumes.bootstrap(self.cluster)
+        self._disruption.start(self.cluster)
         self.load_balancer.start(self.cluster)
 
     async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
@@ -152,7 +193,7 @@ class LabCluster(kmock.KubernetesEmulator):
         body = await raw.read()
         target = parse_target(raw.path)
         data = None
-        if raw.method in ("POST", "PUT", "PATCH"):
+        if raw.method in ("POST", "PUT", "PATCH", "DELETE"):
             data = decode_body(body, _media_type(raw.headers.get("Content-Type")))
         return kmock.Request(
             method=raw.method, url=raw.url, params=dict(raw.query), headers=dict(raw.headers),
@@ -198,14 +239,17 @@ class LabCluster(kmock.KubernetesEmulator):
             return self._pod_log(request, target.namespace, target.name)
         if target.subresource and target.subresource not in resource.subresources & {"status", "scale", "eviction"}:
             raise errors.resource_not_found(path)
-        return await self._serve_resource(request, resource, target)
+        response = await self._serve_resource(request, resource, target)
+        if resource.warning and not response.prepared:  # a deprecated API version
+            _warn(response, [resource.warning])
+        return response
 
     def _document(self, path: str, accept: str) -> aiohttp.web.StreamResponse | None:
         """Version, discovery and OpenAPI documents (None: not a document path)."""
         registry = self.cluster.registry
         parts = [p for p in path.split("/") if p]
         if path == "/version":
-            return _json(discovery.KUBERNETES_VERSION)
+            return _json(registry.version_info)
         if path == "/api":
             return _json(discovery.api_versions(self.server_address))
         if path == "/apis":
@@ -213,7 +257,7 @@ class LabCluster(kmock.KubernetesEmulator):
         if path == "/openapi/v2":
             if "protobuf" in accept:  # an empty message: a schema with no definitions
                 return aiohttp.web.Response(body=b"", content_type=discovery.OPENAPI_V2_PROTOBUF)
-            return _json(discovery.openapi_v2_document())
+            return _json(discovery.openapi_v2_document(registry))
         if path == "/openapi/v3":
             return _json(discovery.openapi_v3_index(registry))
         if parts[:2] == ["openapi", "v3"]:
@@ -237,7 +281,8 @@ class LabCluster(kmock.KubernetesEmulator):
     async def _serve_resource(self, request: kmock.Request, resource: ResourceType,
                               target: Target) -> aiohttp.web.StreamResponse:
         cluster, params = self.cluster, request.params
-        dry_run = params.get("dryRun") == "All"
+        options = self._delete_options(request) if request.method == "DELETE" else {}
+        dry_run = params.get("dryRun") == "All" or "All" in (options.get("dryRun") or [])
         namespace = target.namespace if resource.namespaced else None
         method, name = request.method, target.name
         if target.subresource == "scale":
@@ -256,17 +301,30 @@ class LabCluster(kmock.KubernetesEmulator):
                 return _json(tables.table(resource, [obj], obj["metadata"]["resourceVersion"],
                                           params.get("includeObject", "Metadata")))
             return _json(obj)
+        if method == "POST" and name is None and resource.kind.endswith("Review"):
+            return _json(_review(resource, self._object(request)), 201)
         if method == "POST" and name is None:
-            return _json(cluster.create(resource, self._object(request), namespace, dry_run), 201)
+            obj = self._object(request)
+            warnings = self._decode(request, resource, obj)
+            return _warn(_json(cluster.create(resource, obj, namespace, dry_run, validate=True), 201), warnings)
         if method == "PUT" and name is not None:
-            return _json(cluster.update(resource, self._object(request), namespace, name, target.subresource, dry_run))
+            obj = self._object(request)
+            warnings = self._decode(request, resource, obj)
+            return _warn(_json(cluster.update(resource, obj, namespace, name, target.subresource, dry_run,
+                                              validate=True)), warnings)
         if method == "PATCH" and name is not None:
             return self._patch(request, resource, namespace, name, target.subresource, dry_run)
         if method == "DELETE" and name is not None:
-            return _json(cluster.delete(resource, namespace, name, dry_run))
+            return _json(cluster.delete(resource, namespace, name, dry_run, options))
         if method == "DELETE":
-            return self._delete_collection(request, resource, namespace, dry_run)
+            return self._delete_collection(request, resource, namespace, dry_run, options)
         raise errors.method_not_allowed()
+
+    def _decode(self, request: kmock.Request, resource: ResourceType, obj: dict[str, Any],
+                stored: dict[str, Any] | None = None) -> list[str]:
+        """Check a body as the apiserver decodes it (`schemas`); the warnings to send."""
+        known = schemas.unknown_fields(self.kube_version, resource, stored) if stored else frozenset()
+        return schemas.decode(self.kube_version, resource, obj, request.params.get("fieldValidation"), known)
 
     @staticmethod
     def _object(request: kmock.Request) -> dict[str, Any]:
@@ -276,7 +334,7 @@ class LabCluster(kmock.KubernetesEmulator):
 
     def _matching(self, request: kmock.Request, resource: ResourceType, namespace: str | None) -> list[dict]:
         labels = label_selector(request.params.get("labelSelector"))
-        fields = field_selector(request.params.get("fieldSelector"))
+        fields = field_selector(request.params.get("fieldSelector"), (resource.group, resource.plural))
         objects = [o for o in self.cluster.store.list(resource, namespace) if labels(o) and fields(o)]
         return sorted(objects, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
 
@@ -299,11 +357,15 @@ class LabCluster(kmock.KubernetesEmulator):
                                          "fieldManager is required for apply requests")
             applied = self._object(request)
             applied.setdefault("metadata", {})["name"] = name
-            return _json(self.cluster.create(resource, applied, namespace, dry_run), 201)
+            warnings = self._decode(request, resource, applied)
+            return _warn(_json(self.cluster.create(resource, applied, namespace, dry_run, validate=True), 201),
+                         warnings)
         if existing is None:
             raise errors.not_found(resource.plural, resource.group, name)
         patched = patching.apply_patch(existing, request.data, content_type)
-        return _json(self.cluster.update(resource, patched, namespace, name, subresource, dry_run))
+        warnings = self._decode(request, resource, patched, existing) if not subresource else []
+        return _warn(_json(self.cluster.update(resource, patched, namespace, name, subresource, dry_run,
+                                               validate=not subresource)), warnings)
 
     def _scale(self, request: kmock.Request, resource: ResourceType, namespace: str | None, name: str,
                dry_run: bool) -> aiohttp.web.Response:
@@ -343,10 +405,21 @@ class LabCluster(kmock.KubernetesEmulator):
             text = text[:int(request.params["limitBytes"])]
         return aiohttp.web.Response(body=text, content_type="text/plain")
 
+    @staticmethod
+    def _delete_options(request: kmock.Request) -> dict[str, Any]:
+        """DeleteOptions from the body (JSON or protobuf) and the query, as the apiserver merges them."""
+        options = dict(request.data) if isinstance(request.data, dict) else {}
+        params = request.params
+        if params.get("propagationPolicy"):
+            options["propagationPolicy"] = params["propagationPolicy"]
+        if params.get("orphanDependents"):
+            options["orphanDependents"] = params["orphanDependents"] == "true"
+        return options
+
     def _delete_collection(self, request: kmock.Request, resource: ResourceType, namespace: str | None,
-                           dry_run: bool) -> aiohttp.web.Response:
-        deleted = [self.cluster.delete(resource, o["metadata"].get("namespace"), o["metadata"]["name"], dry_run)
-                   for o in self._matching(request, resource, namespace)]
+                           dry_run: bool, options: dict[str, Any]) -> aiohttp.web.Response:
+        deleted = [self.cluster.delete(resource, o["metadata"].get("namespace"), o["metadata"]["name"], dry_run,
+                                       options) for o in self._matching(request, resource, namespace)]
         return _json({"kind": f"{resource.kind}List", "apiVersion": resource.api_version,
                       "metadata": {"resourceVersion": str(self.cluster.store.resource_version)}, "items": deleted})
 
@@ -367,7 +440,7 @@ class LabCluster(kmock.KubernetesEmulator):
             since = None if initial else int(requested)
         except ValueError:
             raise errors.bad_request(f'invalid resource version "{requested}"') from None
-        matches = self._event_filter(request, namespace)
+        matches = self._event_filter(request, resource, namespace)
         backlog, subscription = self.cluster.store.subscribe(resource, since)
         timeout = float(params.get("timeoutSeconds") or random.uniform(1800, 3600))
         stream = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
@@ -400,9 +473,9 @@ class LabCluster(kmock.KubernetesEmulator):
         return stream
 
     @staticmethod
-    def _event_filter(request: kmock.Request, namespace: str | None):
+    def _event_filter(request: kmock.Request, resource: ResourceType, namespace: str | None):
         labels = label_selector(request.params.get("labelSelector"))
-        fields = field_selector(request.params.get("fieldSelector"))
+        fields = field_selector(request.params.get("fieldSelector"), (resource.group, resource.plural))
         return lambda obj: ((namespace is None or obj["metadata"].get("namespace") == namespace)
                             and labels(obj) and fields(obj))
 

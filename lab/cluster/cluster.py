@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from lab.cluster import errors
+from lab.cluster import errors, validation
 from lab.cluster.discovery import Registry
 from lab.cluster.store import ResourceType, Store, now
 
@@ -65,11 +65,12 @@ class Cluster:
         return obj
 
     def create(self, resource: ResourceType, obj: dict[str, Any], namespace: str | None = None,
-               dry_run: bool = False) -> dict[str, Any]:
+               dry_run: bool = False, validate: bool = False) -> dict[str, Any]:
+        """Create an object; `validate`: a client's write, checked as the apiserver does (`validation`)."""
         obj = copy.deepcopy(obj)
         obj["apiVersion"], obj["kind"] = resource.api_version, resource.kind
         meta = obj.setdefault("metadata", {})
-        self._check_namespace(resource, meta, namespace)
+        self._check_namespace(resource, meta, namespace, validate)
         if not meta.get("name"):
             if not meta.get("generateName"):
                 raise errors.ApiError(422, "Invalid", f"{resource.kind}.{resource.api_version} is invalid: "
@@ -85,6 +86,8 @@ class Cluster:
         if "status" in resource.subresources:
             obj.pop("status", None)
         self._admit(resource, obj, None)
+        if validate:
+            validation.validate(resource, obj, None)
         if dry_run:
             return obj
         self.store.write(resource, obj)
@@ -92,7 +95,7 @@ class Cluster:
         return obj
 
     def update(self, resource: ResourceType, obj: dict[str, Any], namespace: str | None, name: str,
-               subresource: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+               subresource: str | None = None, dry_run: bool = False, validate: bool = False) -> dict[str, Any]:
         """Replace an object (PUT); on the `status` subresource only its status changes."""
         old = self.get(resource, namespace, name)
         obj = copy.deepcopy(obj)
@@ -109,7 +112,8 @@ class Cluster:
         else:
             new = obj
             new["apiVersion"], new["kind"] = resource.api_version, resource.kind
-            for key in ("name", "namespace", "uid", "creationTimestamp", "generation"):
+            for key in ("name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp",
+                        "deletionGracePeriodSeconds"):
                 if key in old["metadata"]:
                     meta[key] = old["metadata"][key]
                 else:
@@ -117,6 +121,9 @@ class Cluster:
             if "status" in resource.subresources:
                 new["status"] = old.get("status", {})
             self._admit(resource, new, old)
+            if validate:
+                validation.validate(resource, new, old)
+            self._check_finalizers(resource, new, old)
             if "generation" in meta and _spec_of(new) != _spec_of(old):
                 meta["generation"] += 1
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
@@ -126,20 +133,123 @@ class Cluster:
             return new
         self.store.write(resource, new)
         self._notify(lambda c: c.stored(self, resource, copy.deepcopy(new), old))
+        if new["metadata"].get("deletionTimestamp") and not new["metadata"].get("finalizers") \
+                and resource.plural != "namespaces":
+            return self._remove(resource, namespace, name)  # the last finalizer is gone
         return new
+
+    @staticmethod
+    def _check_finalizers(resource: ResourceType, new: dict[str, Any], old: dict[str, Any]) -> None:
+        """An object being deleted may lose finalizers but not get new ones (ValidateObjectMetaUpdate)."""
+        if not old["metadata"].get("deletionTimestamp"):
+            return
+        added = set(new["metadata"].get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
+        if added:
+            raise errors.invalid_object(resource.kind, resource.group, new["metadata"]["name"], [
+                errors.field_forbidden("metadata.finalizers", "no new finalizers can be added if the object is "
+                                       "being deleted, found new finalizers " + errors.go_value(sorted(added)))])
 
     def write_status(self, resource: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         """A controller's own write (status, allocated fields): stored as is, no admission."""
         return self.store.write(resource, obj)
 
-    def delete(self, resource: ResourceType, namespace: str | None, name: str,
-               dry_run: bool = False) -> dict[str, Any]:
+    def delete(self, resource: ResourceType, namespace: str | None, name: str, dry_run: bool = False,
+               options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Delete an object as the apiserver's registry store does, with `options` (DeleteOptions):
+        `preconditions` (uid, resourceVersion: else 409 Conflict), `propagationPolicy` (Background,
+        the default: the garbage collector deletes the dependents afterwards; Foreground: the object
+        gets the `foregroundDeletion` finalizer until its dependents are gone; Orphan, or
+        `orphanDependents`: the dependents lose their ownerReference and stay). An object with
+        finalizers only gets its deletionTimestamp and goes once an update empties them; a namespace
+        goes `Terminating`, its content is deleted, and it goes once empty. Dry run: nothing changes,
+        the object is returned as it would be."""
+        options = options or {}
         obj = self.get(resource, namespace, name)
+        meta = obj["metadata"]
+        self._check_preconditions(resource, obj, options.get("preconditions") or {})
+        policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "Background")
+        if policy not in ("Orphan", "Background", "Foreground"):
+            raise errors.invalid_object("DeleteOptions", "", "", [errors.field_invalid(
+                "propagationPolicy", policy, 'must be one of: "Orphan", "Background", "Foreground"')])
+        finalizers = list(meta.get("finalizers") or [])
+        namespaced = (resource.group, resource.plural) == ("", "namespaces")
+        if namespaced or finalizers or policy == "Foreground":
+            meta.setdefault("deletionTimestamp", now())
+            meta.setdefault("deletionGracePeriodSeconds", 0)
         if dry_run:
             return obj
+        if namespaced:
+            if obj.get("status", {}).get("phase") != "Terminating":
+                obj["status"] = {"phase": "Terminating"}
+                obj = self.store.write(resource, obj)
+                self.later(0, lambda: self._finish_namespace(name))
+            return obj
+        if policy == "Orphan":
+            self._orphan(meta.get("uid"))
+        if policy == "Foreground":
+            obj["metadata"]["finalizers"] = finalizers + ["foregroundDeletion"]
+            self.store.write(resource, obj)
+            for dependent, dep_ns, dep_name in self._dependents(meta.get("uid")):
+                self.delete(dependent, dep_ns, dep_name)
+            obj["metadata"]["finalizers"] = finalizers
+            obj = self.store.write(resource, obj) if finalizers else obj
+        elif finalizers:
+            return self.store.write(resource, obj)
+        if finalizers:
+            return obj
+        return self._remove(resource, namespace, name)
+
+    def _remove(self, resource: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
         obj = self.store.remove(resource, namespace, name)
         self._notify(lambda c: c.deleted(self, resource, copy.deepcopy(obj)))
         return obj
+
+    def _check_preconditions(self, resource: ResourceType, obj: dict[str, Any], wanted: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+            if wanted.get(field) and wanted[field] != meta.get(field):
+                raise errors.ApiError(409, "Conflict", f"Operation cannot be fulfilled on "
+                                      f'{f"{resource.plural}.{resource.group}" if resource.group else resource.plural}'
+                                      f' "{meta["name"]}": Precondition failed: {label} in precondition: '
+                                      f"{wanted[field]}, {label} in object meta: {meta.get(field)}",
+                                      {"name": meta["name"], "kind": resource.plural,
+                                       **({"group": resource.group} if resource.group else {})})
+
+    def _dependents(self, uid: str | None) -> list[tuple[ResourceType, str | None, str]]:
+        found = []
+        for key, namespace, name in self.store.keys():
+            resource = self.registry.get(key.group, key.version, key.plural)
+            obj = self.store.get(resource, namespace, name) if resource else None
+            if obj and any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences") or []):
+                found.append((resource, namespace, name))
+        return found
+
+    def _orphan(self, uid: str | None) -> None:
+        """The garbage collector's orphaning: dependents lose their ownerReference to `uid`."""
+        for resource, namespace, name in self._dependents(uid):
+            dependent = self.store.get(resource, namespace, name)
+            dependent["metadata"]["ownerReferences"] = [
+                ref for ref in dependent["metadata"]["ownerReferences"] if ref.get("uid") != uid]
+            if not dependent["metadata"]["ownerReferences"]:
+                del dependent["metadata"]["ownerReferences"]
+            self.store.write(resource, dependent)
+
+    def _finish_namespace(self, namespace: str) -> None:
+        """The namespace controller: delete what the namespace holds; remove it once it is empty."""
+        namespaces = self.core("namespaces")
+        if self.store.get(namespaces, None, namespace) is None:
+            return
+        left = False
+        for key, ns, name in self.store.keys():
+            resource = self.registry.get(key.group, key.version, key.plural)
+            if ns != namespace or resource is None or self.store.get(resource, ns, name) is None:
+                continue
+            self.delete(resource, ns, name)
+            left = left or self.store.get(resource, ns, name) is not None
+        if left:
+            self.later(1, lambda: self._finish_namespace(namespace))
+        else:
+            self._remove(namespaces, None, namespace)
 
     def record_event(self, involved: dict[str, Any], reason: str, message: str, component: str,
                      event_type: str = "Normal") -> None:
@@ -171,7 +281,10 @@ class Cluster:
         """Run `action` after `delay` seconds on the event loop (as a controller's work queue would)."""
         asyncio.get_running_loop().call_later(delay, action)
 
-    def _check_namespace(self, resource: ResourceType, meta: dict[str, Any], namespace: str | None) -> None:
+    def _check_namespace(self, resource: ResourceType, meta: dict[str, Any], namespace: str | None,
+                         client: bool = False) -> None:
+        """The object's namespace: the request's; it must exist and, for a client, not be terminating
+        (the NamespaceLifecycle admission plugin's 403)."""
         if not resource.namespaced:
             meta.pop("namespace", None)
             return
@@ -179,8 +292,13 @@ class Cluster:
             raise errors.bad_request("the namespace of the provided object does not match the namespace "
                                      "sent on the request")
         meta["namespace"] = namespace or meta.get("namespace") or "default"
-        if self.store.get(self.core("namespaces"), None, meta["namespace"]) is None:
+        found = self.store.get(self.core("namespaces"), None, meta["namespace"])
+        if found is None:
             raise errors.not_found("namespaces", "", meta["namespace"])
+        if client and (found.get("status") or {}).get("phase") == "Terminating":
+            raise errors.ApiError(403, "Forbidden", f'{resource.plural} "{meta.get("name") or ""}" is forbidden: '
+                                  f'unable to create new content in namespace {meta["namespace"]} because it is '
+                                  "being terminated", {"name": meta.get("name") or "", "kind": resource.plural})
 
     def _admit(self, resource: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         for controller in self.controllers:

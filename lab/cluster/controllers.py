@@ -1,19 +1,21 @@
 """Cluster-wide controllers and the objects a fresh cluster starts with.
 
 - Namespaces: `status.phase: Active`, the `kubernetes` finalizer and the
-  `kubernetes.io/metadata.name` label, as the apiserver sets them. Deleting a namespace deletes
-  everything in it (simplified: at once, without the `Terminating` phase).
+  `kubernetes.io/metadata.name` label, as the apiserver sets them. (Deleting one: `Cluster.delete`.)
 - Garbage collector: deleting an object deletes its dependents (objects whose ownerReferences
   name its uid), as background cascading deletion does (kubectl's and helm's default).
+- Secrets: `stringData` is merged into `data` (base64) and dropped, `type` defaults to Opaque, as
+  the apiserver's Secret strategy does.
 - CustomResourceDefinitions: an established CRD adds its resources to discovery and the API,
   and deleting it removes them with their objects (so MetalLB's IPAddressPools can be served).
 """
 from __future__ import annotations
 
+import base64
 import copy
 from typing import Any
 
-from lab.cluster import errors
+from lab.cluster import apis, errors
 from lab.cluster.cluster import Cluster, Controller
 from lab.cluster.services import KUBERNETES_SERVICE_IP
 from lab.cluster.store import PrinterColumn, ResourceType, now
@@ -28,17 +30,20 @@ class NamespaceController(Controller):
         name = obj["metadata"]["name"]
         obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
         obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
-        obj["status"] = {"phase": "Active"}
+        obj["status"] = {"phase": "Terminating" if obj["metadata"].get("deletionTimestamp") else "Active"}
 
-    def deleted(self, cluster: Cluster, resource: ResourceType, obj: dict) -> None:
-        if (resource.group, resource.plural) != ("", "namespaces"):
+
+class SecretStrategy(Controller):
+    def admit(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
+        if (resource.group, resource.plural) != ("", "secrets"):
             return
-        namespace = obj["metadata"]["name"]
-        for res_key, ns, name in cluster.store.keys():
-            if ns == namespace:
-                found = cluster.registry.get(res_key.group, res_key.version, res_key.plural)
-                if found and cluster.store.get(found, ns, name) is not None:
-                    cluster.delete(found, ns, name)
+        obj.setdefault("type", "Opaque")
+        for key, value in (obj.pop("stringData", None) or {}).items():
+            if not isinstance(value, (str, type(None))):  # as the apiserver's JSON decoding refuses it
+                found = {bool: "bool", dict: "object", list: "array"}.get(type(value), "number")
+                raise errors.bad_request(f'Secret in version "v1" cannot be handled as a Secret: json: cannot '
+                                         f"unmarshal {found} into Go struct field Secret.stringData of type string")
+            obj.setdefault("data", {})[key] = base64.b64encode((value or "").encode()).decode("ascii")
 
 
 class GarbageCollector(Controller):
@@ -155,6 +160,7 @@ def bootstrap(cluster: Cluster, nodes: dict[str, str | None]) -> None:
                             "message": "kubelet is posting ready status", "lastHeartbeatTime": now(),
                             "lastTransitionTime": now()}],
             "addresses": addresses,
-            "nodeInfo": {"kubeletVersion": "v1.32.3", "containerRuntimeVersion": "containerd://1.7.24",
+            "nodeInfo": {"kubeletVersion": apis.kubelet_version(cluster.registry.kube_version),
+                         "containerRuntimeVersion": "containerd://1.7.24",
                          "operatingSystem": "linux", "architecture": "amd64"}}
         cluster.write_status(cluster.core("nodes"), node)

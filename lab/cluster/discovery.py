@@ -1,8 +1,8 @@
 """What the emulator serves and how clients discover it: API groups, resources, OpenAPI.
 
-The resource list is kmock's bundled discovery data (the built-in groups of a recent k3s), less
-the aggregated `metrics.k8s.io`, plus whatever CustomResourceDefinitions add at run time.
-Discovery documents follow the legacy (non-aggregated) format, which kubectl and helm fall back to.
+The resources are the built-in APIs of the Kubernetes version chosen at start (`apis`), plus
+whatever CustomResourceDefinitions add at run time. Discovery documents follow the legacy
+(non-aggregated) format, which kubectl and helm fall back to.
 
 OpenAPI: kubectl and helm fetch it only to decide where to validate fields. `/openapi/v3` lists
 one document per group-version whose PATCH operations declare the `fieldValidation` and `dryRun`
@@ -13,21 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import warnings
 from typing import Any
 
-import kmock
-
+from lab.cluster import apis
 from lab.cluster.store import ResourceType
 
-KUBERNETES_VERSION = {
-    "major": "1", "minor": "32", "gitVersion": "v1.32.3+labcluster",
-    "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-    "buildDate": "2025-03-11T00:00:00Z", "goVersion": "go1.23.6", "compiler": "gc",
-    "platform": "linux/amd64",
-}
-_SKIPPED_GROUPS = {"metrics.k8s.io"}
 # Served subresources whose kind is not their parent's, as the apiserver lists them (`kubectl drain`
 # evicts only if `pods/eviction` names the policy group's Eviction; else it deletes the pods).
 _SUBRESOURCE_KINDS = {
@@ -38,20 +28,14 @@ OPENAPI_V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobu
 
 
 class Registry:
-    """The served resources, by group-version and plural."""
+    """The served resources, by group-version and plural: the built-in ones of `kube_version`."""
 
-    def __init__(self) -> None:
-        bundled = kmock.ResourcesArray()
-        with warnings.catch_warnings():  # kmock 0.8 reads its data with a deprecated importlib call
-            warnings.simplefilter("ignore", DeprecationWarning)
-            bundled.load_bundled()
+    def __init__(self, kube_version: str = apis.DEFAULT) -> None:
+        self.kube_version = kube_version
+        self.version_info = apis.version_info(kube_version)
         self._types: dict[tuple[str, str, str], ResourceType] = {}
-        for res, info in bundled.items():
-            if res.group not in _SKIPPED_GROUPS:
-                self.add(ResourceType(
-                    res.group, res.version, res.plural, info.kind, bool(info.namespaced),
-                    info.singular or "", frozenset(info.verbs), frozenset(info.shortnames),
-                    frozenset(info.categories), frozenset(info.subresources)))
+        for resource in apis.builtin_resources(kube_version):
+            self.add(resource)
 
     def add(self, resource: ResourceType) -> None:
         self._types[resource.group, resource.version, resource.plural] = resource
@@ -62,24 +46,20 @@ class Registry:
     def get(self, group: str, version: str, plural: str) -> ResourceType | None:
         return self._types.get((group, version, plural))
 
+    def stored_at(self, group: str, plural: str) -> ResourceType | None:
+        """The resource a group's plural is stored as (its preferred served version), if served at all."""
+        served = [t for (g, _, p), t in self._types.items() if (g, p) == (group, plural)]
+        return min(served, key=lambda t: apis.version_priority(t.version), default=None)
+
     def group_versions(self) -> dict[str, list[str]]:
         """Group name -> versions (newest first, by kube's version ordering)."""
         groups: dict[str, set[str]] = {}
         for group, version, _ in self._types:
             groups.setdefault(group, set()).add(version)
-        return {group: sorted(versions, key=_version_priority) for group, versions in groups.items()}
+        return {group: sorted(versions, key=apis.version_priority) for group, versions in groups.items()}
 
     def in_group_version(self, group: str, version: str) -> list[ResourceType]:
         return [t for (g, v, _), t in sorted(self._types.items()) if (g, v) == (group, version)]
-
-
-def _version_priority(version: str) -> tuple[int, int, int]:
-    """Sort key: GA before beta before alpha, higher numbers first (v2 > v1 > v1beta1)."""
-    match = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
-    if not match:
-        return (3, 0, 0)
-    major, stage, minor = match.groups()
-    return ({None: 0, "beta": 1, "alpha": 2}[stage], -int(major), -int(minor or 0))
 
 
 def api_versions(server_address: str) -> dict[str, Any]:
@@ -162,10 +142,10 @@ def openapi_v3_document(registry: Registry, group: str, version: str) -> dict[st
             "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": t.kind},
         }
         paths[f"/{_gv_path(group, version)}{scope}/{t.plural}/{{name}}"] = {"patch": patch}
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION["gitVersion"]},
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": registry.version_info["gitVersion"]},
             "paths": paths, "components": {"schemas": {}}}
 
 
-def openapi_v2_document() -> dict[str, Any]:
-    return {"swagger": "2.0", "info": {"title": "Kubernetes", "version": KUBERNETES_VERSION["gitVersion"]},
+def openapi_v2_document(registry: Registry) -> dict[str, Any]:
+    return {"swagger": "2.0", "info": {"title": "Kubernetes", "version": registry.version_info["gitVersion"]},
             "paths": {}, "definitions": {}}

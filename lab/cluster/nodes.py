@@ -7,16 +7,16 @@
   unschedulable node unless it tolerates that taint (DaemonSet pods do: their controller adds the
   toleration, so they stay on a drained node).
 - Drain: kubectl POSTs a policy/v1 `Eviction` to `pods/NAME/eviction` for each pod on the node,
-  then polls each pod until GET says NotFound. `evict` is the apiserver's eviction subresource.
-  Simplified: PodDisruptionBudgets are not consulted (every eviction is allowed, as for a pod no
-  budget selects), and the pod is deleted at once (no grace period, no `Terminating`); its
-  ReplicaSet then replaces it on a schedulable node.
+  then polls each pod until GET says NotFound. `evict` is the apiserver's eviction subresource:
+  an eviction the pod's PodDisruptionBudget forbids is refused with 429 (lab.cluster.disruption),
+  which kubectl retries until its timeout. Simplified: an allowed eviction deletes the pod at once
+  (no grace period, no `Terminating`); its ReplicaSet then replaces it on a schedulable node.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from lab.cluster import errors
+from lab.cluster import disruption, errors
 from lab.cluster.cluster import Cluster, Controller
 from lab.cluster.store import ResourceType, now
 
@@ -65,5 +65,6 @@ def evict(cluster: Cluster, namespace: str, name: str, eviction: dict[str, Any],
     if (eviction.get("metadata") or {}).get("name") != name:
         raise errors.bad_request("name in URL does not match name in Eviction object")
     dry_run = dry_run or "All" in ((eviction.get("deleteOptions") or {}).get("dryRun") or [])
+    disruption.check_eviction(cluster, namespace, name, dry_run)
     cluster.delete(cluster.core("pods"), namespace, name, dry_run)
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}

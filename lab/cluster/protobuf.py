@@ -1,93 +1,117 @@
 """Decode the Kubernetes protobuf request bodies that kubectl and helm send, into JSON dicts.
 
-client-go's typed clients (kubectl `create namespace` and `drain`'s Evictions, helm's release
-Secrets) encode bodies as `application/vnd.kubernetes.protobuf`: the magic `k8s\\0`, then a
-`runtime.Unknown` envelope whose `raw` field holds the object's message. Answers may be JSON
-(clients decode by the response's Content-Type), so only decoding is needed, and only for the
-kinds typed clients write. Field numbers are those of k8s.io/api `generated.proto`; fields not
-listed here are skipped.
+client-go's typed clients (kubectl `create deployment|service|job|role|...`, `auth can-i`,
+`drain`'s Evictions, helm's release Secrets) encode bodies as `application/vnd.kubernetes.protobuf`:
+the magic `k8s\\0`, then a `runtime.Unknown` envelope whose `raw` field holds the object's message.
+Answers may be JSON (clients decode by the response's Content-Type), so only decoding is needed.
+Messages, field numbers and JSON names are k8s.io/api's `generated.proto` (`protomessages`, made by
+`protogen`), apimachinery's few (ObjectMeta, LabelSelector, Time, Quantity, IntOrString...) below.
+As the JSON encoder's `omitempty`: empty strings, zeros and false are left out unless the Go field
+is a pointer (`replicas: 0` is kept), empty messages are kept (`resources: {}`).
 """
 from __future__ import annotations
 
 import base64
 import datetime
-from typing import Any, Callable
+import json
+import struct
+from typing import Any
 
 from lab.cluster.errors import unsupported_media_type
+from lab.cluster.protomessages import MESSAGES
 
 MAGIC = b"k8s\x00"
 CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
 
-# A schema maps a field number to (json name, decoder). Decoders take the raw field value:
-# an int for varints, bytes for length-delimited fields.
-Schema = dict[int, tuple[str, Callable[[Any], Any]]]
-_REPEATED = "repeated"
-_MAP = "map"
-
-
-def _string(raw: bytes) -> str:
-    return raw.decode("utf-8")
-
-
-def _bytes(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")
+Fields = dict[int, tuple[str, str, str]]  # number -> (json name, optional|pointer|repeated|map|inline, type)
+_META = "k8s.io.apimachinery.pkg.apis.meta.v1."
+# From k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto.
+APIMACHINERY: dict[str, Fields] = {
+    _META + "ObjectMeta": {
+        1: ("name", "optional", "string"), 2: ("generateName", "optional", "string"),
+        3: ("namespace", "optional", "string"), 5: ("uid", "optional", "string"),
+        6: ("resourceVersion", "optional", "string"), 7: ("generation", "optional", "int64"),
+        8: ("creationTimestamp", "optional", _META + "Time"), 9: ("deletionTimestamp", "optional", _META + "Time"),
+        10: ("deletionGracePeriodSeconds", "optional", "int64"), 11: ("labels", "map", "string"),
+        12: ("annotations", "map", "string"), 13: ("ownerReferences", "repeated", _META + "OwnerReference"),
+        14: ("finalizers", "repeated", "string")},
+    _META + "OwnerReference": {
+        1: ("kind", "optional", "string"), 3: ("name", "optional", "string"), 4: ("uid", "optional", "string"),
+        5: ("apiVersion", "optional", "string"), 6: ("controller", "optional", "bool"),
+        7: ("blockOwnerDeletion", "optional", "bool")},
+    _META + "LabelSelector": {1: ("matchLabels", "map", "string"),
+                              2: ("matchExpressions", "repeated", _META + "LabelSelectorRequirement")},
+    _META + "LabelSelectorRequirement": {1: ("key", "optional", "string"), 2: ("operator", "optional", "string"),
+                                         3: ("values", "repeated", "string")},
+    _META + "DeleteOptions": {
+        1: ("gracePeriodSeconds", "optional", "int64"), 2: ("preconditions", "optional", _META + "Preconditions"),
+        3: ("orphanDependents", "optional", "bool"), 4: ("propagationPolicy", "optional", "string"),
+        5: ("dryRun", "repeated", "string")},
+    _META + "Preconditions": {1: ("uid", "optional", "string"), 2: ("resourceVersion", "optional", "string")},
+}
+_UNKNOWN: Fields = {1: ("typeMeta", "optional", "TypeMeta"), 2: ("raw", "optional", "bytes")}
+_TYPE_META: Fields = {1: ("apiVersion", "optional", "string"), 2: ("kind", "optional", "string")}
 
 
 def _int(raw: int) -> int:
     return raw - (1 << 64) if raw >= 1 << 63 else raw
 
 
-def _bool(raw: int) -> bool:
-    return bool(raw)
-
-
 def _time(raw: bytes) -> str | None:
-    seconds = _message(raw, {1: ("seconds", _int)}).get("seconds", 0)
+    seconds = _message(raw, {1: ("seconds", "optional", "int64")}).get("seconds", 0)
     if not seconds:
         return None
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _sub(schema: Schema) -> Callable[[bytes], dict]:
-    return lambda raw: _message(raw, schema)
+def _int_or_string(raw: bytes) -> int | str:
+    value = _message(raw, {1: ("type", "optional", "int64"), 2: ("intVal", "optional", "int32"),
+                           3: ("strVal", "optional", "string")})
+    return value.get("strVal", "") if value.get("type") == 1 else value.get("intVal", 0)
 
 
-def _repeated(decode: Callable[[Any], Any]) -> tuple[str, Callable[[Any], Any]]:
-    return (_REPEATED, decode)
+def _embedded_json(raw: bytes) -> Any:
+    inner = _message(raw, {1: ("raw", "optional", "bytes")}).get("raw", b"")
+    return json.loads(inner) if inner else {}
 
 
-def _map_of(decode_value: Callable[[Any], Any]) -> tuple[str, Callable[[Any], Any]]:
-    return (_MAP, lambda raw: _message(raw, {1: ("key", _string), 2: ("value", decode_value)}))
-
-
-OWNER_REFERENCE: Schema = {1: ("kind", _string), 3: ("name", _string), 4: ("uid", _string),
-                           5: ("apiVersion", _string), 6: ("controller", _bool),
-                           7: ("blockOwnerDeletion", _bool)}
-OBJECT_META: Schema = {
-    1: ("name", _string), 2: ("generateName", _string), 3: ("namespace", _string),
-    5: ("uid", _string), 6: ("resourceVersion", _string), 7: ("generation", _int),
-    8: ("creationTimestamp", _time), 9: ("deletionTimestamp", _time),
-    10: ("deletionGracePeriodSeconds", _int),
-    11: ("labels",) + _map_of(_string), 12: ("annotations",) + _map_of(_string),
-    13: ("ownerReferences",) + _repeated(_sub(OWNER_REFERENCE)),
-    14: ("finalizers",) + _repeated(_string),
+_SPECIAL = {
+    _META + "Time": _time, _META + "MicroTime": _time,
+    _META + "Duration": lambda raw: f"{_message(raw, {1: ('d', 'optional', 'int64')}).get('d', 0) / 1e9:g}s",
+    "k8s.io.apimachinery.pkg.api.resource.Quantity": lambda raw: _message(
+        raw, {1: ("string", "optional", "string")}).get("string", "0"),
+    "k8s.io.apimachinery.pkg.util.intstr.IntOrString": _int_or_string,
+    "k8s.io.apimachinery.pkg.runtime.RawExtension": _embedded_json,
+    _META + "FieldsV1": _embedded_json,
 }
-DELETE_OPTIONS: Schema = {
-    1: ("gracePeriodSeconds", _int),
-    2: ("preconditions", _sub({1: ("uid", _string), 2: ("resourceVersion", _string)})),
-    3: ("orphanDependents", _bool), 4: ("propagationPolicy", _string), 5: ("dryRun",) + _repeated(_string),
-}
-KINDS: dict[str, Schema] = {
-    "Namespace": {1: ("metadata", _sub(OBJECT_META)),
-                  2: ("spec", _sub({1: ("finalizers",) + _repeated(_string)}))},
-    "Secret": {1: ("metadata", _sub(OBJECT_META)), 2: ("data",) + _map_of(_bytes),
-               3: ("type", _string), 4: ("stringData",) + _map_of(_string), 5: ("immutable", _bool)},
-    "ConfigMap": {1: ("metadata", _sub(OBJECT_META)), 2: ("data",) + _map_of(_string),
-                  3: ("binaryData",) + _map_of(_bytes), 4: ("immutable", _bool)},
-    "Eviction": {1: ("metadata", _sub(OBJECT_META)), 2: ("deleteOptions", _sub(DELETE_OPTIONS))},
-}
-UNKNOWN: Schema = {1: ("typeMeta", _sub({1: ("apiVersion", _string), 2: ("kind", _string)})),
-                   2: ("raw", bytes)}
+
+
+def _scalar(type_name: str, raw: Any) -> Any:
+    if type_name == "string":
+        return raw.decode("utf-8")
+    if type_name == "bytes":
+        return raw
+    if type_name == "bool":
+        return bool(raw)
+    if type_name == "double":
+        return struct.unpack("<d", raw)[0]
+    if type_name == "float":
+        return struct.unpack("<f", raw)[0]
+    return _int(raw) if type_name in ("int32", "int64") else raw
+
+
+def _value(type_name: str, raw: Any) -> Any:
+    if type_name in _SPECIAL:
+        return _SPECIAL[type_name](raw)
+    fields = APIMACHINERY.get(type_name) or MESSAGES.get(type_name)
+    if fields is not None:
+        return _message(raw, fields)
+    if type_name == "TypeMeta":
+        return _message(raw, _TYPE_META)
+    if "." in type_name:
+        return None  # a message this table does not hold: left out
+    value = _scalar(type_name, raw)
+    return base64.b64encode(value).decode("ascii") if type_name == "bytes" else value
 
 
 def _fields(data: bytes):
@@ -121,34 +145,51 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _message(data: bytes, schema: Schema) -> dict[str, Any]:
-    """Decode a message; empty strings and zero numbers are dropped, as JSON's omitempty does."""
+def _message(data: bytes, fields: Fields) -> dict[str, Any]:
+    """Decode a message; empty strings, zeros and false are dropped but for pointers, as JSON's omitempty does."""
     out: dict[str, Any] = {}
     for number, raw in _fields(data):
-        if number not in schema:
+        if number not in fields:
             continue
-        name, *shape = schema[number]
-        if len(shape) == 2 and shape[0] == _REPEATED:
-            out.setdefault(name, []).append(shape[1](raw))
-        elif len(shape) == 2 and shape[0] == _MAP:
-            entry = shape[1](raw)
-            out.setdefault(name, {})[entry.get("key", "")] = entry.get("value", "")
+        name, label, type_name = fields[number]
+        if label == "map":
+            entry = _message(raw, {1: ("key", "optional", "string"), 2: ("value", "optional", type_name)})
+            out.setdefault(name, {})[entry.get("key", "")] = entry.get("value", "" if "." not in type_name else {})
+        elif label == "repeated" and type_name in ("int32", "int64") and isinstance(raw, bytes):  # packed
+            out.setdefault(name, []).extend(_int(v) for v in _varints(raw))
+        elif label == "repeated":
+            out.setdefault(name, []).append(_value(type_name, raw))
+        elif label == "inline":  # an embedded Go struct: its fields are this object's
+            out.update(_value(type_name, raw) or {})
         else:
-            value = shape[0](raw)
-            if value not in ("", 0, None) or isinstance(value, bool):
+            value = raw if type_name == "bytes" and name == "raw" else _value(type_name, raw)
+            if label == "pointer" or value not in ("", 0, None, False) or isinstance(value, dict):
                 out[name] = value
     return out
 
 
+def _varints(data: bytes):
+    pos = 0
+    while pos < len(data):
+        value, pos = _varint(data, pos)
+        yield value
+
+
+def _message_type(api_version: str, kind: str) -> str:
+    """The k8s.io/api message of a kind at an apiVersion, e.g. apps/v1 Deployment: k8s.io.api.apps.v1.Deployment."""
+    group, _, version = api_version.rpartition("/")
+    return f"k8s.io.api.{group.split('.')[0] if group else 'core'}.{version}.{kind}"
+
+
 def decode(body: bytes) -> dict[str, Any]:
-    """The JSON form of a protobuf-encoded object, for the kinds in `KINDS`."""
+    """The JSON form of a protobuf-encoded object."""
     if not body.startswith(MAGIC):
         raise unsupported_media_type(CONTENT_TYPE + " (no k8s magic prefix)")
-    envelope = _message(body[len(MAGIC):], UNKNOWN)
+    envelope = _message(body[len(MAGIC):], _UNKNOWN)
     type_meta = envelope.get("typeMeta", {})
-    kind = type_meta.get("kind", "")
-    if kind not in KINDS:
+    kind, api_version = type_meta.get("kind", ""), type_meta.get("apiVersion", "v1")
+    message = _META + kind if kind == "DeleteOptions" else _message_type(api_version, kind)
+    fields = APIMACHINERY.get(message) or MESSAGES.get(message)
+    if fields is None:
         raise unsupported_media_type(f"{CONTENT_TYPE} for kind {kind!r}")
-    obj = {"apiVersion": type_meta.get("apiVersion", "v1"), "kind": kind}
-    obj.update(_message(envelope.get("raw", b""), KINDS[kind]))
-    return obj
+    return {"apiVersion": api_version, "kind": kind, **_message(envelope.get("raw", b""), fields)}

@@ -2,8 +2,10 @@
 
 - `labelSelector` query strings: `a=b`, `a==b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`,
   comma-separated (all must hold).
-- `fieldSelector` query strings: `path=value`, `path==value`, `path!=value`, where path is a dotted
-  field of the object (`metadata.name`, `metadata.namespace`, `involvedObject.name`, `type`, ...).
+- `fieldSelector` query strings: `path=value`, `path==value`, `path!=value`, where path is one of
+  the fields the kind supports (`SELECTABLE`; every kind: `metadata.name`, `metadata.namespace`),
+  else 400 `field label not supported: PATH`, as the kinds' field label conversion functions say
+  (pkg/apis/core/v1/conversion.go, pkg/apis/apps/v1/conversion.go, pkg/apis/batch/v1/conversion.go).
 - `LabelSelector` objects (`matchLabels`, `matchExpressions`), as in a Deployment's `spec.selector`.
 """
 from __future__ import annotations
@@ -60,14 +62,33 @@ def label_selector(selector: str | None) -> Predicate:
     return lambda obj: all(term(labels_of(obj)) for term in terms)
 
 
-def field_selector(selector: str | None) -> Predicate:
-    """A predicate on objects for a `fieldSelector` query string (empty: everything)."""
+_EVENT_FIELDS = frozenset({"involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+                           "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+                           "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"})
+SELECTABLE: dict[tuple[str, str], frozenset[str]] = {
+    ("", "pods"): frozenset({"spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
+                             "spec.hostNetwork", "status.phase", "status.podIP", "status.podIPs",
+                             "status.nominatedNodeName"}),
+    ("", "events"): _EVENT_FIELDS, ("events.k8s.io", "events"): _EVENT_FIELDS,
+    ("", "namespaces"): frozenset({"status.phase"}), ("", "secrets"): frozenset({"type"}),
+    ("", "nodes"): frozenset({"spec.unschedulable"}), ("", "replicationcontrollers"): frozenset({"status.replicas"}),
+    ("apps", "replicasets"): frozenset({"status.replicas"}), ("batch", "jobs"): frozenset({"status.successful"}),
+    ("certificates.k8s.io", "certificatesigningrequests"): frozenset({"spec.signerName"}),
+}
+_EVERY_KIND = frozenset({"metadata.name", "metadata.namespace"})
+
+
+def field_selector(selector: str | None, kind: tuple[str, str] | None = None) -> Predicate:
+    """A predicate on objects for a `fieldSelector` query string (empty: everything), for the
+    resource `kind` (group, plural): only its supported fields (None: any field)."""
     terms = []
     for term in _split_terms(selector or ""):
         match = _EQ_TERM.match(term)
         if not match:
             raise bad_request(f"invalid selector: {term!r}; can't understand {term!r}")
         path, op, value = match.groups()
+        if kind is not None and path not in _EVERY_KIND | SELECTABLE.get(kind, frozenset()):
+            raise bad_request(f"field label not supported: {path}")
         terms.append((path.split("."), op == "!=", value))
 
     def matches(obj: dict[str, Any]) -> bool:

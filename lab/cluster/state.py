@@ -20,12 +20,16 @@ def save(cluster: Cluster, path: Path) -> None:
 
 
 def load(cluster: Cluster, path: Path) -> None:
-    """Restore a snapshot written by `save` (CRDs first, so their resources exist again)."""
+    """Restore a snapshot written by `save` (CRDs first, so their resources exist again); objects of a
+    resource this emulator's Kubernetes version does not serve are left out."""
     snapshot = json.loads(path.read_text())
     crds = CustomResourceController()
     entries = sorted(snapshot["objects"], key=lambda e: e["plural"] != "customresourcedefinitions")
     for entry in entries:
-        resource = cluster.resource(entry["group"], entry["version"], entry["plural"])
+        resource = (cluster.registry.get(entry["group"], entry["version"], entry["plural"])
+                    or cluster.registry.stored_at(entry["group"], entry["plural"]))
+        if resource is None:  # saved by an emulator of another Kubernetes version, which served it
+            continue
         cluster.store.write(resource, entry["object"])
         if entry["plural"] == "customresourcedefinitions":
             crds.stored(cluster, resource, entry["object"], None)

@@ -46,6 +46,8 @@ class ResourceType:
     categories: frozenset[str] = frozenset()
     subresources: frozenset[str] = frozenset()
     columns: tuple[PrinterColumn, ...] = ()  # a custom resource's printer columns
+    storage_version: str = ""  # the version its objects are stored at, when served at several (`apis`)
+    warning: str = ""  # what the apiserver warns on each request to it, when deprecated (`apis`)
 
     @property
     def api_version(self) -> str:
@@ -53,7 +55,14 @@ class ResourceType:
 
     @property
     def key(self) -> kmock.resource:
-        return kmock.resource(self.group, self.version, self.plural)
+        """Where its objects are stored: the same for every version of a resource served at several."""
+        return kmock.resource(self.group, self.storage_version or self.version, self.plural)
+
+    def served(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """A stored object as read at this version (see `apis` on conversion)."""
+        if "apiVersion" in obj:
+            obj["apiVersion"] = self.api_version
+        return obj
 
 
 @dataclass
@@ -80,11 +89,11 @@ class Store:
 
     def get(self, resource: ResourceType, namespace: str | None, name: str) -> dict[str, Any] | None:
         key = (resource.key, namespace if resource.namespaced else None, name)
-        return copy.deepcopy(self.objects[key].raw) if key in self.objects else None
+        return resource.served(copy.deepcopy(self.objects[key].raw)) if key in self.objects else None
 
     def list(self, resource: ResourceType, namespace: str | None = None) -> list[dict[str, Any]]:
         """Objects of a resource in a namespace (None: all namespaces), oldest first."""
-        return [copy.deepcopy(obj.raw) for (res, ns, _), obj in self.objects.items()
+        return [resource.served(copy.deepcopy(obj.raw)) for (res, ns, _), obj in self.objects.items()
                 if res == resource.key and (namespace is None or ns == namespace)]
 
     def keys(self) -> Iterator[tuple[kmock.resource, str | None, str]]:
@@ -103,7 +112,7 @@ class Store:
 
     def remove(self, resource: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
         key = (resource.key, namespace if resource.namespaced else None, name)
-        obj = copy.deepcopy(self.objects[key].raw)
+        obj = resource.served(copy.deepcopy(self.objects[key].raw))
         del self.objects[key]
         self.resource_version += 1
         obj["metadata"]["resourceVersion"] = str(self.resource_version)
@@ -116,7 +125,8 @@ class Store:
         if since is not None and since < self.resource_version:
             if self._log and since < self._log[0].resource_version - 1:
                 raise expired(str(since), self._log[0].resource_version)
-            backlog = [e for e in self._log if e.resource_version > since and e.resource.key == resource.key]
+            backlog = [Event(e.resource_version, resource, e.type, resource.served(copy.deepcopy(e.object)))
+                       for e in self._log if e.resource_version > since and e.resource.key == resource.key]
         subscription = Subscription(resource)
         self._subscriptions.add(subscription)
         return backlog, subscription
@@ -128,4 +138,5 @@ class Store:
         self._log.append(event)
         for subscription in self._subscriptions:
             if subscription.resource.key == event.resource.key:
-                subscription.queue.put_nowait(event)
+                subscription.queue.put_nowait(Event(event.resource_version, subscription.resource, event.type,
+                                                    subscription.resource.served(copy.deepcopy(event.object))))

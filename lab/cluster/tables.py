@@ -119,6 +119,11 @@ def _replicaset_row(rs: dict[str, Any]) -> Row:
             age(_meta(rs).get("creationTimestamp")), *_images(rs), _selector_text(rs)]
 
 
+def _statefulset_row(sts: dict[str, Any]) -> Row:
+    return [f"{(sts.get('status') or {}).get('readyReplicas', 0)}/{(sts.get('spec') or {}).get('replicas', 1)}",
+            age(_meta(sts).get("creationTimestamp")), *_images(sts)]
+
+
 def _event_row(event: dict[str, Any]) -> Row:
     involved = event.get("involvedObject") or {}
     last = event.get("lastTimestamp") or event.get("eventTime") or _meta(event).get("creationTimestamp")
@@ -171,6 +176,14 @@ _PRINTERS: dict[tuple[str, str], tuple[list[_Column], Callable[[dict[str, Any]],
     ("apps", "replicasets"): ([_NAME, ("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
                                _AGE, ("Containers", "string", 1), ("Images", "string", 1),
                                ("Selector", "string", 1)], _replicaset_row),
+    ("apps", "statefulsets"): ([_NAME, ("Ready", "string", 0), _AGE, ("Containers", "string", 1),
+                                ("Images", "string", 1)], _statefulset_row),
+    ("policy", "poddisruptionbudgets"): (
+        [_NAME, ("Min Available", "string", 0), ("Max Unavailable", "string", 0),
+         ("Allowed Disruptions", "integer", 0), _AGE],
+        lambda pdb: [str((pdb.get("spec") or {}).get("minAvailable", "N/A")),
+                     str((pdb.get("spec") or {}).get("maxUnavailable", "N/A")),
+                     (pdb.get("status") or {}).get("disruptionsAllowed", 0), age(_meta(pdb).get("creationTimestamp"))]),
     ("", "namespaces"): ([_NAME, ("Status", "string", 0), _AGE],
                          lambda ns: [(ns.get("status") or {}).get("phase", "Active"),
                                      age(_meta(ns).get("creationTimestamp"))]),

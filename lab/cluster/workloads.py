@@ -6,14 +6,22 @@ healthy cluster leave them, `ready_delay` seconds after each change (no containe
   annotations count up, so `kubectl rollout history` and `helm --wait`'s new-ReplicaSet lookup
   work). Status: replicas, updated/ready/available replicas, observedGeneration, and the
   `Available` and `Progressing` conditions (those of a finished rollout once all pods are ready).
-- ReplicaSet controller: `spec.replicas` Pods named `<replicaset>-<5 chars>`.
+  A rolling update keeps old pods until new ones are ready (maxSurge/maxUnavailable, rounded as
+  the controller rounds them); Recreate scales the old ReplicaSets to 0 first. A Deployment not
+  complete for `progressDeadlineSeconds` gets Progressing=False, reason ProgressDeadlineExceeded
+  (what `kubectl rollout status` stops on). A Deployment not converged resyncs every second.
+- ReplicaSet controller: `spec.replicas` Pods named `<replicaset>-<5 chars>`; a Pod the apiserver
+  refuses (its ServiceAccount missing: the ServiceAccount admission plugin's 403) is a FailedCreate
+  Event `Error creating: ...`.
 - DaemonSet controller: one Pod per node, with the tolerations the controller adds (so they stay
   on cordoned nodes); status numbers (desired/current/ready/updated/available).
-- Scheduler: a ReplicaSet's Pod goes to a schedulable node (`nodes.schedulable`), the one with the
-  fewest of its ReplicaSet's Pods (first in `--node` order on a tie); with none, it stays `Pending`
-  (PodScheduled False, Unschedulable) until a node takes pods again (uncordon).
-- Kubelet: every scheduled Pod is `Running`, all containers ready, with a pod IP from
-  10.244.0.0/16. A Pod deleted through the API (or evicted) is replaced by its controller.
+- Scheduler: `scheduling.place` (filters, the FailedScheduling message); among fitting nodes the one
+  with the fewest of its ReplicaSet's Pods (first in `--node` order on a tie); with none, it stays
+  `Pending` (PodScheduled False, Unschedulable) and is retried on each resync.
+- StatefulSets: see `statefulsets`, which uses this scheduler and kubelet.
+- Kubelet: `kubelet.sync` (images, volumes, env), a pod IP from 10.244.0.0/16; Ready only when
+  it says so. Nodes get `scheduling.ALLOCATABLE` as capacity/allocatable (the kubelet's node
+  status). A Pod deleted through the API (or evicted) is replaced by its controller.
 Defaults the apiserver applies (replicas 1, RollingUpdate 25%/25%, revisionHistoryLimit 10,
 progressDeadlineSeconds 600, DaemonSet maxUnavailable 1) are set, since clients read them.
 """
@@ -23,10 +31,13 @@ import copy
 import hashlib
 import ipaddress
 import json
+import math
+from datetime import datetime, timezone
 from typing import Any
 
-from lab.cluster.cluster import Cluster, Controller, random_suffix
-from lab.cluster.nodes import UNSCHEDULABLE_TAINT, schedulable
+from lab.cluster import errors, kubelet, scheduling, statefulsets
+from lab.cluster.cluster import Cluster, Controller
+from lab.cluster.nodes import UNSCHEDULABLE_TAINT
 from lab.cluster.selectors import matches_label_selector
 from lab.cluster.store import ResourceType, now
 
@@ -49,7 +60,7 @@ def template_hash(template: dict[str, Any]) -> str:
     return "".join(chars)
 
 
-def _owner_ref(owner: dict[str, Any]) -> dict[str, Any]:
+def owner_ref(owner: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
             "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
 
@@ -58,19 +69,38 @@ def _revision(replicaset: dict[str, Any]) -> int:
     return int((replicaset["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", 0))
 
 
-def _owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
+def owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
     return any(ref.get("uid") == owner["metadata"]["uid"] for ref in obj["metadata"].get("ownerReferences") or [])
 
 
-def _max_unavailable(spec: dict[str, Any]) -> int:
-    """A Deployment's maxUnavailable in pods (a percentage rounds down); 0 for Recreate."""
+def _scaled(value: Any, total: int, round_up: bool) -> int:
+    if isinstance(value, str) and value.endswith("%"):
+        share = total * int(value[:-1]) / 100
+        return math.ceil(share) if round_up else math.floor(share)
+    return int(value)
+
+
+def _surge_and_unavailable(spec: dict[str, Any]) -> tuple[int, int]:
+    """maxSurge (rounded up) and maxUnavailable (rounded down) in pods, as deployment/util ResolveFenceposts
+    (both 0 makes maxUnavailable 1); (0, replicas) for Recreate."""
     strategy = spec.get("strategy") or {}
     if strategy.get("type") != "RollingUpdate":
-        return 0
-    value = (strategy.get("rollingUpdate") or {}).get("maxUnavailable", "25%")
-    if isinstance(value, str) and value.endswith("%"):
-        return spec["replicas"] * int(value[:-1]) // 100
-    return min(int(value), spec["replicas"])
+        return 0, spec["replicas"]
+    rolling = strategy.get("rollingUpdate") or {}
+    surge = _scaled(rolling.get("maxSurge", "25%"), spec["replicas"], True)
+    unavailable = _scaled(rolling.get("maxUnavailable", "25%"), spec["replicas"], False)
+    return surge, (1 if surge == unavailable == 0 else min(unavailable, spec["replicas"]))
+
+
+def _max_unavailable(spec: dict[str, Any]) -> int:
+    return _surge_and_unavailable(spec)[1] if (spec.get("strategy") or {}).get("type") == "RollingUpdate" else 0
+
+
+def _seconds_since(stamp: str | None) -> float:
+    if not stamp:
+        return 0.0
+    then = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - then).total_seconds()
 
 
 class WorkloadController(Controller):
@@ -80,9 +110,15 @@ class WorkloadController(Controller):
         self.nodes = nodes  # node name -> InternalIP (or None)
         self.ready_delay = ready_delay
         self._next_pod_ip = 1
+        self._queued: set[tuple[str, str | None, str]] = set()
 
     def admit(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
+        if (resource.group, resource.plural) == ("", "pods") and old is None:
+            _check_service_account(cluster, obj)
         if resource.group != "apps":
+            return
+        if resource.plural == "statefulsets":
+            statefulsets.admit(cluster, obj, old)
             return
         spec = obj.setdefault("spec", {})
         if resource.plural == "deployments":
@@ -103,13 +139,24 @@ class WorkloadController(Controller):
             spec.setdefault("replicas", 1)
 
     def stored(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
-        if resource.group == "apps" and resource.plural in ("deployments", "daemonsets", "replicasets"):
-            self._schedule(cluster, resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        if resource.group == "apps" and resource.plural in ("deployments", "daemonsets", "replicasets", "statefulsets"):
+            self.schedule(cluster, resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        elif (resource.group, resource.plural) == ("", "nodes") and old is None:
+            cluster.later(0, lambda: self._post_node_status(cluster, obj["metadata"]["name"]))
         elif (resource.group, resource.plural) == ("", "nodes") and not (obj.get("spec") or {}).get("unschedulable"):
             # A node takes pods (again): the scheduler retries the Pending ones.
             for pod in cluster.store.list(cluster.core("pods")):
                 if not pod["spec"].get("nodeName"):
                     self._requeue_owner(cluster, pod)
+
+    @staticmethod
+    def _post_node_status(cluster: Cluster, name: str) -> None:
+        """The node's kubelet posts its capacity and allocatable (`scheduling.ALLOCATABLE`)."""
+        node = cluster.store.get(cluster.core("nodes"), None, name)
+        if node is not None and "allocatable" not in (node.get("status") or {}):
+            node.setdefault("status", {}).update(capacity=dict(scheduling.ALLOCATABLE),
+                                                 allocatable=dict(scheduling.ALLOCATABLE))
+            cluster.write_status(cluster.core("nodes"), node)
 
     def deleted(self, cluster: Cluster, resource: ResourceType, obj: dict) -> None:
         """A Pod deleted through the API is replaced by its controller."""
@@ -120,7 +167,8 @@ class WorkloadController(Controller):
         """Reconcile the Pod's controller soon: its Deployment, or else its ReplicaSet or DaemonSet."""
         namespace = pod["metadata"].get("namespace")
         for ref in pod["metadata"].get("ownerReferences") or []:
-            plural = {"ReplicaSet": "replicasets", "DaemonSet": "daemonsets"}.get(ref.get("kind"))
+            plural = {"ReplicaSet": "replicasets", "DaemonSet": "daemonsets",
+                      "StatefulSet": "statefulsets"}.get(ref.get("kind"))
             if plural is None:
                 continue
             owner = cluster.store.get(cluster.resource("apps", "v1", plural), namespace, ref["name"])
@@ -129,14 +177,29 @@ class WorkloadController(Controller):
             deployment = next((r for r in owner["metadata"].get("ownerReferences") or []
                                if r.get("kind") == "Deployment"), None)
             if deployment:
-                self._schedule(cluster, cluster.resource("apps", "v1", "deployments"), namespace, deployment["name"])
+                self.schedule(cluster, cluster.resource("apps", "v1", "deployments"), namespace, deployment["name"])
             else:
-                self._schedule(cluster, cluster.resource("apps", "v1", plural), namespace, ref["name"])
+                self.schedule(cluster, cluster.resource("apps", "v1", plural), namespace, ref["name"])
 
-    def _schedule(self, cluster: Cluster, resource: ResourceType, namespace: str | None, name: str) -> None:
-        cluster.later(self.ready_delay, lambda: self.reconcile(cluster, resource, namespace, name))
+    def schedule(self, cluster: Cluster, resource: ResourceType, namespace: str | None, name: str,
+                 delay: float | None = None) -> None:
+        """Reconcile the object `ready_delay` (or `delay`) seconds from now, unless that is queued already."""
+        key = (resource.plural, namespace, name)
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        cluster.later(self.ready_delay if delay is None else delay,
+                      lambda: self.reconcile(cluster, resource, namespace, name))
+
+    def resync(self, cluster: Cluster, obj: dict[str, Any]) -> None:
+        """Look at a workload not converged again in a second (as its pods' kubelets and the scheduler retry)."""
+        plural = {"Deployment": "deployments", "DaemonSet": "daemonsets", "StatefulSet": "statefulsets",
+                  "ReplicaSet": "replicasets"}[obj["kind"]]
+        self.schedule(cluster, cluster.resource("apps", "v1", plural), obj["metadata"]["namespace"],
+                      obj["metadata"]["name"], max(self.ready_delay, 1.0))
 
     def reconcile(self, cluster: Cluster, resource: ResourceType, namespace: str, name: str) -> None:
+        self._queued.discard((resource.plural, namespace, name))
         obj = cluster.store.get(resource, namespace, name)
         if obj is None:
             return
@@ -144,6 +207,8 @@ class WorkloadController(Controller):
             self._reconcile_deployment(cluster, obj)
         elif resource.plural == "daemonsets":
             self._reconcile_daemonset(cluster, obj)
+        elif resource.plural == "statefulsets":
+            statefulsets.reconcile(self, cluster, obj)
         elif not any(ref.get("kind") == "Deployment" for ref in obj["metadata"].get("ownerReferences") or []):
             self._reconcile_replicaset(cluster, obj)
 
@@ -152,101 +217,175 @@ class WorkloadController(Controller):
         meta, spec = dep["metadata"], dep["spec"]
         template = spec.get("template") or {}
         pod_hash = template_hash(template)
-        owned = [rs for rs in cluster.store.list(replicasets, meta["namespace"]) if _owned_by(rs, dep)]
+        owned = [rs for rs in cluster.store.list(replicasets, meta["namespace"]) if owned_by(rs, dep)]
         current = next((rs for rs in owned if rs["metadata"]["labels"].get("pod-template-hash") == pod_hash), None)
         latest = max((_revision(rs) for rs in owned), default=0)
+        olds = sorted((rs for rs in owned if current is None or rs["metadata"]["name"] != current["metadata"]["name"]),
+                      key=_revision)
+        wanted = spec["replicas"]
+        surge, unavailable = _surge_and_unavailable(spec)
+        rolling = (spec.get("strategy") or {}).get("type") == "RollingUpdate"
+        old_pods = [p for rs in olds for p in self.owned_pods(cluster, rs)]
+        old_total = sum(rs["spec"].get("replicas", 0) for rs in olds)
+        if rolling:  # new ReplicaSet up to what maxSurge allows (NewRSNewReplicas)
+            new_size = min(wanted, max((current or {}).get("spec", {}).get("replicas", 0), wanted + surge - old_total))
+        else:  # Recreate: only once the old pods are gone
+            new_size = wanted if not old_pods and not old_total else 0
         if current is None:
-            current = self._new_replicaset(dep, template, pod_hash, latest + 1)
+            current = self._new_replicaset(dep, template, pod_hash, latest + 1, new_size)
             current = cluster.create(replicasets, current, meta["namespace"])
-            cluster.record_event(dep, "ScalingReplicaSet", f"Scaled up replica set {current['metadata']['name']} "
-                                 f"to {spec['replicas']}", "deployment-controller")
-        elif current["spec"].get("replicas") != spec["replicas"] or _revision(current) < latest:
+            if new_size:
+                cluster.record_event(dep, "ScalingReplicaSet", f"Scaled up replica set "
+                                     f"{current['metadata']['name']} to {new_size}", "deployment-controller")
+        elif current["spec"].get("replicas") != new_size or _revision(current) < latest:
             # Scaled, or back to an older template (a rollback): that ReplicaSet becomes the newest revision.
-            current["spec"]["replicas"] = spec["replicas"]
+            if new_size > current["spec"].get("replicas", 0):
+                cluster.record_event(dep, "ScalingReplicaSet",
+                                     f"Scaled up replica set {current['metadata']['name']} to {new_size} from "
+                                     f"{current['spec'].get('replicas', 0)}", "deployment-controller")
+            current["spec"]["replicas"] = new_size
             if _revision(current) < latest:
                 current["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(latest + 1)
             current = cluster.write_status(replicasets, current)
-        revision = _revision(current)
-        for old in owned:
-            if old["metadata"]["name"] != current["metadata"]["name"] and old["spec"].get("replicas"):
+        new_ready = self._reconcile_replicaset(cluster, current)
+        # Old ReplicaSets scale down as far as availability allows (unready old pods always go).
+        old_ready = sum(kubelet.ready(p) for p in old_pods)
+        removable = old_total - min(old_total, old_ready) + max(0, old_ready + new_ready - (wanted - unavailable))
+        if not rolling:
+            removable = old_total
+        for old in olds:
+            cut = min(removable, old["spec"].get("replicas", 0))
+            if cut:
+                removable -= cut
+                size = old["spec"]["replicas"] - cut
                 cluster.record_event(dep, "ScalingReplicaSet", f"Scaled down replica set {old['metadata']['name']} "
-                                     f"to 0 from {old['spec']['replicas']}", "deployment-controller")
-                old["spec"]["replicas"] = 0
-                self._reconcile_replicaset(cluster, cluster.write_status(replicasets, old))
-        ready = self._reconcile_replicaset(cluster, current)
-        meta.setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(revision)
-        stamp, wanted, rs_name = now(), spec["replicas"], current["metadata"]["name"]
+                                     f"to {size} from {old['spec']['replicas']}", "deployment-controller")
+                old["spec"]["replicas"] = size
+                old = cluster.write_status(replicasets, old)
+            self._reconcile_replicaset(cluster, old)
+        self._deployment_status(cluster, dep, current, olds)
+
+    def _deployment_status(self, cluster: Cluster, dep: dict[str, Any], current: dict[str, Any],
+                           olds: list[dict[str, Any]]) -> None:
+        """Status and conditions as the deployment controller's syncRolloutStatus writes them."""
+        meta, spec, wanted = dep["metadata"], dep["spec"], dep["spec"]["replicas"]
+        new_pods = self.owned_pods(cluster, current)
+        all_pods = new_pods + [p for rs in olds for p in self.owned_pods(cluster, rs)]
+        ready = sum(kubelet.ready(p) for p in all_pods)
+        counts = {"replicas": len(all_pods), "updatedReplicas": len(new_pods), "readyReplicas": ready,
+                  "availableReplicas": ready, "unavailableReplicas": max(0, wanted - ready)}
+        old_status = dep.get("status") or {}
+        before = {c["type"]: c for c in old_status.get("conditions") or []}
+        stamp, rs_name = now(), current["metadata"]["name"]
         if ready >= wanted - _max_unavailable(spec):
             available = ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
         else:
             available = ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
-        if ready == wanted:
+        complete = len(new_pods) == wanted == len(all_pods) and sum(kubelet.ready(p) for p in new_pods) == wanted
+        progressed = any(counts.get(k, 0) != old_status.get(k, 0)
+                         for k in ("updatedReplicas", "readyReplicas", "availableReplicas", "replicas")) \
+            or (before.get("Progressing") or {}).get("message", "").split('"')[1:2] != [rs_name]
+        last = before.get("Progressing") or {}
+        if complete:
             progressing = ("True", "NewReplicaSetAvailable", f'ReplicaSet "{rs_name}" has successfully progressed.')
+        elif progressed or last.get("reason") == "NewReplicaSetAvailable" or not last:
+            progressing = ("True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.')
+        elif last.get("reason") == "ProgressDeadlineExceeded" or \
+                _seconds_since(last.get("lastUpdateTime")) > spec.get("progressDeadlineSeconds", 600):
+            progressing = ("False", "ProgressDeadlineExceeded", f'ReplicaSet "{rs_name}" has timed out progressing.')
         else:
             progressing = ("True", "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.')
-        counts = {"replicas": wanted, "updatedReplicas": wanted, "readyReplicas": ready, "availableReplicas": ready,
-                  "unavailableReplicas": wanted - ready}
-        dep["status"] = {
-            "observedGeneration": meta.get("generation", 1), **{k: v for k, v in counts.items() if v},
-            "conditions": [{"type": kind, "status": status, "reason": reason, "message": message,
-                            "lastUpdateTime": stamp, "lastTransitionTime": stamp}
-                           for kind, (status, reason, message) in (("Available", available),
-                                                                   ("Progressing", progressing))]}
-        cluster.write_status(cluster.resource("apps", "v1", "deployments"), dep)
+
+        def condition(kind: str, value: tuple[str, str, str]) -> dict[str, Any]:
+            old = before.get(kind) or {}
+            same = (old.get("status"), old.get("reason"), old.get("message")) == value
+            keep_update = same and not (kind == "Progressing" and progressed and not complete)
+            return {"type": kind, "status": value[0], "reason": value[1], "message": value[2],
+                    "lastUpdateTime": old.get("lastUpdateTime") if keep_update else stamp,
+                    "lastTransitionTime": old.get("lastTransitionTime") if old.get("status") == value[0] else stamp}
+        revision = str(_revision(current))
+        status = {"observedGeneration": meta.get("generation", 1), **{k: v for k, v in counts.items() if v},
+                  "conditions": [condition("Available", available), condition("Progressing", progressing)]}
+        if status != old_status or (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision") != revision:
+            meta.setdefault("annotations", {})["deployment.kubernetes.io/revision"] = revision
+            dep["status"] = status
+            cluster.write_status(cluster.resource("apps", "v1", "deployments"), dep)
+        if not complete:
+            self.resync(cluster, dep)
 
     @staticmethod
-    def _new_replicaset(dep: dict[str, Any], template: dict[str, Any], pod_hash: str, revision: int) -> dict[str, Any]:
+    def _new_replicaset(dep: dict[str, Any], template: dict[str, Any], pod_hash: str, revision: int,
+                        replicas: int) -> dict[str, Any]:
         template = copy.deepcopy(template)
         template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = pod_hash
         selector = copy.deepcopy(dep["spec"].get("selector") or {})
         selector.setdefault("matchLabels", {})["pod-template-hash"] = pod_hash
         return {"metadata": {"name": f"{dep['metadata']['name']}-{pod_hash}", "labels": template["metadata"]["labels"],
                              "annotations": {"deployment.kubernetes.io/revision": str(revision)},
-                             "ownerReferences": [_owner_ref(dep)]},
-                "spec": {"replicas": dep["spec"]["replicas"], "selector": selector, "template": template}}
+                             "ownerReferences": [owner_ref(dep)]},
+                "spec": {"replicas": replicas, "selector": selector, "template": template}}
 
     def _reconcile_replicaset(self, cluster: Cluster, rs: dict[str, Any]) -> int:
-        """Make the ReplicaSet's pods match its replicas, schedule Pending ones; return how many are ready."""
-        # Scaling down removes Pending pods first, then the newest, as the controller ranks them.
-        pods = sorted(self._owned_pods(cluster, rs), key=lambda p: not p["spec"].get("nodeName"))
+        """Make the ReplicaSet's pods match its replicas, schedule Pending ones, let kubelets retry the
+        unready ones; return how many are ready."""
+        # Scaling down removes Pending pods first, then unready ones, then the newest, as the controller ranks them.
+        pods = sorted(self.owned_pods(cluster, rs), key=lambda p: (not p["spec"].get("nodeName"), not kubelet.ready(p)))
         wanted = rs["spec"].get("replicas", 1)
+        namespace = rs["metadata"]["namespace"]
         for pod in pods[wanted:]:
             cluster.store.remove(cluster.core("pods"), pod["metadata"]["namespace"], pod["metadata"]["name"])
         pods = pods[:wanted]
         placed = [p["spec"]["nodeName"] for p in pods if p["spec"].get("nodeName")]
         for pod in pods:
-            if not pod["spec"].get("nodeName") and (node := self._pick_node(cluster, pod["spec"], placed)):
-                self._bind(cluster, pod, node)
-                placed.append(node)
+            if not pod["spec"].get("nodeName"):
+                node, why = self.pick_node(cluster, namespace, pod["spec"], placed)
+                if node:
+                    self.bind(cluster, pod, node)
+                    placed.append(node)
+                else:
+                    self.unschedulable(cluster, pod, why)
+            elif not kubelet.ready(pod):
+                self.sync(cluster, pod)
+        template = rs["spec"]["template"]
         for _ in range(len(pods), wanted):
-            node = self._pick_node(cluster, rs["spec"]["template"].get("spec") or {}, placed)
-            pod = self._create_pod(cluster, rs, rs["spec"]["template"], node)
+            node, why = self.pick_node(cluster, namespace, template.get("spec") or {}, placed)
+            try:
+                pod = self.create_pod(cluster, rs, template, node, why=why)
+            except errors.ApiError as exc:
+                cluster.record_event(rs, "FailedCreate", f"Error creating: {exc.message}", "replicaset-controller",
+                                     "Warning")
+                self.resync(cluster, rs)
+                break
             if node:
                 placed.append(node)
             cluster.record_event(rs, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
                                  "replicaset-controller")
-        ready = len(placed)
-        counts = {"fullyLabeledReplicas": wanted, "readyReplicas": ready, "availableReplicas": ready}
-        rs["status"] = {"replicas": wanted, "observedGeneration": rs["metadata"].get("generation", 1),
-                        **{k: v for k, v in counts.items() if v}}
-        cluster.write_status(cluster.resource("apps", "v1", "replicasets"), rs)
+        pods = self.owned_pods(cluster, rs)
+        ready = sum(kubelet.ready(p) for p in pods)
+        counts = {"fullyLabeledReplicas": len(pods), "readyReplicas": ready, "availableReplicas": ready}
+        status = {"replicas": len(pods), "observedGeneration": rs["metadata"].get("generation", 1),
+                  **{k: v for k, v in counts.items() if v}}
+        if status != rs.get("status"):
+            rs["status"] = status
+            cluster.write_status(cluster.resource("apps", "v1", "replicasets"), rs)
+        owners = rs["metadata"].get("ownerReferences") or []
+        if ready < wanted and not any(r.get("kind") == "Deployment" for r in owners):
+            self.resync(cluster, rs)
         return ready
 
-    def _pick_node(self, cluster: Cluster, pod_spec: dict[str, Any], placed: list[str]) -> str | None:
-        """The scheduler's choice for a ReplicaSet's pod (see the module docstring); None: it stays Pending."""
-        nodes = cluster.core("nodes")
-        fitting = [name for name in self.nodes
-                   if (node := cluster.store.get(nodes, None, name)) and schedulable(node, pod_spec)]
-        return min(fitting, key=placed.count, default=None)
+    def pick_node(self, cluster: Cluster, namespace: str, pod_spec: dict[str, Any],
+                  placed: list[str]) -> tuple[str | None, str]:
+        """The scheduler's choice for a pod, or None (it stays Pending) and the FailedScheduling message."""
+        return scheduling.place(cluster, namespace, pod_spec, list(self.nodes), placed)
 
     def _reconcile_daemonset(self, cluster: Cluster, ds: dict[str, Any]) -> None:
         template = ds["spec"].get("template") or {}
         revision_hash = template_hash(template)
-        pods = self._owned_pods(cluster, ds)
+        pods = self.owned_pods(cluster, ds)
         for pod in pods:
             if pod["metadata"].get("labels", {}).get("controller-revision-hash") != revision_hash:
                 cluster.store.remove(cluster.core("pods"), pod["metadata"]["namespace"], pod["metadata"]["name"])
-        on_nodes = {p["spec"].get("nodeName") for p in self._owned_pods(cluster, ds)}
+        on_nodes = {p["spec"].get("nodeName") for p in self.owned_pods(cluster, ds)}
         selector = (template.get("spec") or {}).get("nodeSelector") or {}
         eligible = [node for node in self.nodes
                     if all(self._node_labels(cluster, node).get(k) == v for k, v in selector.items())]
@@ -257,14 +396,23 @@ class WorkloadController(Controller):
                         if not any((t.get("key"), t.get("effect")) == (key, effect) for t in tolerations)]
         for node in eligible:
             if node not in on_nodes:
-                pod = self._create_pod(cluster, ds, labelled, node)
+                pod = self.create_pod(cluster, ds, labelled, node)
                 cluster.record_event(ds, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
                                      "daemonset-controller")
-        count = len(eligible)
-        ds["status"] = {"currentNumberScheduled": count, "desiredNumberScheduled": count, "numberMisscheduled": 0,
-                        "numberReady": count, "numberAvailable": count, "updatedNumberScheduled": count,
-                        "observedGeneration": ds["metadata"].get("generation", 1)}
-        cluster.write_status(cluster.resource("apps", "v1", "daemonsets"), ds)
+        pods = self.owned_pods(cluster, ds)
+        for pod in pods:
+            if pod["spec"].get("nodeName") and not kubelet.ready(pod):
+                self.sync(cluster, pod)
+        count, ready = len(eligible), sum(kubelet.ready(p) for p in self.owned_pods(cluster, ds))
+        status = {"currentNumberScheduled": count, "desiredNumberScheduled": count, "numberMisscheduled": 0,
+                  "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": count,
+                  "observedGeneration": ds["metadata"].get("generation", 1)}
+        if count - ready:
+            status["numberUnavailable"] = count - ready
+            self.resync(cluster, ds)
+        if status != ds.get("status"):
+            ds["status"] = status
+            cluster.write_status(cluster.resource("apps", "v1", "daemonsets"), ds)
 
     @staticmethod
     def _node_labels(cluster: Cluster, node: str) -> dict[str, str]:
@@ -272,51 +420,66 @@ class WorkloadController(Controller):
         return (found or {}).get("metadata", {}).get("labels") or {}
 
     @staticmethod
-    def _owned_pods(cluster: Cluster, owner: dict[str, Any]) -> list[dict[str, Any]]:
+    def owned_pods(cluster: Cluster, owner: dict[str, Any]) -> list[dict[str, Any]]:
         selector = owner["spec"].get("selector")
         return [p for p in cluster.store.list(cluster.core("pods"), owner["metadata"]["namespace"])
-                if _owned_by(p, owner) and matches_label_selector(selector, p["metadata"].get("labels") or {})]
+                if owned_by(p, owner) and matches_label_selector(selector, p["metadata"].get("labels") or {})]
 
-    def _create_pod(self, cluster: Cluster, owner: dict[str, Any], template: dict[str, Any],
-                    node: str | None) -> dict[str, Any]:
-        """A controller's new Pod, bound to `node`, or Pending as the scheduler leaves it when none fits."""
+    def create_pod(self, cluster: Cluster, owner: dict[str, Any], template: dict[str, Any],
+                   node: str | None, name: str | None = None, why: str = "") -> dict[str, Any]:
+        """A controller's new Pod (named `name`, else `<owner>-<5 chars>`), bound to `node`, or Pending
+        as the scheduler leaves it when none fits (`why`: the FailedScheduling message). Raises the
+        apiserver's refusal (ApiError)."""
         spec = copy.deepcopy(template.get("spec") or {})
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("schedulerName", "default-scheduler")
-        pod = {"metadata": {"generateName": f"{owner['metadata']['name']}-",
+        naming = {"name": name} if name else {"generateName": f"{owner['metadata']['name']}-"}
+        pod = {"metadata": {**naming,
                             "labels": copy.deepcopy((template.get("metadata") or {}).get("labels") or {}),
                             "annotations": copy.deepcopy((template.get("metadata") or {}).get("annotations") or {}),
-                            "ownerReferences": [_owner_ref(owner)]},
+                            "ownerReferences": [owner_ref(owner)]},
                "spec": spec}
         pod = cluster.create(cluster.core("pods"), pod, owner["metadata"]["namespace"])
         if node:
-            return self._bind(cluster, pod, node)
-        count = len(cluster.store.list(cluster.core("nodes")))
-        message = (f"0/{count} nodes are available: {count} node(s) were unschedulable. preemption: "
-                   f"0/{count} nodes are available: {count} Preemption is not helpful for scheduling.")
-        pod["status"] = {"phase": "Pending", "qosClass": "BestEffort", "conditions": [
-            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
-             "lastTransitionTime": now()}]}
-        cluster.write_status(cluster.core("pods"), pod)
-        cluster.record_event(pod, "FailedScheduling", message, "default-scheduler", "Warning")
-        return pod
+            return self.bind(cluster, pod, node)
+        return self.unschedulable(cluster, pod, why)
 
-    def _bind(self, cluster: Cluster, pod: dict[str, Any], node: str) -> dict[str, Any]:
-        """The scheduler binds the Pod to `node`, whose kubelet runs it: Running, all containers ready."""
+    @staticmethod
+    def unschedulable(cluster: Cluster, pod: dict[str, Any], message: str) -> dict[str, Any]:
+        """The scheduler leaves the pod Pending: PodScheduled False (Unschedulable) and a FailedScheduling Event."""
+        conditions = (pod.get("status") or {}).get("conditions") or []
+        old = next((c for c in conditions if c.get("type") == "PodScheduled"), {})
+        pod["status"] = {"phase": "Pending", "qosClass": scheduling.qos_class(pod["spec"]), "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+             "lastProbeTime": None, "lastTransitionTime": old.get("lastTransitionTime") or now()}]}
+        cluster.record_event(pod, "FailedScheduling", message, "default-scheduler", "Warning")
+        return cluster.write_status(cluster.core("pods"), pod)
+
+    def bind(self, cluster: Cluster, pod: dict[str, Any], node: str) -> dict[str, Any]:
+        """The scheduler binds the Pod to `node`, whose kubelet starts it (`kubelet.sync`)."""
         pod["spec"]["nodeName"] = node
-        started = now()
-        pod_ip = str(POD_CIDR[self._next_pod_ip])
+        pod.setdefault("status", {})["podIP"] = str(POD_CIDR[self._next_pod_ip])
         self._next_pod_ip = self._next_pod_ip % (POD_CIDR.num_addresses - 2) + 1
-        conditions = [{"type": t, "status": "True", "lastTransitionTime": started}
-                      for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")]
-        statuses = [{"name": c.get("name"), "image": c.get("image"), "imageID": "", "ready": True, "started": True,
-                     "restartCount": 0, "containerID": f"containerd://{random_suffix(64)}",
-                     "state": {"running": {"startedAt": started}}} for c in pod["spec"].get("containers") or []]
-        pod["status"] = {"phase": "Running", "conditions": conditions, "containerStatuses": statuses,
-                         "podIP": pod_ip, "podIPs": [{"ip": pod_ip}], "startTime": started, "qosClass": "BestEffort"}
-        if self.nodes.get(node):
-            pod["status"]["hostIP"] = self.nodes[node]
-        cluster.write_status(cluster.core("pods"), pod)
         cluster.record_event(pod, "Scheduled", f"Successfully assigned {pod['metadata']['namespace']}/"
                              f"{pod['metadata']['name']} to {node}", "default-scheduler")
-        return pod
+        return self.sync(cluster, pod)
+
+    def sync(self, cluster: Cluster, pod: dict[str, Any]) -> dict[str, Any]:
+        """The pod's kubelet (re)starts what it can of a bound pod."""
+        node = pod["spec"]["nodeName"]
+        return kubelet.sync(cluster, pod, self.nodes.get(node), pod["status"]["podIP"])
+
+
+def _check_service_account(cluster: Cluster, pod: dict[str, Any]) -> None:
+    """The ServiceAccount admission plugin (plugin/pkg/admission/serviceaccount): a pod naming a
+    ServiceAccount that does not exist is refused with 403. `default` is taken as existing (the lab
+    has no ServiceAccount controller creating it)."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    namespace = meta.get("namespace") or "default"
+    if account == "default" or cluster.store.get(cluster.core("serviceaccounts"), namespace, account) is not None:
+        return
+    name = meta.get("name") or meta.get("generateName") or ""
+    raise errors.ApiError(403, "Forbidden", f'pods "{name}" is forbidden: error looking up service account '
+                          f'{namespace}/{account}: serviceaccount "{account}" not found',
+                          {"name": name, "kind": "pods"})

@@ -1,0 +1,192 @@
+"""What a node's kubelet makes of a Pod bound to it, as the pod's status and Events show it
+(https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/, .../containers/images/,
+pkg/kubelet/kubelet_pods.go, pkg/kubelet/kuberuntime/kuberuntime_container.go). No container runs.
+
+In the kubelet's order, the first failure wins and the pod stays `Pending`, not Ready:
+- Volumes: a configMap/secret volume (also in `projected`) whose object is missing and not
+  `optional` is not mounted: containers wait `ContainerCreating`, Event FailedMount
+  `MountVolume.SetUp failed for volume "V" : configmap "N" not found`.
+- Images: the lab's nodes have exactly `NODE_IMAGES` (the images the real charts' workloads and
+  the lab's own workloads use; references compare as containerd normalises them). Any other image
+  fails to pull, as from a registry the node cannot reach: `ErrImagePull` on the first attempt,
+  then `ImagePullBackOff` (Events Failed and BackOff).
+- Container config: an env `configMapKeyRef`/`secretKeyRef` or `envFrom` naming a missing object
+  or key (not `optional`) is `CreateContainerConfigError` with the kubelet's message
+  (`configmap "N" not found`, `couldn't find key K in ConfigMap NS/N`).
+Stand-in: MetalLB's `memberlist` Secret (created by its controller from 0.13, by hand for 0.9)
+counts as present: the emulated MetalLB (`metallb`) does not create it yet.
+Otherwise every container is running and ready and the pod `Running`. `sync` is called again
+while the pod is not ready (its controller resyncs), so a pod starts once what it lacked exists.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from lab.cluster import scheduling
+from lab.cluster.cluster import Cluster, random_suffix
+from lab.cluster.store import now
+
+# The images the lab's nodes have (see the module docstring). tests/test_conformance_pods.py
+# checks that every image in both real charts' values is here.
+NODE_IMAGES = frozenset({
+    # binderhub 0.2.0-n600.h36369a7 (z2jh 0.11.1), every component's image in its values
+    "docker.io/library/docker:19.03.5-dind", "docker.io/jupyterhub/configurable-http-proxy:4.2.2",
+    "docker.io/jupyterhub/k8s-binderhub:0.2.0-n600.h36369a7", "docker.io/jupyterhub/k8s-hub:0.11.1",
+    "docker.io/jupyterhub/k8s-image-awaiter:0.11.1", "docker.io/jupyterhub/k8s-image-cleaner:0.2.0-n600.h36369a7",
+    "docker.io/jupyterhub/k8s-network-tools:0.11.1", "docker.io/jupyterhub/k8s-secret-sync:0.11.1",
+    "docker.io/jupyterhub/k8s-singleuser-sample:0.11.1", "k8s.gcr.io/kube-scheduler:v1.19.7", "k8s.gcr.io/pause:3.2",
+    "docker.io/library/traefik:v2.3.7",
+    # binderhub 1.0.0-0.dev.git.2227.hb9fad995 (z2jh 4.2.0)
+    "docker.io/library/docker:28.3.3-dind", "quay.io/jupyterhub/configurable-http-proxy:4.6.3",
+    "quay.io/jupyterhub/docker-image-cleaner:1.0.0-beta.3",
+    "quay.io/jupyterhub/k8s-binderhub:1.0.0-0.dev.git.2227.hb9fad995",
+    "quay.io/jupyterhub/k8s-hub:4.2.0", "quay.io/jupyterhub/k8s-image-awaiter:4.2.0",
+    "quay.io/jupyterhub/k8s-network-tools:4.2.0", "quay.io/jupyterhub/k8s-secret-sync:4.2.0",
+    "quay.io/jupyterhub/k8s-singleuser-sample:4.2.0", "quay.io/podman/stable:v5.8.1",
+    "registry.k8s.io/kube-scheduler:v1.30.11", "registry.k8s.io/pause:3.10", "docker.io/library/traefik:v3.3.5",
+    # the lab's own workloads: MetalLB (lab/metallb) and the test workloads
+    "docker.io/metallb/controller:v0.9.3", "docker.io/metallb/speaker:v0.9.3",
+    "quay.io/metallb/controller:v0.14.8", "quay.io/metallb/speaker:v0.14.8",
+    "docker.io/library/nginx:latest", "docker.io/library/nginx:1", "docker.io/library/busybox:latest",
+    "docker.io/library/web:1", "docker.io/library/web:2", "docker.io/lab/spread:1", "docker.io/lab/everywhere:1",
+})
+
+
+# Objects taken as present though not stored (see the module docstring): (namespace, plural, name).
+_PROVIDED = frozenset({("metallb-system", "secrets", "memberlist")})
+
+
+def _lacks(cluster: Cluster, namespace: str, plural: str, name: str) -> bool:
+    provided = (namespace, plural, name) in _PROVIDED
+    return not provided and cluster.store.get(cluster.core(plural), namespace, name) is None
+
+
+def normalise(image: str) -> str:
+    """A reference as containerd resolves it: docker.io and library/ filled in, tag `latest` by default."""
+    first, _, rest = image.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        image = f"docker.io/{image if rest else 'library/' + image}"
+    if "@" not in image and ":" not in image.rpartition("/")[2]:
+        image += ":latest"
+    return image
+
+
+def _pull_message(image: str) -> str:
+    """containerd's error for a registry the node cannot reach."""
+    ref = normalise(image)
+    host, _, path = ref.partition("/")
+    repo, _, tag = path.rpartition(":")
+    return (f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": failed to do request: '
+            f'Head "https://{host}/v2/{repo}/manifests/{tag}": dial tcp: lookup {host}: no such host')
+
+
+def _missing_volume(cluster: Cluster, namespace: str, volume: dict[str, Any]) -> str | None:
+    """Why a volume cannot be mounted (a missing, non-optional ConfigMap or Secret), else None."""
+    sources = [volume] + [s for s in (volume.get("projected") or {}).get("sources") or []]
+    for source in sources:
+        for field, plural, kind, key in (("configMap", "configmaps", "configmap", "name"),
+                                         ("secret", "secrets", "secret", "secretName")):
+            ref = source.get(field)
+            if ref is None or ref.get("optional"):
+                continue
+            name = ref.get(key if source is volume else "name") or ref.get("name")
+            if _lacks(cluster, namespace, plural, name):
+                return f'MountVolume.SetUp failed for volume "{volume.get("name")}" : {kind} "{name}" not found'
+    return None
+
+
+def _config_error(cluster: Cluster, namespace: str, container: dict[str, Any]) -> str | None:
+    """The kubelet's CreateContainerConfigError message for a container's env, else None."""
+    refs = []
+    for source in container.get("envFrom") or []:
+        for field, plural, kind in (("configMapRef", "configmaps", "configmap"), ("secretRef", "secrets", "secret")):
+            if (ref := source.get(field)) is not None:
+                refs.append((plural, kind, ref, None))
+    for env in container.get("env") or []:
+        value_from = env.get("valueFrom") or {}
+        for field, plural, kind in (("configMapKeyRef", "configmaps", "configmap"),
+                                    ("secretKeyRef", "secrets", "secret")):
+            if (ref := value_from.get(field)) is not None:
+                refs.append((plural, kind, ref, ref.get("key")))
+    for plural, kind, ref, key in refs:
+        if ref.get("optional"):
+            continue
+        if (namespace, plural, ref.get("name")) in _PROVIDED:
+            continue
+        found = cluster.store.get(cluster.core(plural), namespace, ref.get("name"))
+        if found is None:
+            return f'{kind} "{ref.get("name")}" not found'
+        if key is not None and key not in (found.get("data") or {}) and key not in (found.get("binaryData") or {}):
+            title = "ConfigMap" if kind == "configmap" else "Secret"
+            return f"couldn't find key {key} in {title} {namespace}/{ref.get('name')}"
+    return None
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def sync(cluster: Cluster, pod: dict[str, Any], host_ip: str | None, pod_ip: str) -> dict[str, Any]:
+    """Write the status the node's kubelet gives the bound `pod` now (see the module docstring)."""
+    meta, spec = pod["metadata"], pod["spec"]
+    namespace, old = meta["namespace"], pod.get("status") or {}
+    stamp = now()
+    containers = spec.get("containers") or []
+    previous = {s["name"]: s for s in old.get("containerStatuses") or []}
+    unmounted = next((m for v in spec.get("volumes") or [] if (m := _missing_volume(cluster, namespace, v))), None)
+    statuses, waiting = [], []
+    for container in containers:
+        name, image = container.get("name"), container.get("image", "")
+        state: dict[str, Any]
+        if unmounted:
+            state = {"waiting": {"reason": "ContainerCreating"}}
+        elif normalise(image) not in NODE_IMAGES:
+            attempts = ((previous.get(name) or {}).get("state") or {}).get("waiting", {}).get("reason")
+            if attempts in ("ErrImagePull", "ImagePullBackOff"):
+                state = {"waiting": {"reason": "ImagePullBackOff",
+                                     "message": f'Back-off pulling image "{image}"'}}
+                cluster.record_event(pod, "BackOff", f'Back-off pulling image "{image}"', "kubelet", "Normal")
+                cluster.record_event(pod, "Failed", "Error: ImagePullBackOff", "kubelet", "Warning")
+            else:
+                state = {"waiting": {"reason": "ErrImagePull", "message": _pull_message(image)}}
+                cluster.record_event(pod, "Pulling", f'Pulling image "{image}"', "kubelet")
+                cluster.record_event(pod, "Failed", f'Failed to pull image "{image}": {_pull_message(image)}',
+                                     "kubelet", "Warning")
+                cluster.record_event(pod, "Failed", "Error: ErrImagePull", "kubelet", "Warning")
+        elif message := _config_error(cluster, namespace, container):
+            state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
+            cluster.record_event(pod, "Failed", f"Error: {message}", "kubelet", "Warning")
+        else:
+            running = ((previous.get(name) or {}).get("state") or {}).get("running")
+            state = {"running": running or {"startedAt": stamp}}
+            if not running:
+                cluster.record_event(pod, "Started", f"Started container {name}", "kubelet")
+        if "waiting" in state:
+            waiting.append(name)
+        status = {"name": name, "image": image, "imageID": "", "ready": "running" in state,
+                  "started": "running" in state, "restartCount": 0, "state": state}
+        if "running" in state:
+            status["containerID"] = (previous.get(name) or {}).get("containerID") or f"containerd://{random_suffix(64)}"
+        statuses.append(status)
+    if unmounted:
+        cluster.record_event(pod, "FailedMount", unmounted, "kubelet", "Warning")
+
+    def condition(kind: str, true: bool, reason: str = "", message: str = "") -> dict[str, Any]:
+        before = next((c for c in old.get("conditions") or [] if c.get("type") == kind), {})
+        value = "True" if true else "False"
+        found = {"type": kind, "status": value, "lastProbeTime": None,
+                 "lastTransitionTime": before.get("lastTransitionTime") if before.get("status") == value else stamp}
+        return {**found, **({"reason": reason, "message": message} if reason else {})}
+
+    why = ("ContainersNotReady", f"containers with unready status: [{' '.join(waiting)}]") if waiting else ("", "")
+    pod["status"] = {
+        "phase": "Pending" if waiting else "Running",
+        "conditions": [condition("PodReadyToStartContainers", not unmounted), condition("Initialized", True),
+                       condition("Ready", not waiting, *why), condition("ContainersReady", not waiting, *why),
+                       condition("PodScheduled", True)],
+        "containerStatuses": statuses, "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
+        "startTime": old.get("startTime") or stamp, "qosClass": scheduling.qos_class(spec)}
+    if host_ip:
+        pod["status"]["hostIP"] = host_ip
+    return pod if pod["status"] == old else cluster.write_status(cluster.core("pods"), pod)

@@ -1,0 +1,197 @@
+"""Decoding a request body as the apiserver's JSON decoder does, against the real Kubernetes schemas.
+
+The schemas are the strict JSON schemas `kubernetes-validate` ships per Kubernetes version
+(generated from the apiserver's own OpenAPI; for 1.24, the oldest it ships, 1.25's). As
+sigs.k8s.io/json decodes into the Go types: a value of the wrong JSON type is a 400
+`... cannot be handled as a Deployment: json: cannot unmarshal string into Go struct field
+DeploymentSpec.spec.replicas of type int32`; a quantity that does not parse is a 400 too
+(Quantity's UnmarshalJSON); unknown fields follow `fieldValidation`
+(staging/src/k8s.io/apiserver/pkg/endpoints/handlers/rest.go, fieldValidation): Strict: 400
+`strict decoding error: unknown field "spec.foo"`; Warn (the default): dropped, each named in a
+`Warning` header; Ignore: dropped silently. `required` is not a decoding matter (see `validation`).
+Kinds without a schema (custom resources, APIs removed by 1.25) are not checked here.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from lab.cluster import errors
+from lab.cluster.store import ResourceType
+
+# k8s.io/apimachinery/pkg/api/resource/quantity.go: ErrFormatWrong
+QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+QUANTITY_ERROR = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+_QUANTITY_SUFFIX = re.compile(r"^(|[numkMGTPE]|Ki|Mi|Gi|Ti|Pi|Ei|[eE][-+]?[0-9]+)$")
+_QUANTITY_DEF = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+
+
+def _schema_dir(minor: int) -> Path:
+    import kubernetes_validate
+    root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    shipped = sorted((int(p.name.split(".")[1]), p) for p in root.glob("v1.*.0-local-strict"))
+    return next((p for m, p in shipped if m >= minor), shipped[-1][1])
+
+
+@functools.lru_cache(maxsize=None)
+def definitions(kube_version: str) -> dict[str, Any]:
+    """The `$defs` of the strict schemas of a Kubernetes version ("1.32"), by OpenAPI name."""
+    path = _schema_dir(int(kube_version.split(".")[1])) / "_definitions.json"
+    return json.loads(path.read_text())["$defs"]
+
+
+@functools.lru_cache(maxsize=None)
+def _kinds(kube_version: str) -> dict[tuple[str, str, str], str]:
+    found = {}
+    for name, schema in definitions(kube_version).items():
+        for gvk in schema.get("x-kubernetes-group-version-kind") or []:
+            found.setdefault((gvk["group"], gvk["version"], gvk["kind"]), name)
+    return found
+
+
+def schema_name(kube_version: str, resource: ResourceType) -> str | None:
+    return _kinds(kube_version).get((resource.group, resource.version, resource.kind))
+
+
+def valid_quantity(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    match = QUANTITY.match(value) if isinstance(value, str) else None
+    if not match:
+        return False
+    try:
+        float(match.group(1))
+    except ValueError:
+        return False
+    return bool(_QUANTITY_SUFFIX.match(match.group(2)))
+
+
+class _Decoder:
+    def __init__(self, defs: dict[str, Any], prune: bool):
+        self.defs, self.prune = defs, prune
+        self.unknown: list[str] = []
+
+    def walk(self, value: Any, schema: dict[str, Any], path: str, gopath: str, struct: str) -> None:
+        name = None
+        while "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            schema = self.defs[name]
+        if value is None:
+            return
+        if name == _QUANTITY_DEF:
+            if isinstance(value, str) and not valid_quantity(value):
+                raise _DecodeError(QUANTITY_ERROR)
+        if "oneOf" in schema:  # IntOrString, Quantity
+            allowed = {t for option in schema["oneOf"] for t in _types(option)}
+            if not any(_is(value, t) for t in allowed):
+                raise _DecodeError(self._type_error(value, struct, gopath, _go_type(schema, name)))
+            return
+        types = _types(schema)
+        if types and not any(_is(value, t) for t in types):
+            raise _DecodeError(self._type_error(value, struct, gopath, _go_type(schema, name)))
+        if isinstance(value, dict):
+            here = name.rsplit(".", 1)[-1] if name else struct
+            properties = schema.get("properties")
+            extra = schema.get("additionalProperties")
+            for key in list(value):
+                sub_path = f"{path}.{key}" if path else key
+                sub_go = f"{gopath}.{key}" if gopath else key
+                if properties is not None and key in properties:
+                    self.walk(value[key], properties[key], sub_path, sub_go, here)
+                elif isinstance(extra, dict):
+                    self.walk(value[key], extra, f"{path}[{key}]", gopath, here)
+                elif extra is False:
+                    self.unknown.append(sub_path)
+                    if self.prune:
+                        del value[key]
+        elif isinstance(value, list) and "items" in schema:
+            for index, item in enumerate(value):
+                self.walk(item, schema["items"], f"{path}[{index}]", gopath, struct)
+
+    @staticmethod
+    def _type_error(value: Any, struct: str, gopath: str, go_type: str) -> str:
+        found = {bool: "bool", str: "string", dict: "object", list: "array"}.get(type(value), "number")
+        return f"json: cannot unmarshal {found} into Go struct field {struct}.{gopath} of type {go_type}"
+
+
+class _DecodeError(Exception):
+    pass
+
+
+def _types(schema: dict[str, Any]) -> list[str]:
+    declared = schema.get("type") or []
+    return [t for t in ([declared] if isinstance(declared, str) else declared) if t != "null"]
+
+
+def _is(value: Any, json_type: str) -> bool:
+    if json_type == "boolean" or isinstance(value, bool):
+        return json_type == "boolean" and isinstance(value, bool)
+    if json_type == "integer":
+        return isinstance(value, int) or isinstance(value, float) and value.is_integer()
+    types = {"object": dict, "array": list, "string": str, "number": (int, float)}
+    return isinstance(value, types.get(json_type, object))
+
+
+def _go_type(schema: dict[str, Any], name: str | None) -> str:
+    if name and name.startswith("io.k8s."):
+        parts = name.split(".")
+        package = {"Quantity": "resource", "IntOrString": "intstr"}.get(parts[-1], parts[-2])
+        return f"{package}.{parts[-1]}"
+    types = _types(schema)
+    json_type = types[0] if types else ""
+    if json_type == "integer":
+        return schema.get("format") or "int"
+    if json_type == "array":
+        items = schema.get("items") or {}
+        ref = items.get("$ref", "").rsplit("/", 1)[-1] or None
+        return "[]" + _go_type(items, ref)
+    if json_type == "object":
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            ref = extra.get("$ref", "").rsplit("/", 1)[-1] or None
+            return "map[string]" + _go_type(extra, ref)
+        return "map[string]interface {}"
+    return {"string": "string", "boolean": "bool", "number": "float64"}.get(json_type, "interface {}")
+
+
+def decode(kube_version: str, resource: ResourceType, obj: dict[str, Any], field_validation: str | None,
+           known_unknown: frozenset[str] = frozenset()) -> list[str]:
+    """Check `obj` (changed in place: unknown fields dropped unless Strict) as the apiserver decodes a
+    body for `resource`; return the warnings to send. `known_unknown`: unknown fields already stored
+    (a patch is not blamed for them)."""
+    name = schema_name(kube_version, resource)
+    if name is None:
+        return []
+    mode = field_validation or "Warn"
+    if mode not in ("Strict", "Warn", "Ignore"):
+        raise errors.bad_request(f"fieldValidation: Unsupported value: \"{mode}\": supported values: "
+                                 '"Ignore", "Strict", "Warn"')
+    decoder = _Decoder(definitions(kube_version), prune=mode != "Strict")
+    prefix = f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
+    try:
+        decoder.walk(obj, {"$ref": name}, "", "", resource.kind)
+    except _DecodeError as exc:
+        raise errors.bad_request(prefix + str(exc)) from None
+    unknown = [f for f in decoder.unknown if f not in known_unknown]
+    if mode == "Strict" and unknown:
+        raise errors.bad_request(prefix + "strict decoding error: "
+                                 + ", ".join(f'unknown field "{f}"' for f in unknown))
+    return [f'unknown field "{f}"' for f in unknown] if mode == "Warn" else []
+
+
+def unknown_fields(kube_version: str, resource: ResourceType, obj: dict[str, Any]) -> frozenset[str]:
+    """The unknown fields of a stored object (none unless stored before validation)."""
+    name = schema_name(kube_version, resource)
+    if name is None:
+        return frozenset()
+    decoder = _Decoder(definitions(kube_version), prune=False)
+    try:
+        decoder.walk(json.loads(json.dumps(obj)), {"$ref": name}, "", "", resource.kind)
+    except _DecodeError:
+        pass
+    return frozenset(decoder.unknown)
