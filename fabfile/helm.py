@@ -60,10 +60,10 @@ def current(host: Host, state: probes.ReleaseState, rendered: values.Values) -> 
 def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState], namespaces: dict[str, bool],
             rendered: values.Values, env: str) -> Result | Change:
     """Install or upgrade the release when the chart version or the values differ from the
-    deployed revision. First, with nothing touched: render it with `helm template` (the chart's
-    schema checks the values), check that the cluster serves every kind it renders, and show
-    what would change object by object. The values, secrets included, go to helm on stdin as
-    one document: no file on the host holds them."""
+    deployed revision. First, with nothing touched: render it with `helm template --validate`
+    (the chart's schema checks the values, and helm maps every kind it renders against the
+    cluster's API), and show what would change object by object. The values, secrets included,
+    go to helm on stdin as one document: no file on the host holds them."""
     name, namespace = host.vars["release"], host.vars["namespace"]
     version = host.vars["chart_version"]
     chart_id = f"{kube.CHART}-{version}"
@@ -123,8 +123,7 @@ def show_values(conn: Connection, host: Host, rendered: values.Values) -> Result
     state = "match the deployed revision" if deployed == wanted else (
         "differ from the deployed revision" if release else "not deployed yet (no release)")
     text = yaml.safe_dump(values.masked(wanted), sort_keys=False)
-    return Result.ok(f"rendered values {state}",
-                  text + (values.diff(deployed, wanted) if deployed != wanted else ""))
+    return Result.ok(f"rendered values {state}", text + (values.diff(deployed, wanted) if deployed != wanted else ""))
 
 
 @step("helm.rollback")

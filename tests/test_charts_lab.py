@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 import yaml
@@ -73,3 +74,14 @@ def test_upgrade_from_the_pinned_chart_to_the_current_one_and_back(cluster, cli,
     code, out = cli("helm.upgrade", "--env", "lab")
     assert code == 0 and "ok | revision 3 already runs binderhub " + PINNED in line(out, "helm.upgrade"), out
 
+
+
+def test_a_rollout_that_cannot_complete_is_reported_with_its_pods_reason(cluster, cli):
+    assert cli("helm.upgrade", "--env", "lab")[0] == 0
+    ssh(CP, "kubectl set image deployment/binder -n binder binder=example.invalid/nope:1 >/dev/null")
+    code, out = cli("cluster.wait", "--env", "lab", "--timeout", "8")
+    assert code == 1, out
+    stuck = next(l for l in out.splitlines() if l.startswith(f"{CP} | cluster.wait | failed | deployment/binder"))
+    assert re.search(r"pod binder-\S+: container binder (ErrImagePull|ImagePullBackOff)", stuck), stuck
+    assert "see `kubectl describe deployment/binder -n binder`" in stuck
+    assert f"{CP} | cluster.wait | ok | deployment/hub" in out  # the others are waited for as before
