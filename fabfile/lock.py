@@ -13,7 +13,7 @@ from typing import Iterator
 
 from fabric import Connection
 
-from . import kube, probes
+from . import kube, probes, remote
 from .inventory import Host
 from .remote import RemoteError
 from .results import Result, succeeded
@@ -55,11 +55,26 @@ def _holder(conn: Connection, host: Host) -> Holder | None:
                   float(data.get("expires", 0)), data.get("token", ""))
 
 
+def _create(conn: Connection, host: Host, env: str, now: float, token: str) -> bool:
+    """Create the lock's ConfigMap (atomic); False when it exists already."""
+    owner = f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
+    made = kube.run(conn, host, kube.kubectl(
+        host, "create", "configmap", NAME, "-n", NAMESPACE, f"--from-literal=owner={owner}",
+        f"--from-literal=env={env}", f"--from-literal=started={now:.0f}", f"--from-literal=expires={now + TTL:.0f}",
+        f"--from-literal=token={token}"), check=False)
+    if made.failed and "already exists" not in made.stderr.lower().replace("alreadyexists", "already exists"):
+        raise RemoteError(f"cannot take the deploy lock: {made.stderr.strip()}")
+    return made.ok
+
+
 def acquire(conn: Connection, host: Host, env: str, break_lock: bool) -> tuple[str, str]:
-    """Take the lock (creating the ConfigMap is atomic); return its token and what happened."""
-    now = time.time()
-    note = "took the deploy lock"
+    """Take the lock: create it, and only when it exists read who holds it (and with
+    `break_lock`, take it over); return its token and what happened."""
+    now, token = time.time(), uuid.uuid4().hex
+    if _create(conn, host, env, now, token):
+        return token, "took the deploy lock"
     holder = _holder(conn, host)
+    note = "took the deploy lock"
     if holder:
         if not break_lock:
             stale = "stale " if now > holder.expires else ""
@@ -68,24 +83,27 @@ def acquire(conn: Connection, host: Host, env: str, break_lock: bool) -> tuple[s
                                "wait for that deploy to end, or pass --break-lock if you know it is dead"))
         kube.run(conn, host, kube.kubectl(host, "delete", "configmap", NAME, "-n", NAMESPACE, "--ignore-not-found"))
         note = f"broke the deploy lock of {holder.describe(now)}"
-    token = uuid.uuid4().hex
-    owner = f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
-    made = kube.run(conn, host, kube.kubectl(
-        host, "create", "configmap", NAME, "-n", NAMESPACE, f"--from-literal=owner={owner}",
-        f"--from-literal=env={env}", f"--from-literal=started={now:.0f}", f"--from-literal=expires={now + TTL:.0f}",
-        f"--from-literal=token={token}"), check=False)
-    if made.failed:
-        if "AlreadyExists" in made.stderr:
-            raise LockError("another deploy took the lock a moment ago; try again")
-        raise RemoteError(f"cannot take the deploy lock: {made.stderr.strip()}")
+    if not _create(conn, host, env, now, token):
+        raise LockError("another deploy took the lock a moment ago; try again")
     return token, note
+
+
+#: Delete the lock if it holds our token ($1), in one round trip; "$@" is then the kubectl argv.
+_RELEASE = f"""token=$1; shift
+err=$(mktemp) || exit 1
+trap 'rm -- "$err"' EXIT
+if ! held=$("$@" get configmap {NAME} -n {NAMESPACE} -o jsonpath='{{.data.token}}' 2>"$err"); then
+    grep -q NotFound "$err" && exit 0
+    cat "$err" >&2; exit 1
+fi
+[ "$held" = "$token" ] || exit 0
+"$@" delete configmap {NAME} -n {NAMESPACE} --ignore-not-found
+"""
 
 
 def release(conn: Connection, host: Host, token: str) -> None:
     """Give the lock back, if it is still ours."""
-    holder = _holder(conn, host)
-    if holder and holder.token == token:
-        kube.run(conn, host, kube.kubectl(host, "delete", "configmap", NAME, "-n", NAMESPACE, "--ignore-not-found"))
+    kube.run(conn, host, remote.script(_RELEASE, token, *kube.kubectl(host)))
 
 
 def peek(conn: Connection, host: Host) -> str:
