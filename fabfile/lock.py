@@ -4,6 +4,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -62,7 +63,7 @@ def _create(conn: Connection, host: Host, env: str, now: float, token: str) -> b
         host, "create", "configmap", NAME, "-n", NAMESPACE, f"--from-literal=owner={owner}",
         f"--from-literal=env={env}", f"--from-literal=started={now:.0f}", f"--from-literal=expires={now + TTL:.0f}",
         f"--from-literal=token={token}"), check=False)
-    if made.failed and "already exists" not in made.stderr.lower().replace("alreadyexists", "already exists"):
+    if made.failed and not re.search(r"already ?exists", made.stderr, re.IGNORECASE):
         raise RemoteError(f"cannot take the deploy lock: {made.stderr.strip()}")
     return made.ok
 

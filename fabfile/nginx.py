@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from fabric import Connection
@@ -221,14 +222,15 @@ def check(conn: Connection, host: Host, facts: ClusterFacts | None, deployed: di
     return [Result.failed(p) for p in problems]
 
 
-def cluster_facts_of(run: Run) -> Facts:
-    """The cluster's facts for the site, read on the control plane (none if they cannot be read)."""
-    return run.gather(run.control_plane(), probes.cluster_facts, of=reload_site)
+def cluster_facts_of(run: Run, of: Callable[..., Any]) -> Facts:
+    """The cluster's facts for the site, read on the control plane for step `of` (none if they
+    cannot be read)."""
+    return run.gather(run.control_plane(), probes.cluster_facts, of=of)
 
 
 def reload_stage(run: Run) -> list[Result]:
     """nginx.reload on every proxy host, with the cluster's facts (used by deploy)."""
-    facts = cluster_facts_of(run)
+    facts = cluster_facts_of(run, reload_site)
     proxies = run.hosts("proxy")
     contexts = {h.name: site_context(run, h, facts.get(run.control_plane()[0].name)) for h in proxies}
     return facts.failures + run.each(proxies, reload_site, contexts=contexts)
@@ -244,7 +246,7 @@ def reload_task(run: Run):
 def check_task(run: Run):
     """Check that base URLs, hub_url, nginx routes, NodePort and floating IP agree."""
     control_plane = run.control_plane()[0]
-    facts = cluster_facts_of(run).get(control_plane.name)
+    facts = cluster_facts_of(run, check).get(control_plane.name)
     released = run.gather(run.control_plane(), probes.release_state, of=check).get(control_plane.name)
     deployed = released.values if released and released.release else None
     run.each(run.hosts("proxy"), check, facts=facts, deployed=deployed)

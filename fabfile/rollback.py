@@ -45,7 +45,7 @@ def roll_back(run: Run) -> None:
     """The release back one revision, then the newest backups of the nginx site and daemon.json."""
     if not succeeded(run.each(run.control_plane(), helm.rollback)):
         return
-    facts = nginx.cluster_facts_of(run).get(run.control_plane()[0].name)
+    facts = nginx.cluster_facts_of(run, restore_site).get(run.control_plane()[0].name)
     contexts = {h.name: nginx.site_context(run, h, facts) for h in run.hosts("proxy")}
     if succeeded(run.each(run.hosts("proxy"), restore_site, contexts=contexts)):
         run.serially(run.hosts("node"), restore_daemon_json)

@@ -55,7 +55,8 @@ def drift(run: Run) -> None:
         run.report(Result("local", release_drift.label, Status.FAILED,
                                  f"no secrets file for {run.env.name}, so no values to compare with the release: "
                                  "restore it, or run secrets.init (it recovers the secrets from the release)"))
-    run.each(run.hosts("proxy"), site_drift, run=run, facts=nginx.cluster_facts_of(run).get(control_plane[0].name))
+    facts = nginx.cluster_facts_of(run, site_drift).get(control_plane[0].name)
+    run.each(run.hosts("proxy"), site_drift, run=run, facts=facts)
     verdict = last_verdict(run)
     run.report(Result("smoke", "status.smoke", Status.OK if verdict.startswith("passed") else Status.FAILED,
                              f"last smoke: {verdict}"))
