@@ -3,6 +3,7 @@ The reads built on these are in `probes`."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fabric import Connection
@@ -69,6 +70,13 @@ def read(conn: Connection, host: Host, argv: list[str], **kw: Any) -> Output:
     if got.exited == 127:
         raise missing_tool(host, argv)
     return Output(got.exited, got.stdout, got.stderr)
+
+
+def read_at_once(conn: Connection, host: Host, argvs: list[list[str]]) -> list[Output]:
+    """Several kubectl/helm reads run at the same time, each on its own channel of the one
+    connection, their output streamed straight back (nothing kept on the host)."""
+    with ThreadPoolExecutor(len(argvs)) as pool:
+        return list(pool.map(lambda argv: read(conn, host, argv), argvs))
 
 
 def apply(conn: Connection, host: Host, objects: list[dict]) -> str:

@@ -7,7 +7,6 @@ import os
 import re
 import socket
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -36,7 +35,6 @@ class Holder:
     env: str
     started: float
     expires: float
-    token: str
 
     def describe(self, now: float) -> str:
         age = (now - self.started) / 60
@@ -53,27 +51,28 @@ def _holder(conn: Connection, host: Host) -> Holder | None:
         raise RemoteError(f"cannot read the deploy lock: {got.stderr.strip()}")
     data = json.loads(got.stdout).get("data") or {}
     return Holder(data.get("owner", "?"), data.get("env", "?"), float(data.get("started", 0)),
-                  float(data.get("expires", 0)), data.get("token", ""))
+                  float(data.get("expires", 0)))
 
 
-def _create(conn: Connection, host: Host, env: str, now: float, token: str) -> bool:
-    """Create the lock's ConfigMap (atomic); False when it exists already."""
+def _create(conn: Connection, host: Host, env: str, now: float) -> str | None:
+    """Create the lock's ConfigMap (atomic); its uid, or None when it exists already."""
     owner = f"{getpass.getuser()}@{socket.gethostname()} (pid {os.getpid()})"
     made = kube.run(conn, host, kube.kubectl(
         host, "create", "configmap", NAME, "-n", NAMESPACE, f"--from-literal=owner={owner}",
         f"--from-literal=env={env}", f"--from-literal=started={now:.0f}", f"--from-literal=expires={now + TTL:.0f}",
-        f"--from-literal=token={token}"), check=False)
+        "--output", "jsonpath={.metadata.uid}"), check=False)
     if made.failed and not re.search(r"already ?exists", made.stderr, re.IGNORECASE):
         raise RemoteError(f"cannot take the deploy lock: {made.stderr.strip()}")
-    return made.ok
+    return made.stdout.strip() if made.ok else None
 
 
 def acquire(conn: Connection, host: Host, env: str, break_lock: bool) -> tuple[str, str]:
     """Take the lock: create it, and only when it exists read who holds it (and with
-    `break_lock`, take it over); return its token and what happened."""
-    now, token = time.time(), uuid.uuid4().hex
-    if _create(conn, host, env, now, token):
-        return token, "took the deploy lock"
+    `break_lock`, take it over); return its uid and what happened."""
+    now = time.time()
+    uid = _create(conn, host, env, now)
+    if uid:
+        return uid, "took the deploy lock"
     holder = _holder(conn, host)
     note = "took the deploy lock"
     if holder:
@@ -84,27 +83,21 @@ def acquire(conn: Connection, host: Host, env: str, break_lock: bool) -> tuple[s
                                "wait for that deploy to end, or pass --break-lock if you know it is dead"))
         kube.run(conn, host, kube.kubectl(host, "delete", "configmap", NAME, "-n", NAMESPACE, "--ignore-not-found"))
         note = f"broke the deploy lock of {holder.describe(now)}"
-    if not _create(conn, host, env, now, token):
+    uid = _create(conn, host, env, now)
+    if not uid:
         raise LockError("another deploy took the lock a moment ago; try again")
-    return token, note
+    return uid, note
 
 
-#: Delete the lock if it holds our token ($1), in one round trip; "$@" is then the kubectl argv.
-_RELEASE = f"""token=$1; shift
-err=$(mktemp) || exit 1
-trap 'rm -- "$err"' EXIT
-if ! held=$("$@" get configmap {NAME} -n {NAMESPACE} -o jsonpath='{{.data.token}}' 2>"$err"); then
-    grep -q NotFound "$err" && exit 0
-    cat "$err" >&2; exit 1
-fi
-[ "$held" = "$token" ] || exit 0
-"$@" delete configmap {NAME} -n {NAMESPACE} --ignore-not-found
-"""
-
-
-def release(conn: Connection, host: Host, token: str) -> None:
-    """Give the lock back, if it is still ours."""
-    kube.run(conn, host, remote.script(_RELEASE, token, *kube.kubectl(host)))
+def release(conn: Connection, host: Host, uid: str) -> None:
+    """Give the lock back if it is still ours: one DELETE with a uid precondition, so a lock
+    broken and taken by another deploy meanwhile (another uid) or already gone is left alone."""
+    options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+    path = f"/api/v1/namespaces/{NAMESPACE}/configmaps/{NAME}"
+    got = kube.run(conn, host, kube.kubectl(host, "delete", "--raw", path, "--filename", "-"),
+                   stdin=json.dumps(options), check=False)
+    if got.failed and not re.search(r"NotFound|Precondition failed", got.stderr):
+        raise RemoteError(f"cannot give the deploy lock back: {remote.tail(got.stderr)}")
 
 
 def peek(conn: Connection, host: Host) -> str:
@@ -114,10 +107,10 @@ def peek(conn: Connection, host: Host) -> str:
 
 
 @step(STEP)
-def take(conn: Connection, host: Host, env: str, break_lock: bool, tokens: dict[str, str]) -> Result:
-    """Take the lock, keeping its token in `tokens`."""
+def take(conn: Connection, host: Host, env: str, break_lock: bool, uids: dict[str, str]) -> Result:
+    """Take the lock, keeping its uid in `uids`."""
     try:
-        tokens[host.name], note = acquire(conn, host, env, break_lock)
+        uids[host.name], note = acquire(conn, host, env, break_lock)
     except LockError as exc:
         return Result.failed(str(exc))
     except RemoteError:
@@ -133,9 +126,9 @@ def show(conn: Connection, host: Host) -> Result:
 
 
 @step(STEP)
-def give_back(conn: Connection, host: Host, tokens: dict[str, str]) -> Result:
+def give_back(conn: Connection, host: Host, uids: dict[str, str]) -> Result:
     """Give the lock back, if it is still ours."""
-    release(conn, host, tokens[host.name])
+    release(conn, host, uids[host.name])
     return Result.ok("gave the deploy lock back")
 
 
@@ -152,16 +145,16 @@ def held(run: Run, break_lock: bool = False) -> Iterator[Hold]:
     """Hold the deploy lock on the control plane around the body, which is told whether it
     holds it (a dry run only shows who does, and goes on). Taking and giving it back are
     `deploy.lock` results; it is given back however the body ends."""
-    tokens: dict[str, str] = {}
+    uids: dict[str, str] = {}
     control_plane = run.control_plane()
     hold = Hold(False, run.each(control_plane, show) if run.dry_run else
-                run.each(control_plane, take, env=run.env.name, break_lock=break_lock, tokens=tokens))
+                run.each(control_plane, take, env=run.env.name, break_lock=break_lock, uids=uids))
     hold.held = succeeded(hold.results)
     try:
         yield hold
     finally:
-        if tokens:
-            returned = run.each(control_plane, give_back, tokens=tokens)
+        if uids:
+            returned = run.each(control_plane, give_back, uids=uids)
             hold.results += returned
             if not succeeded(returned):
                 run.reporter.write(f"the deploy lock stays until it expires ({TTL // 60} min); "

@@ -70,19 +70,18 @@ def _has_pinned(host: Host, rows: list[dict] | None) -> bool:
 
 
 def release_state(conn: Connection, host: Host) -> ReleaseState:
-    """`helm list` of the release, then its deployed values read off `helm get values`'s
-    stdout: they hold the secrets, so never through run_many's files on the host."""
-    listed = kube.read(conn, host, _list_release(host))
+    """`helm list` of the release and its deployed values, read at once over two channels. The
+    values hold the secrets: read off stdout, never through run_many's files on the host."""
+    listed, got = kube.read_at_once(conn, host, [
+        _list_release(host),
+        kube.helm(host, "get", "values", host.vars["release"], "--namespace", host.vars["namespace"],
+                  "--output", "json")])
     if not listed.ok:
         raise kube.unreachable(host, listed)
     release = _named(host, json.loads(listed.stdout or "[]"))
-    if not release:
-        return ReleaseState(None, {})
-    got = kube.read(conn, host, kube.helm(host, "get", "values", host.vars["release"], "--namespace",
-                                          host.vars["namespace"], "--output", "json"))
-    if not got.ok:
+    if release and not got.ok:
         raise RemoteError(f"helm get values failed on {host.name}: {remote.tail(got.stderr)}")
-    return ReleaseState(release, json.loads(got.stdout or "{}") or {})
+    return ReleaseState(release, json.loads(got.stdout or "{}") or {} if release else {})
 
 
 def repo_state(conn: Connection, host: Host) -> RepoState:

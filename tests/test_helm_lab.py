@@ -60,10 +60,28 @@ def held_lock(cluster):
     host = env.with_role("control-plane")[0]
     pool = Pool()
     conn = pool.get(host)
-    token, _ = lock.acquire(conn, host, "lab", False)
+    uid, _ = lock.acquire(conn, host, "lab", False)
     yield
-    lock.release(conn, host, token)
+    lock.release(conn, host, uid)
     pool.close()
+
+
+def test_a_lock_broken_by_another_deploy_is_not_given_back_by_the_first(cluster):
+    env = inventory.load("lab")
+    host = env.with_role("control-plane")[0]
+    pool = Pool()
+    conn = pool.get(host)
+    held = "kubectl get configmap binderhub-ops-deploy-lock -n kube-system -o jsonpath={.metadata.uid}"
+    try:
+        first, _ = lock.acquire(conn, host, "lab", False)
+        second, note = lock.acquire(conn, host, "lab", True)
+        assert note.startswith("broke the deploy lock of ") and second != first
+        lock.release(conn, host, first)  # the first deploy ends late: the lock is no longer its own
+        assert ssh(CP, held) == second, "the first deploy gave back a lock it no longer held"
+        lock.release(conn, host, second)
+        assert not ssh(CP, held + " --ignore-not-found"), "the second deploy's lock was not given back"
+    finally:
+        pool.close()
 
 
 def test_a_held_lock_stops_upgrade_and_rollback_naming_the_holder(held_lock, cli, tmp_path):
