@@ -13,6 +13,7 @@ from .session import Run, host_task, step
 
 ROLLOUT_TIMEOUT = 300
 IP_TIMEOUT = 120
+HUB_CLAIM = "hub-db-dir"  # the hub's database claim (the chart's jupyterhub.hub.db.type sqlite-pvc)
 
 
 @step("cluster.namespace")
@@ -31,7 +32,8 @@ def namespace(conn: Connection, host: Host) -> Result | Change:
 @step("cluster.wait")
 def wait(conn: Connection, host: Host, timeout: int = ROLLOUT_TIMEOUT) -> list[Result]:
     """`kubectl rollout status` on every workload (deployment, daemonset, statefulset) of the
-    release; one that does not complete in time is reported with its pod's reason."""
+    release; one that does not complete in time is reported with its pod's reason and, for a
+    volume claim its pods wait for, why the claim stays Pending and the fix."""
     found, missing = probes.workloads(conn, host)
     results = [Result.failed(f"{name} is in the release but not in the cluster; `helm rollback "
                              f"{host.vars['release']} -n {host.vars['namespace']}` to the current revision "
@@ -47,9 +49,32 @@ def wait(conn: Connection, host: Host, timeout: int = ROLLOUT_TIMEOUT) -> list[R
             results.append(Result.ok(f"{name}: {remote.tail(done.stdout, 1)}"))
             continue
         why = probes.stuck(conn, host, name)
-        results.append(Result.failed(f"{name}: {remote.tail(done.stderr, 1)}" + (f"; {why}" if why else "")
-                                     + f"; see `kubectl describe {name} -n {host.vars['namespace']}`"))
+        said = [remote.tail(done.stderr, 1), why.reason, *map(unbound, why.claims),
+                f"see `kubectl describe {name} -n {host.vars['namespace']}`"]
+        results.append(Result.failed(f"{name}: " + "; ".join(s for s in said if s)))
     return results
+
+
+def unbound(claim: probes.Claim) -> str:
+    """Why a PersistentVolumeClaim stays Pending, and the fix."""
+    what = f"PersistentVolumeClaim {claim.namespace}/{claim.name} is Pending"
+    said = f" ({claim.event})" if claim.event else ""
+    if claim.storage_class is None:
+        classes = ", ".join(claim.classes) or "none"
+        default = (f"make one the default (`kubectl annotate storageclass {claim.classes[0]} "
+                   f"{probes.DEFAULT_CLASS_ANNOTATION}=true`; from Kubernetes 1.28 the claim then gets it)"
+                   if claim.classes else "install a dynamic provisioner (e.g. local-path-provisioner) and make its "
+                   "StorageClass the default")
+        return (f"{what}: it names no StorageClass and the cluster has no default one (StorageClasses: {classes})"
+                f"{said}; {default}, or create a PersistentVolume without storageClassName that fits the claim"
+                + (" (or run the hub without it: the chart's jupyterhub.hub.db.type sqlite-memory, which loses the "
+                   "hub's database on restart)" if claim.name == HUB_CLAIM else ""))
+    if not claim.class_found:
+        return (f"{what}: its StorageClass {claim.storage_class} does not exist{said}; create it, or delete the claim "
+                "so that the chart recreates it with a class that exists")
+    return (f"{what}: StorageClass {claim.storage_class} (provisioner {claim.provisioner}) has not provisioned a "
+            f"volume for it{said}; check that this provisioner runs in the cluster "
+            f"(`kubectl get events -n {claim.namespace} --field-selector involvedObject.name={claim.name}`)")
 
 
 def _pod_row(pod: dict) -> list[str]:

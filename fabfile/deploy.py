@@ -14,11 +14,12 @@ from .results import Result, Status, records, succeeded
 from .session import Run, host_task
 
 
-def cluster_stage(run: Run) -> list[Result]:
-    """Namespace, chart repository, release, rollout: runbook steps 3-6, 11 and 12."""
+def cluster_stage(run: Run, recreate: bool = False) -> list[Result]:
+    """Namespace, chart repository, release, rollout: runbook steps 3-6, 11 and 12 (`recreate`:
+    see helm.upgrade)."""
     control_plane = run.control_plane()
     results = run.each(control_plane, cluster.namespace)
-    for next_step in (_recover_pending, helm.release_stage,
+    for next_step in (_recover_pending, lambda run: helm.release_stage(run, recreate),
                       lambda run: [] if run.dry_run else run.each(control_plane, cluster.wait)):
         if not succeeded(results):
             break
@@ -102,15 +103,16 @@ def _write_report(run: Run, path: Path, stages: dict[str, str], results: list[tu
                                     "results": records(results, run.reporter.masked)}, indent=2))
 
 
-def _run_stages(run: Run, outcome: dict[str, str], done: list[tuple[str, Result]]) -> None:
-    """Run the stages of `outcome` in order, recording how each ended and what it reported in
-    `done`; stop at a failure."""
+def _run_stages(run: Run, outcome: dict[str, str], done: list[tuple[str, Result]],
+                options: dict[str, dict]) -> None:
+    """Run the stages of `outcome` in order (each with its `options`), recording how each ended
+    and what it reported in `done`; stop at a failure."""
     try:
         for name in outcome:
             run.reporter.write(f"== stage {name}")
             outcome[name] = "running"
             try:
-                results = STAGES[name](run)
+                results = STAGES[name](run, **options.get(name, {}))
             except InventoryError as exc:  # a setting only this stage reads
                 results = [run.report(Result("local", f"deploy.{name}", Status.FAILED, str(exc)))]
             done += [(name, r) for r in results]
@@ -140,8 +142,9 @@ def _not_touched(run: Run, done: list[tuple[str, Result]], why: str) -> list[Res
                "only": f"run only these stages, comma-separated ({', '.join(STAGES)})",
                "from_": "start at this stage (resume after a failure)", "skip_smoke": "do not run the smoke test",
                "yes": "do not ask for confirmation (environments with `confirm: true`)",
-               "break_lock": "take over the deploy lock even though someone holds it"})
-def deploy(run: Run, only=None, from_=None, skip_smoke=False, yes=False, break_lock=False):
+               "break_lock": "take over the deploy lock even though someone holds it",
+               "recreate": helm.RECREATE})
+def deploy(run: Run, only=None, from_=None, skip_smoke=False, yes=False, break_lock=False, recreate=False):
     """Run the whole runbook on an environment, stage by stage; resumable with --from."""
     outcome = {name: "not run" for name in pick(only, from_, skip_smoke)}
     confirm(run, yes)
@@ -150,7 +153,7 @@ def deploy(run: Run, only=None, from_=None, skip_smoke=False, yes=False, break_l
     try:
         with lock.held(run, break_lock) as hold:
             if hold.held:
-                _run_stages(run, outcome, done)
+                _run_stages(run, outcome, done, {"cluster": {"recreate": recreate}})
             else:
                 run.reporter.write(f"no stage run without the deploy lock; fix it, then resume with: "
                                    f"{settings.command()} deploy --env {run.env.name} --from {next(iter(outcome))}")

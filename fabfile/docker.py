@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from fabric import Connection
+from invoke import Exit
 
 from . import daemon_config, kube, probes, remote
 from .connections import ConnectError
@@ -17,6 +19,7 @@ from .session import Run, host_task, step
 STEP = "docker.mirror"
 STATUS_STEP = "docker.status"
 DOCKER_WAIT = 60  # seconds docker may take to answer after a start or restart
+DRAIN_TIMEOUT = 180  # seconds a node's pods may take to be evicted (--drain)
 
 _WAIT = r'''i=0
 while [ "$i" -lt "$1" ]; do
@@ -93,27 +96,71 @@ def _wait_for_docker(conn: Connection, host: Host) -> list[str]:
     return json.loads(out.strip().splitlines()[-1]) or []
 
 
+class DrainError(RemoteError):
+    """A node could not be drained; it was uncordoned again."""
+
+
+#: kubectl drain's line for an eviction a PodDisruptionBudget refused (429), retried until its timeout.
+_BUDGET_REFUSAL = re.compile(r'error when evicting pods/"([^"]+)" -n "([^"]+)" \(will retry after [^)]*\): '
+                             r"Cannot evict pod as it would violate the pod's disruption budget")
+
+
 @dataclass(frozen=True)
 class Drain:
     """Moves a node's pods away (kubectl on the control plane) while its docker restarts, and
-    lets them back after."""
+    lets them back after; `timeout`: seconds the evictions may take."""
 
     conn: Connection
     host: Host
+    timeout: int = DRAIN_TIMEOUT
 
     def _kubectl(self, *args: str) -> None:
-        kube.run(self.conn, self.host, kube.kubectl(self.host, *args), timeout=self.host.command_timeout + 180)
+        kube.run(self.conn, self.host, kube.kubectl(self.host, *args))
 
     def cordon_and_drain(self, node: Host) -> str:
-        """Cordon the node and evict its pods; its Kubernetes name."""
+        """Cordon the node and evict its pods; its Kubernetes name. When that fails (a
+        PodDisruptionBudget refuses an eviction until the timeout...), uncordon it and raise
+        DrainError saying why."""
         name = node.vars["k8s_node_name"] or node.name
         self._kubectl("cordon", name)
-        self._kubectl("drain", name, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=180s")
+        try:
+            drain = kube.kubectl(self.host, "drain", name, "--ignore-daemonsets", "--delete-emptydir-data",
+                                 f"--timeout={self.timeout}s")
+            done = kube.run(self.conn, self.host, drain, check=False, timeout=self.timeout + 60)
+            why = "" if done.ok else self._why(name, done.stderr)
+        except RemoteError as exc:
+            why = f"cannot drain {name}: {exc}"
+        if why:
+            self.uncordon(name)
+            raise DrainError(why)
         return name
+
+    def _why(self, name: str, stderr: str) -> str:
+        """Why `kubectl drain` failed, with the fix: the budgets that refused evictions, by name."""
+        refused: dict[str, list[str]] = {}
+        for pod, namespace in dict.fromkeys(_BUDGET_REFUSAL.findall(stderr)):
+            refused.setdefault(namespace, []).append(pod)
+        if not refused:
+            return f"cannot drain {name} within {self.timeout} s: {remote.tail(stderr, 1)}; see what holds its pods " \
+                   "(`kubectl get pods -A --field-selector spec.nodeName=" + name + "`), or run without --drain"
+        blocked = []
+        for namespace, pods in refused.items():
+            budgets = probes.disruption_budgets(self.conn, self.host, namespace, pods)
+            for pod in pods:
+                guards = ", ".join(f"{namespace}/{b['metadata']['name']} ({_allowed(b)} disruptions allowed)"
+                                   for b in budgets.get(pod, [])) or "a budget"
+                blocked.append(f"pod {namespace}/{pod} is protected by PodDisruptionBudget {guards}")
+        return (f"cannot drain {name}: {'; '.join(blocked)}; wait until the budget allows a disruption (its pods "
+                f"ready elsewhere), scale the workload up, or relax the budget's minAvailable/maxUnavailable, "
+                f"then re-run; or run without --drain")
 
     def uncordon(self, name: str) -> None:
         """Let pods be scheduled on the node again."""
         self._kubectl("uncordon", name)
+
+
+def _allowed(budget: dict) -> int:
+    return (budget.get("status") or {}).get("disruptionsAllowed", 0)
 
 
 @step(STEP)
@@ -128,7 +175,10 @@ def _apply(conn: Connection, host: Host, plan: Plan, drain: Drain | None) -> Res
     when docker does not come back, put the old file back and bring docker up again.
     With `drain`, a node is cordoned and drained before a restart, uncordoned after it."""
     wanted = host.vars["docker_mirrors"]
-    drained = drain.cordon_and_drain(host) if drain and plan.action != "reload" else None
+    try:
+        drained = drain.cordon_and_drain(host) if drain and plan.action != "reload" else None
+    except DrainError as exc:
+        return Result.failed(f"{exc}; node uncordoned, daemon.json untouched, docker not restarted")
     backup = None
     if plan.write:
         backup = remote.write(conn, host, daemon_config.PATH, plan.new_text, "0644",
@@ -163,10 +213,10 @@ def _roll_back(conn: Connection, host: Host, plan: Plan, backup: str | None) -> 
     return f"{restored}; docker runs again on it"
 
 
-def converge_mirrors(run: Run, drain: bool = False) -> list[Result]:
+def converge_mirrors(run: Run, drain: bool = False, drain_timeout: int = DRAIN_TIMEOUT) -> list[Result]:
     """Probe every node in parallel, then change the ones that differ: reloads in parallel,
-    restarts one node at a time (drained first, with `drain`), stopping the rollout at the
-    first failure."""
+    restarts one node at a time (drained first, with `drain`, in `drain_timeout` s at most),
+    stopping the rollout at the first failure."""
     nodes = run.hosts("node")
     states = run.gather(nodes, observe, of=converge)
     plans: dict[str, Plan] = {}
@@ -184,7 +234,7 @@ def converge_mirrors(run: Run, drain: bool = False) -> list[Result]:
     if rolling and drain:
         control_plane = run.control_plane()[0]
         try:
-            drainer = Drain(run.pool.get(control_plane), control_plane)
+            drainer = Drain(run.pool.get(control_plane), control_plane, drain_timeout)
         except ConnectError as exc:
             return results + [run.report(Result(h.name, STEP, Status.SKIPPED,
                                                 f"not touched: cannot drain without the control plane: {exc}"))
@@ -208,10 +258,14 @@ def status(conn: Connection, host: Host) -> Result:
 
 @host_task(STEP, name="mirror", help={
     "drain": "cordon and drain each node (kubectl on the control plane) before its docker restarts; "
-             "uncordon it once docker is back"})
-def mirror(run: Run, drain=False):
+             "uncordon it once docker is back",
+    "drain_timeout": f"seconds a node's pods may take to be evicted before the rollout stops "
+                     f"(default {DRAIN_TIMEOUT})"})
+def mirror(run: Run, drain=False, drain_timeout=DRAIN_TIMEOUT):
     """Set the Docker Hub mirror in daemon.json on every node and apply it, node by node."""
-    converge_mirrors(run, drain)
+    if drain_timeout < 1:
+        raise Exit(f"--drain-timeout must be at least 1 second, not {drain_timeout}")
+    converge_mirrors(run, drain, drain_timeout)
 
 
 @host_task(STATUS_STEP, name="status", changes=False)

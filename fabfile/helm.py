@@ -8,10 +8,12 @@ import yaml
 from fabric import Connection
 from invoke import Exit
 
-from . import kube, lock, manifests, probes, remote, settings, values
+from . import immutable, kube, lock, manifests, openapi, probes, remote, settings, values
 from .inventory import Host
 from .results import Change, Result, Status, succeeded
 from .session import Run, host_task, step
+
+DELETE_TIMEOUT = 120  # seconds `--recreate` waits for an object it deletes to be gone
 
 
 @step("helm.repo")
@@ -58,12 +60,16 @@ def current(host: Host, state: probes.ReleaseState, rendered: values.Values) -> 
 
 @step("helm.upgrade")
 def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState], namespaces: dict[str, bool],
-            rendered: values.Values, env: str) -> Result | Change:
+            rendered: values.Values, env: str, recreate: bool = False) -> Result | Change:
     """Install or upgrade the release when the chart version or the values differ from the
     deployed revision. First, with nothing touched: render it with `helm template --validate`
     (the chart's schema checks the values, and helm maps every kind it renders against the
-    cluster's API), and show what would change object by object. The values, secrets included,
-    go to helm on stdin as one document: no file on the host holds them."""
+    cluster's API), check every rendered object strictly against the cluster's own OpenAPI
+    schemas (`openapi`: helm does not, and the cluster would drop an unknown field), show what
+    would change object by object, and refuse when a rendered object changes a field the
+    cluster cannot change in place (`immutable`), unless `recreate`: those objects are then
+    deleted first and the upgrade recreates them. The values, secrets included, go to helm on
+    stdin as one document: no file on the host holds them."""
     name, namespace = host.vars["release"], host.vars["namespace"]
     version = host.vars["chart_version"]
     chart_id = f"{kube.CHART}-{version}"
@@ -80,23 +86,87 @@ def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState]
         patch = f"chart: {release['chart']} -> {chart_id}\n" + patch
     chart = [kube.chart(host), "--version", version, "--namespace", namespace, "--values", "-"]
     document = json.dumps(wanted)
+    conflicts: list[immutable.Conflict] = []
     if probes.chart_found(conn, host):  # else a dry run before helm.repo adds it: no objects to show
         template = kube.read(conn, host, kube.helm(host, "template", name, *chart, "--validate"), stdin=document)
         if not template.ok:
             return Result.failed(_refusal(host, template.stderr), patch)
-        patch += manifests.diff(probes.manifest(conn, host) if release else [], manifests.parse(template.stdout),
-                                namespace)
+        objects = manifests.parse(template.stdout)
+        if refused := openapi.check(conn, host, objects):
+            return Result.failed(_schema_refusal(host, refused), patch)
+        patch += manifests.diff(probes.manifest(conn, host) if release else [], objects, namespace)
+        if release:
+            conflicts = immutable.conflicts(
+                objects, {manifests.key(o, namespace): o
+                          for o in probes.live_objects(conn, host, immutable.refs(objects, namespace))}, namespace)
+    if conflicts and not recreate:
+        return Result.failed(_immutable_refusal(conflicts, env), patch)
+    if conflicts:
+        patch = "".join(f"recreate: {c}: delete it, the upgrade creates it anew{_loses(c)}\n"
+                        for c in conflicts) + patch
 
     def install() -> Result:
         if not namespaces.get(host.name, True):
             return Result.failed(f"namespace {namespace} does not exist; create it "
                                  f"with `{settings.command()} cluster.namespace --env {env}` (deploy does it first)")
-        kube.run(conn, host, kube.helm(host, "upgrade", "--install", name, *chart, "--cleanup-on-fail"),
-                 stdin=document, timeout=host.command_timeout + 600)
+        for ns, refs in _by_namespace(conflicts).items():
+            kube.run(conn, host, kube.kubectl(host, "delete", *refs, "--namespace", ns, "--wait",
+                                              f"--timeout={DELETE_TIMEOUT}s"), timeout=DELETE_TIMEOUT + 30)
+        done = kube.run(conn, host, kube.helm(host, "upgrade", "--install", name, *chart, "--cleanup-on-fail"),
+                        stdin=document, timeout=host.command_timeout + 600, check=False)
+        if done.failed:
+            return Result.failed(_helm_failure(done.stderr, namespace, env))
         after = probes.listed_release(conn, host) or {}
+        deleted = f" (recreated {', '.join(f'{c.kind} {c.name}' for c in conflicts)})" if conflicts else ""
         return Result.changed(f"{'upgraded' if release else 'installed'} {name}: revision {after.get('revision')} "
-                              f"{after.get('status')}")
-    return Change(f"{verb} {name} with {kube.CHART} {version}", install, patch)
+                              f"{after.get('status')}{deleted}")
+    what = f"delete {', '.join(str(c) for c in conflicts)}, then " if conflicts else ""
+    return Change(f"{what}{verb} {name} with {kube.CHART} {version}", install, patch)
+
+
+def _by_namespace(conflicts: list[immutable.Conflict]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for c in conflicts:
+        out.setdefault(c.namespace, []).append(c.ref)
+    return out
+
+
+def _loses(conflict: immutable.Conflict) -> str:
+    """What deleting the object loses, where it holds data."""
+    return {"PersistentVolumeClaim": " (its volume and data go with it unless its reclaimPolicy is Retain)",
+            "Service": " (it gets a new cluster IP)"}.get(conflict.kind, "")
+
+
+def _immutable_refusal(conflicts: list[immutable.Conflict], env: str) -> str:
+    """The one-line refusal of an upgrade that would change immutable fields, with the fix."""
+    them = "it" if len(conflicts) == 1 else "them"
+    return (f"nothing was changed: the upgrade changes fields the cluster cannot change in place: "
+            f"{'; '.join(f'{c}{_loses(c)}' for c in conflicts)}; re-run with --recreate "
+            f"(`{settings.command()} helm.upgrade --env {env} --recreate`, or deploy --recreate) to delete {them} "
+            f"first and let the upgrade recreate {them}")
+
+
+_IMMUTABLE = re.compile(r'cannot patch "([^"]+)" with kind (\w+): .*?is (?:invalid|forbidden): ([\w.\[\]*]+): ')
+
+
+def _helm_failure(stderr: str, namespace: str, env: str) -> str:
+    """Why helm upgrade failed: for fields the cluster cannot change, the objects and the fix;
+    else helm's own last words."""
+    found = sorted(set(_IMMUTABLE.findall(stderr))) if re.search(r"immutable|are forbidden", stderr) else []
+    if not found:
+        return f"helm upgrade failed: {remote.tail(stderr)}"
+    objects = "; ".join(f"{kind} {name} ({field})" for name, kind, field in found)
+    deletes = " && ".join(f"kubectl delete {kind.lower()} {name} -n {namespace}" for name, kind, _ in found)
+    return (f"helm upgrade failed: the cluster refused to change immutable fields of {objects}; the release is "
+            f"marked failed, those objects unchanged; delete them (`{deletes}`; what they hold goes with them) "
+            f"and re-run `{settings.command()} helm.upgrade --env {env}`, which recreates them")
+
+
+def _schema_refusal(host: Host, problems: list[str]) -> str:
+    """Why the rendered objects cannot go to this cluster as they are, with the fix."""
+    return (f"nothing was changed: {kube.CHART} {host.vars['chart_version']} renders objects the cluster's own "
+            f"schemas refuse: {openapi.summary(problems)}; fix the values that produce them, or use a "
+            "chart_version made for this cluster's Kubernetes")
 
 
 def _refusal(host: Host, stderr: str) -> str:
@@ -148,9 +218,10 @@ def rollback(conn: Connection, host: Host, revision: int | None = None) -> Resul
     return Change(f"roll back to revision {target}", roll_back)
 
 
-def release_stage(run: Run) -> list[Result]:
-    """helm.repo, then helm.upgrade if the chart is there, on the control-plane host. A release
-    already current needs no repository: it is not consulted."""
+def release_stage(run: Run, recreate: bool = False) -> list[Result]:
+    """helm.repo, then helm.upgrade if the chart is there, on the control-plane host (with
+    `recreate`, objects whose immutable fields change are deleted first). A release already
+    current needs no repository: it is not consulted."""
     host = run.control_plane()
     rendered = values.render(host[0], run.env.name, run.secrets())
     releases = run.gather(host, probes.release_state, of=upgrade)
@@ -159,7 +230,8 @@ def release_stage(run: Run) -> list[Result]:
     if current(host[0], releases[host[0].name], rendered):
         skipped = run.report(Result(host[0].name, repo.label, Status.OK,
                                     "not consulted: the release already runs the pinned chart"))
-        return [skipped, *run.each(host, upgrade, states=releases, namespaces={}, rendered=rendered, env=run.env.name)]
+        return [skipped, *run.each(host, upgrade, states=releases, namespaces={}, rendered=rendered, env=run.env.name,
+                                   recreate=recreate)]
     repos = run.gather(host, probes.repo_state, of=repo)
     if not repos:
         return repos.failures
@@ -168,7 +240,7 @@ def release_stage(run: Run) -> list[Result]:
         return added
     namespaces = {name: state.namespace for name, state in repos.items()}
     return added + run.each(host, upgrade, states=releases, namespaces=namespaces, rendered=rendered,
-                            env=run.env.name)
+                            env=run.env.name, recreate=recreate)
 
 
 @host_task(repo.label, name="repo")
@@ -181,12 +253,17 @@ def repo_task(run: Run):
 _BREAK_LOCK = {"break_lock": "take over the deploy lock even though someone holds it"}
 
 
-@host_task(upgrade.label, name="upgrade", needs=("public_url",), help=_BREAK_LOCK)
-def upgrade_task(run: Run, break_lock=False):
+#: --recreate's help, for helm.upgrade and deploy.
+RECREATE = ("delete the objects whose immutable fields the upgrade changes (a selector, a PVC's spec...; "
+            "listed by --dry-run) so that the upgrade recreates them; without it such an upgrade is refused")
+
+
+@host_task(upgrade.label, name="upgrade", needs=("public_url",), help={**_BREAK_LOCK, "recreate": RECREATE})
+def upgrade_task(run: Run, break_lock=False, recreate=False):
     """Install or upgrade the BinderHub release when its chart or values differ."""
     with lock.held(run, break_lock) as holding:
         if holding.held:
-            release_stage(run)
+            release_stage(run, recreate)
 
 
 @host_task(show_values.label, name="values", changes=False, needs=("public_url",))

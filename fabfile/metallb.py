@@ -2,6 +2,7 @@
 (runbook steps 7 and 8)."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +16,14 @@ from .results import Change, Result, succeeded
 from .session import Run, host_task, step
 
 NAMESPACE = probes.METALLB_NAMESPACE
+MEMBERLIST = "memberlist"
+# MetalLB 0.9's install, first time only: `kubectl create secret generic -n metallb-system memberlist
+# --from-literal=secretkey="$(openssl rand -base64 128)"` (its speakers read the key from it; from 0.13
+# the controller makes it). Here the key is made on the host and reaches kubectl on its stdin: it is in
+# no argv, no file, no output. kubectl's words come as the script's arguments.
+_CREATE_MEMBERLIST = r"""key=$(head -c 128 /dev/urandom | base64 -w0) && [ -n "$key" ] || exit 1
+printf %s "$key" | "$@" create secret generic memberlist -n metallb-system --from-file=secretkey=/dev/stdin -o name
+"""
 
 
 def wanted_addresses(host: Host) -> list[str]:
@@ -64,23 +73,78 @@ def pool(conn: Connection, host: Host) -> Result | Change:
     return Change(f"{state.describe()}: set {patch} ({fmt})", apply)
 
 
+def memberlist_by_hand(objects: list[dict]) -> bool:
+    """Whether these MetalLB objects (a manifest's, or the cluster's workloads) leave the speakers'
+    `memberlist` Secret to the operator: a speaker DaemonSet reads it and no controller is told to
+    make it (`METALLB_ML_SECRET_NAME`, 0.13+)."""
+    def pod(obj: dict) -> dict:
+        return ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+
+    def env(obj: dict) -> list[dict]:
+        return [e for c in pod(obj).get("containers") or [] for e in c.get("env") or []]
+    reads = any(((e.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name") == MEMBERLIST
+                for o in objects if o.get("kind") == "DaemonSet" for e in env(o)) or any(
+        (v.get("secret") or {}).get("secretName") == MEMBERLIST
+        for o in objects if o.get("kind") == "DaemonSet" for v in pod(o).get("volumes") or [])
+    made = any(e.get("name") == "METALLB_ML_SECRET_NAME" for o in objects if o.get("kind") == "Deployment"
+               for e in env(o))
+    return reads and not made
+
+
+def _memberlist_missing(conn: Connection, host: Host) -> bool:
+    """Whether the installed MetalLB needs the memberlist Secret by hand and it is not there (names
+    only are read: never the Secret's data)."""
+    out = kube.probe(conn, host, {
+        "Deployment": kube.kubectl(host, "get", "deployments", "-n", NAMESPACE, "-o", "json"),
+        "DaemonSet": kube.kubectl(host, "get", "daemonsets", "-n", NAMESPACE, "-o", "json"),
+        "Secret": kube.kubectl(host, "get", "secret", MEMBERLIST, "-n", NAMESPACE, "-o", "name",
+                               "--ignore-not-found")})
+    for kind, got in out.items():
+        if not got.ok:
+            raise remote.RemoteError(f"cannot read MetalLB's {kind}s: {remote.tail(got.stderr)}")
+    workloads = [{**obj, "kind": kind} for kind in ("Deployment", "DaemonSet")
+                 for obj in json.loads(out[kind].stdout)["items"]]
+    return memberlist_by_hand(workloads) and not out["Secret"].stdout.strip()
+
+
+def _create_memberlist(conn: Connection, host: Host) -> None:
+    kube.run(conn, host, remote.script(_CREATE_MEMBERLIST, *kube.kubectl(host)))
+
+
+_MEMBERLIST_CHANGE = f"create Secret {NAMESPACE}/{MEMBERLIST} (the speakers' key, made on the host)"
+
+
 @step("metallb.install")
 def install(conn: Connection, host: Host, manifest: str) -> Result | Change:
-    """Apply MetalLB's manifest where no MetalLB controller runs, then wait for its rollout."""
+    """Apply MetalLB's manifest where no MetalLB controller runs, create the speakers' memberlist
+    Secret where this MetalLB (before 0.13) leaves it to the operator and it is missing, then wait
+    for the rollout."""
     state = probes.metallb(conn, host)
+    if state.version and _memberlist_missing(conn, host):
+        def create() -> Result:
+            _create_memberlist(conn, host)
+            return Result.changed(f"{state.describe()}: created Secret {NAMESPACE}/{MEMBERLIST}")
+        return Change(f"{state.describe()}: {_MEMBERLIST_CHANGE}", create)
     if state.version:
         return Result.ok(f"{state.describe()} runs ({state.image})")
+    local = not re.match(r"https?://", manifest)
+    text = Path(manifest).read_text() if local else ""
 
     def apply() -> Result:
-        if re.match(r"https?://", manifest):
-            kube.run(conn, host, kube.kubectl(host, "apply", "-f", manifest))
-        else:
-            with remote.private_files(conn, host, {"metallb.yaml": Path(manifest).read_text()}) as directory:
+        if local:
+            with remote.private_files(conn, host, {"metallb.yaml": text}) as directory:
                 kube.run(conn, host, kube.kubectl(host, "apply", "-f", f"{directory}/metallb.yaml"))
+        else:
+            kube.run(conn, host, kube.kubectl(host, "apply", "-f", manifest))
+        made = _memberlist_missing(conn, host)
+        if made:
+            _create_memberlist(conn, host)
         kube.run(conn, host, kube.kubectl(host, "rollout", "status", "deployment/controller", "-n", NAMESPACE,
                                           "--timeout=180s"), timeout=host.command_timeout + 180)
-        return Result.changed(f"installed {probes.metallb(conn, host).describe()} from {manifest}")
-    return Change(f"apply {manifest}", apply)
+        return Result.changed(f"installed {probes.metallb(conn, host).describe()} from {manifest}"
+                              + (f"; created Secret {NAMESPACE}/{MEMBERLIST}" if made else ""))
+    by_hand = local and memberlist_by_hand([d for d in yaml.safe_load_all(text) if isinstance(d, dict)])
+    return Change(f"apply {manifest}" + (f" and {_MEMBERLIST_CHANGE}" if by_hand else ""), apply)
 
 
 @step("metallb.audit")

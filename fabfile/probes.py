@@ -69,6 +69,13 @@ def _has_pinned(host: Host, rows: list[dict] | None) -> bool:
     return any(r["version"] == host.vars["chart_version"] for r in rows or [])
 
 
+def items(text: str) -> list[dict]:
+    """The objects `kubectl get ... -o json` printed: a List's items, or the one object it got
+    (none for empty output, as with --ignore-not-found)."""
+    got = json.loads(text or "null")
+    return (got.get("items", []) if got.get("kind") == "List" else [got]) if got else []
+
+
 def release_state(conn: Connection, host: Host) -> ReleaseState:
     """`helm list` of the release and its deployed values, read at once over two channels. The
     values hold the secrets: read off stdout, never through run_many's files on the host."""
@@ -150,6 +157,17 @@ def manifest(conn: Connection, host: Host) -> list[dict]:
     return [d for d in yaml.safe_load_all(got.stdout) if isinstance(d, dict)] if got.ok else []
 
 
+def live_objects(conn: Connection, host: Host, refs: dict[str, list[str]]) -> list[dict]:
+    """The objects the cluster has of `refs` (namespace: [RESOURCE/NAME, ...]; those it lacks are
+    left out), one kubectl read per namespace. Not for Secrets: the output is kept as is."""
+    found = []
+    for namespace, names in refs.items():
+        if names:
+            found += items(kube.run(conn, host, kube.kubectl(host, "get", *names, "--namespace", namespace,
+                                                             "--ignore-not-found", "-o", "json")).stdout)
+    return found
+
+
 def workloads(conn: Connection, host: Host) -> tuple[list[str], list[str]]:
     """The release's workloads (from its manifest: the charts leave some without a `release`
     label) as kind/name: those in the cluster, and those the manifest has that the cluster
@@ -162,24 +180,83 @@ def workloads(conn: Connection, host: Host) -> tuple[list[str], list[str]]:
     return [w for w in wanted if w in present], [w for w in wanted if w not in present]
 
 
-def stuck(conn: Connection, host: Host, workload: str) -> str:
+@dataclass(frozen=True)
+class Claim:
+    """A PersistentVolumeClaim that is not bound, and what decides whether it will be."""
+
+    namespace: str
+    name: str
+    storage_class: str | None  # None: the claim names none
+    class_found: bool  # the StorageClass it names exists
+    provisioner: str  # that class's provisioner
+    default_class: str | None  # the cluster's default StorageClass
+    classes: tuple[str, ...]  # every StorageClass of the cluster
+    event: str  # the claim's last event ('' when none)
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """Why a workload's rollout does not complete: `reason` ('' when the cluster says nothing)
+    and the claims its pods wait for."""
+
+    reason: str
+    claims: tuple[Claim, ...] = ()
+
+
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+
+
+def stuck(conn: Connection, host: Host, workload: str) -> Stuck:
     """Why a workload's rollout does not complete, as the cluster tells it: its first pod that is
     not ready and why (the kubelet's or the scheduler's reason), else the workload's last warning
-    event (a pod that could not even be created); '' when the cluster says nothing."""
+    event (a pod that could not even be created); and the claims its pods use that are not bound."""
     namespace = host.vars["namespace"]
     spec = kube.read_json(conn, host, kube.kubectl(host, "get", workload, "-n", namespace, "-o", "json"))["spec"]
     selector = ",".join(f"{k}={v}" for k, v in (spec.get("selector", {}).get("matchLabels") or {}).items())
     pods = kube.read_json(conn, host, kube.kubectl(host, "get", "pods", "-n", namespace, "-l", selector,
                                                    "-o", "json"))["items"] if selector else []
+    volumes = [v for p in [spec.get("template") or {}, *pods] for v in (p.get("spec") or {}).get("volumes") or []]
+    names = list(dict.fromkeys(v["persistentVolumeClaim"]["claimName"] for v in volumes
+                               if (v.get("persistentVolumeClaim") or {}).get("claimName")))
+    claims = tuple(unbound_claims(conn, host, namespace, names)) if names else ()
     for pod in pods:
         reason = pod_reason(pod)
         if reason:
-            return f"pod {pod['metadata']['name']}: {reason}"
+            return Stuck(f"pod {pod['metadata']['name']}: {reason}", claims)
     events = kube.read_json(conn, host, kube.kubectl(host, "get", "events", "-n", namespace,
                                                      "--field-selector", "type=Warning", "-o", "json"))["items"]
     name = workload.split("/")[-1]
     mine = [e for e in events if e.get("involvedObject", {}).get("name", "").startswith(name)]
-    return f"{mine[-1].get('reason')}: {mine[-1].get('message', '').strip()}" if mine else ""
+    return Stuck(f"{mine[-1].get('reason')}: {mine[-1].get('message', '').strip()}" if mine else "", claims)
+
+
+def unbound_claims(conn: Connection, host: Host, namespace: str, names: list[str]) -> list[Claim]:
+    """Those of these claims that exist and are not Bound, with the cluster's StorageClasses and
+    each claim's last event, in one round trip."""
+    out = kube.probe(conn, host, {
+        "claims": kube.kubectl(host, "get", "persistentvolumeclaims", *names, "-n", namespace, "--ignore-not-found",
+                               "-o", "json"),
+        "classes": kube.kubectl(host, "get", "storageclasses", "-o", "json"),
+        "events": kube.kubectl(host, "get", "events", "-n", namespace, "--field-selector",
+                               "involvedObject.kind=PersistentVolumeClaim", "-o", "json")})
+    claims = items(out["claims"].stdout) if out["claims"].ok else []
+    classes = {c["metadata"]["name"]: c for c in json.loads(out["classes"].stdout)["items"]} \
+        if out["classes"].ok else {}
+    default = max((c for c in classes.values()
+                   if (c["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"),
+                  key=lambda c: c["metadata"].get("creationTimestamp", ""), default=None)
+    events = json.loads(out["events"].stdout)["items"] if out["events"].ok else []
+    found = []
+    for claim in claims:
+        if (claim.get("status") or {}).get("phase") == "Bound":
+            continue
+        name, wanted = claim["metadata"]["name"], (claim.get("spec") or {}).get("storageClassName")
+        said = [e for e in events if (e.get("involvedObject") or {}).get("name") == name]
+        found.append(Claim(namespace, name, wanted, wanted in classes,
+                           (classes.get(wanted) or {}).get("provisioner", ""),
+                           default["metadata"]["name"] if default else None, tuple(sorted(classes)),
+                           f"{said[-1].get('reason')}: {said[-1].get('message', '').strip()}" if said else ""))
+    return found
 
 
 def pod_reason(pod: dict) -> str:
@@ -200,6 +277,34 @@ def pod_reason(pod: dict) -> str:
             return f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".strip()
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     return "" if ready or status.get("phase") in ("Succeeded",) else f"{status.get('phase', 'Pending')}, not ready"
+
+
+def selects(selector: dict | None, labels: dict) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions) picks these labels; a null
+    selector picks nothing, an empty one everything (as PodDisruptionBudgets read them)."""
+    if selector is None:
+        return False
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        present, value = expr["key"] in labels, labels.get(expr["key"])
+        if not {"In": present and value in (expr.get("values") or []),
+                "NotIn": not present or value not in (expr.get("values") or []),
+                "Exists": present, "DoesNotExist": not present}.get(expr["operator"], False):
+            return False
+    return True
+
+
+def disruption_budgets(conn: Connection, host: Host, namespace: str, pods: list[str]) -> dict[str, list[dict]]:
+    """The PodDisruptionBudgets that select each of these pods of `namespace`, in one round trip."""
+    out = kube.probe(conn, host, {
+        "pods": kube.kubectl(host, "get", "pods", *pods, "-n", namespace, "--ignore-not-found", "-o", "json"),
+        "budgets": kube.kubectl(host, "get", "poddisruptionbudgets", "-n", namespace, "-o", "json")})
+    found = items(out["pods"].stdout) if out["pods"].ok else []
+    budgets = json.loads(out["budgets"].stdout)["items"] if out["budgets"].ok else []
+    return {p["metadata"]["name"]: [b for b in budgets if selects((b.get("spec") or {}).get("selector"),
+                                                                  p["metadata"].get("labels") or {})]
+            for p in found}
 
 
 # -- LoadBalancer services and MetalLB ----------------------------------------------------------

@@ -79,7 +79,10 @@ def test_upgrade_from_the_pinned_chart_to_the_current_one_and_back(cluster, cli,
 def test_a_rollout_that_cannot_complete_is_reported_with_its_pods_reason(cluster, cli):
     assert cli("helm.upgrade", "--env", "lab")[0] == 0
     ssh(CP, "kubectl set image deployment/binder -n binder binder=example.invalid/nope:1 >/dev/null")
-    code, out = cli("cluster.wait", "--env", "lab", "--timeout", "8")
+    try:
+        code, out = cli("cluster.wait", "--env", "lab", "--timeout", "8")
+    finally:  # helm would see no change to undo: later deploys must find binder as the chart made it
+        ssh(CP, "kubectl rollout undo deployment/binder -n binder >/dev/null")
     assert code == 1, out
     stuck = next(l for l in out.splitlines() if l.startswith(f"{CP} | cluster.wait | failed | deployment/binder"))
     assert re.search(r"pod binder-\S+: container binder (ErrImagePull|ImagePullBackOff)", stuck), stuck

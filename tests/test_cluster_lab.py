@@ -176,3 +176,24 @@ def test_deploy_recovers_lost_secrets_from_the_release_instead_of_rotating(clust
     assert secretfile.load(cluster / "lab.yaml")["proxy_secret_token"].reveal() == MARKER + "-proxy"
     assert MARKER not in out
     assert "ok | revision 1 already runs" in line(cli("helm.upgrade", "--env", "lab")[1], "helm.upgrade")
+
+
+def test_wait_names_a_claim_left_pending_without_a_default_storage_class_and_the_fix(cluster, cli):
+    # the DefaultStorageClass admission plugin leaves a claim without a class when no class is the
+    # default (https://kubernetes.io/docs/concepts/storage/storage-classes/#default-storageclass);
+    # such a claim stays Pending and its pod unschedulable ("pod has unbound immediate
+    # PersistentVolumeClaims": pkg/scheduler/framework/plugins/volumebinding)
+    default = "storageclass.kubernetes.io/is-default-class"
+    ssh(CP, f"kubectl annotate storageclass standard {default}- >/dev/null")
+    try:
+        assert cli("helm.upgrade", "--env", "lab")[0] == 0
+        code, out = cli("cluster.wait", "--env", "lab", "--timeout", "3")
+        assert code == 1
+        hub = next(l for l in out.splitlines() if f"{CP} | cluster.wait | failed | deployment/hub: " in l)
+        assert "unbound immediate PersistentVolumeClaims" in hub, hub
+        assert ("PersistentVolumeClaim binder/hub-db-dir is Pending: it names no StorageClass and the cluster has "
+                "no default one (StorageClasses: standard)") in hub, hub
+        assert f"make one the default (`kubectl annotate storageclass standard {default}=true`" in hub
+        assert "jupyterhub.hub.db.type sqlite-memory" in hub
+    finally:
+        ssh(CP, f"kubectl annotate storageclass standard {default}=true --overwrite >/dev/null")

@@ -328,3 +328,56 @@ def test_kubectl_create_and_expose_write_what_they_say(lab):
 
 def test_auth_can_i_answers_yes_as_the_emulator_authorizes_everything(lab):
     assert lab.kubectl("auth", "can-i", "delete", "nodes").stdout.strip() == "yes"
+
+
+# 8. OpenAPI. kubectl explain reads /openapi/v3/<group-version>: it finds the kind's GVK on the path's
+# operations, then the components.schemas entry carrying that `x-kubernetes-group-version-kind`, and
+# follows the field path through properties, `allOf` refs, items and maps; a field that is not there is
+# `error: field "NAME" does not exist` (staging/src/k8s.io/kubectl/pkg/explain/v2/templates/plaintext.tmpl).
+# The field's description: https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/deployment-v1/
+# (DeploymentSpec.strategy, DeploymentStrategy.type).
+
+def test_kubectl_explain_prints_the_fields_real_description(lab):
+    explained = lab.kubectl("explain", "deployment.spec.strategy").stdout
+    assert explained.startswith("GROUP:      apps\nKIND:       Deployment\nVERSION:    v1\n")
+    assert "FIELD: strategy <DeploymentStrategy>" in explained
+    assert "The deployment strategy to use to replace existing pods with new ones." in explained
+    assert ('  type\t<string>\n    Type of deployment. Can be "Recreate" or "RollingUpdate". Default is\n'
+            in explained)
+    assert "FIELD: targetPort <IntOrString>" in lab.kubectl("explain", "service.spec.ports.targetPort").stdout
+
+
+def test_kubectl_explain_of_a_field_that_does_not_exist_fails(lab):
+    refused = lab.kubectl("explain", "deployment.spec.nosuchfield", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == 'error: field "nosuchfield" does not exist'
+
+
+def test_kubectl_explain_from_openapi_v2_prints_the_same_field(lab):
+    # /openapi/v2 in protobuf (gnostic's openapi.v2.Document), as `--output plaintext-openapiv2` reads it.
+    explained = lab.kubectl("explain", "deployment.spec.strategy", "--output", "plaintext-openapiv2").stdout
+    assert explained.startswith("KIND:     Deployment\nVERSION:  apps/v1\n\nRESOURCE: strategy <Object>\n")
+    assert "The deployment strategy to use to replace existing pods with new ones." in explained
+
+
+# A CRD's structural schema is published in the OpenAPI documents and `kubectl explain` reads it:
+# https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#publish-validation-schema-in-openapi
+
+def test_kubectl_explain_reads_a_custom_resources_published_schema(lab):
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "crontabs.explain.example.com"},
+           "spec": {"group": "explain.example.com", "scope": "Namespaced",
+                    "names": {"plural": "crontabs", "singular": "crontab", "kind": "CronTab"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                        "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                            "cronSpec": {"type": "string", "description": "When the job runs, in cron format."}}}}}}}]}}
+    _apply(lab, crd, check=True)
+    try:
+        lab.kubectl("wait", "--for=condition=Established", "crd/crontabs.explain.example.com", "--timeout=10s")
+        explained = lab.kubectl("explain", "crontabs.spec.cronSpec").stdout
+        assert explained.startswith("GROUP:      explain.example.com\nKIND:       CronTab\nVERSION:    v1\n")
+        assert "FIELD: cronSpec <string>" in explained and "When the job runs, in cron format." in explained
+        refused = lab.kubectl("explain", "crontabs.spec.nosuchfield", check=False)
+        assert refused.stderr.strip() == 'error: field "nosuchfield" does not exist'
+    finally:
+        lab.kubectl("delete", "crd", "crontabs.explain.example.com")

@@ -86,6 +86,10 @@ def test_an_image_the_node_cannot_pull_stalls_the_rollout_past_its_deadline(lab)
                 progress_deadline=3)
     pod = _pod(lab, "badimage", lambda p: _waiting(p).get("reason") == "ImagePullBackOff")
     assert pod["status"]["phase"] == "Pending" and _condition(pod, "Ready")["status"] == "False"
+    # `kubectl get pods` shows the container's waiting reason as STATUS, not the phase
+    # (pkg/printers/internalversion/printers.go printPod).
+    row = lab.kubectl("get", "pod", pod["metadata"]["name"], "-n", "pods", "--no-headers").stdout.split()
+    assert row[1:4] == ["0/1", "ImagePullBackOff", "0"], row
     events = _events(lab, pod["metadata"]["name"])
     assert ("Warning", "Failed", "Error: ErrImagePull") in events
     assert any(e[:2] == ("Warning", "Failed") and e[2].startswith('Failed to pull image "example.invalid/nope:1"')
@@ -149,6 +153,30 @@ def test_a_missing_secret_in_env_is_create_container_config_error(lab):
     pod = _pod(lab, "noenv", lambda p: _waiting(p).get("reason") == "CreateContainerConfigError")
     assert _waiting(pod)["message"] == 'secret "gone" not found'
     assert ("Warning", "Failed", 'Error: secret "gone" not found') in _events(lab, pod["metadata"]["name"])
+    row = lab.kubectl("get", "pod", pod["metadata"]["name"], "-n", "pods", "--no-headers").stdout.split()
+    assert row[1:3] == ["0/1", "CreateContainerConfigError"], row  # printPod: the waiting reason
+
+
+def test_a_strategy_without_type_is_rolling_update_with_its_defaults(lab):
+    # pkg/apis/apps/v1/defaults.go SetDefaults_Deployment: an empty strategy type is RollingUpdate,
+    # maxUnavailable and maxSurge 25% unless set; SetDefaults_DaemonSet: RollingUpdate, 1 and 0.
+    manifest = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "notype", "namespace": "pods"},
+                "spec": {"selector": {"matchLabels": {"app": "notype"}}, "strategy": {"rollingUpdate": {"maxSurge": 1}},
+                         "template": {"metadata": {"labels": {"app": "notype"}},
+                                      "spec": {"containers": [{"name": "web", "image": "nginx:1"}]}}}}
+    daemonset = {**manifest, "kind": "DaemonSet", "metadata": {"name": "notype", "namespace": "pods"},
+                 "spec": {k: v for k, v in manifest["spec"].items() if k != "strategy"}}
+    lab.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                      "items": [manifest, daemonset]}))
+    assert lab.json("get", "deployment/notype", "-n", "pods")["spec"]["strategy"] == \
+        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "25%"}}
+    assert lab.json("get", "daemonset/notype", "-n", "pods")["spec"]["updateStrategy"] == \
+        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    # So a second apply of the same manifest is `configured`: the live strategy has a type the
+    # manifest lacks, and strategy's retainKeys patch strategy sends `$retainKeys` (apimachinery
+    # strategicpatch diffMaps).
+    again = lab.kubectl("apply", "-f", "-", stdin=json.dumps(manifest)).stdout.strip()
+    assert again == "deployment.apps/notype configured"
 
 
 def test_a_missing_service_account_keeps_the_replicaset_from_creating_pods(lab):

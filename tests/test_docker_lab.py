@@ -247,3 +247,35 @@ def test_drain_moves_pods_off_each_node_while_its_docker_restarts(spread, cli):
     assert not moved, f"deployment pods {moved} stayed on lab-node2 through its drain"
     kept = [p for p, kind in before.items() if kind == "DaemonSet"]
     assert all(p in after for p in kept), "daemonset pods are not drained"
+
+
+KEEP_ALL = """apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: keep-all}
+spec:
+  minAvailable: 3
+  selector: {matchLabels: {app: spread}}
+"""
+
+
+def test_a_disruption_budget_that_blocks_the_drain_stops_the_rollout_with_the_budget_named(spread, cli):
+    # kubectl drain retries an eviction refused with 429 until its --timeout (pkg/registry/core/pod/
+    # storage/eviction.go; https://kubernetes.io/docs/concepts/scheduling-eviction/api-eviction/)
+    ssh("lab-node1", f"printf %s {shlex.quote(KEEP_ALL)} | kubectl apply -n {spread} -f - >/dev/null")
+    before = on_nodes(daemon_json)
+    code, out = cli("docker.mirror", "--env", "lab", "--drain", "--drain-timeout", "3")
+    assert code == 1, out
+    failed = lines(out, "failed")
+    assert len(failed) == 1 and failed[0].startswith("lab-node1 | docker.mirror | failed | cannot drain lab-node1: "
+                                                     f"pod {spread}/spread-"), out
+    assert (f"is protected by PodDisruptionBudget {spread}/keep-all (0 disruptions allowed); wait until the budget "
+            "allows a disruption") in failed[0]
+    assert "or run without --drain; node uncordoned, daemon.json untouched, docker not restarted" in failed[0]
+    assert [l.split(" | ")[0] for l in lines(out, "skipped")] == ["lab-node2", "lab-node3"], out
+    assert on_nodes(daemon_json) == before and mirrors("lab-node1") == []
+    assert "SchedulingDisabled" not in ssh("lab-node1", "kubectl get nodes --no-headers")
+
+
+def test_a_drain_timeout_that_is_not_a_positive_number_is_refused(cli):
+    assert cli("docker.mirror", "--env", "lab", "--drain", "--drain-timeout", "0")[1].strip() == \
+        "--drain-timeout must be at least 1 second, not 0"

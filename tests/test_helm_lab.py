@@ -113,3 +113,43 @@ def test_a_bad_rollback_revision_is_refused_before_connecting(revision, cli, tmp
                     "--revision", revision)
     assert code == 1
     assert out.strip() == f"--revision must be a revision number from 1 up (see `helm history`), not {revision!r}"
+
+
+def _with_other_selector(name: str) -> None:
+    """Replace the live Deployment `name` with one whose selector holds one more label, as a
+    chart of another version would have made it: the upgrade cannot patch it."""
+    live = json.loads(ssh(CP, f"kubectl get deployment {name} -n binder -o json"))
+    spec = live["spec"]
+    spec["selector"]["matchLabels"]["tier"] = "old"
+    spec["template"]["metadata"]["labels"]["tier"] = "old"
+    fresh = {"apiVersion": "apps/v1", "kind": "Deployment", "spec": spec,
+             "metadata": {k: live["metadata"][k] for k in ("name", "namespace", "labels", "annotations")}}
+    ssh(CP, f"kubectl delete deployment {name} -n binder >/dev/null && "
+            f"kubectl create -f - >/dev/null <<'EOF'\n{json.dumps(fresh)}\nEOF")
+
+
+def _selector(name: str) -> dict:
+    return json.loads(ssh(CP, f"kubectl get deployment {name} -n binder -o json"))["spec"]["selector"]["matchLabels"]
+
+
+def test_an_upgrade_changing_an_immutable_field_is_refused_then_recreates_with_recreate(cluster, cli, tmp_path):
+    assert cli("helm.upgrade", "--env", "lab")[0] == 0
+    _with_other_selector("binder")
+    changed = str(lab_inventory(tmp_path, image_prefix="lab/changed-"))
+    code, out = cli("helm.upgrade", "--env", "lab", "--inventory", changed)
+    assert code == 1
+    assert ("failed | nothing was changed: the upgrade changes fields the cluster cannot change in place: "
+            "Deployment binder/binder (spec.selector); re-run with --recreate (`invoke helm.upgrade --env lab "
+            "--recreate`, or deploy --recreate) to delete it first") in line(out, "helm.upgrade"), out
+    assert helm_release()["revision"] == "1"
+
+    code, out = cli("deploy", "--env", "lab", "--inventory", changed, "--only", "cluster", "--recreate", "--dry-run")
+    assert code == 0 and "would change | delete Deployment binder/binder (spec.selector), then upgrade binder" \
+        in line(out, "helm.upgrade"), out
+    assert "recreate: Deployment binder/binder (spec.selector): delete it, the upgrade creates it anew" in out
+    assert _selector("binder")["tier"] == "old" and helm_release()["revision"] == "1"
+
+    code, out = cli("helm.upgrade", "--env", "lab", "--inventory", changed, "--recreate")
+    assert code == 0 and "changed | upgraded binder: revision 2 deployed (recreated Deployment binder)" \
+        in line(out, "helm.upgrade"), out
+    assert "tier" not in _selector("binder")

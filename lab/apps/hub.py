@@ -24,7 +24,7 @@ class HubSettings:
     """What the release decides about JupyterHub, and where the lab runs it."""
 
     base_url: str            # jupyterhub.hub.baseUrl, e.g. /jupyterhub/
-    public_address: str      # proxy-public's load-balancer IP
+    public_address: str      # proxy-public's load-balancer IP (before it has one: the node's address)
     public_port: int         # proxy-public's port (80)
     internal_address: str    # the node's address: hub API, proxy API and users' servers
     proxy_token: str = dataclasses.field(repr=False)  # the hub's $CONFIGPROXY_AUTH_TOKEN (proxy.secretToken)

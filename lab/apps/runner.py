@@ -13,9 +13,11 @@ chart, pinned (0.2.0-n600, z2jh 0.11) or current (1.0.0-dev, z2jh 4.x), put wher
   /etc/binderhub/config/values.yaml (pinned: ConfigMap `binder-config`; current: Secret
   `binder-secret`) with, pinned only, /etc/binderhub/secret/values.yaml (Secret `binder-secret`:
   the repository providers' secrets) merged over it.
-- hub: while Deployments `hub` and `proxy` exist and Service `proxy-public` has a load-balancer
-  IP (`status.loadBalancer.ingress[0].ip`) that is on one of this host's interfaces, JupyterHub
-  (lab.apps.hub) with its public proxy on that IP at the Service's port and, from container
+- hub: while Deployments `hub` and `proxy` and Service `proxy-public` exist, JupyterHub
+  (lab.apps.hub) with its public proxy on proxy-public's load-balancer IP
+  (`status.loadBalancer.ingress[0].ip`) at the Service's port once that IP is on one of this
+  host's interfaces (before: on `node_address` at the proxy container's `http` port, where the
+  pod's proxy serves on a cluster without the load balancer's IP) and, from container
   `hub`, what the chart's z2jh.py reads under the directory of its `--config`: the jupyterhub
   chart's values (pinned: `/etc/jupyterhub/{config,secret}/values.yaml`, ConfigMap `hub-config`
   has none, Secret `hub-secret` has them; current: `/usr/local/etc/jupyterhub/secret/values.yaml`,
@@ -34,14 +36,29 @@ chart, pinned (0.2.0-n600, z2jh 0.11) or current (1.0.0-dev, z2jh 4.x), put wher
   Not when `node_address` is on loopback (the runner run on the machine itself, as
   tests/test_labapps.py does): the machine's own firewall is left alone.
 A process is restarted when what it was started from changes (a helm upgrade, another IP), stopped
-when its Deployments go away (helm uninstall), restarted with back-off (1 s doubling to 60 s) when
-it exits by itself (at once when what it starts from has changed since, as a new pod would), and
-every process is stopped on SIGTERM or SIGINT. The processes are this runner's children, started
-in their own sessions and stopped by PID (SIGTERM, then SIGKILL after `STOP_TIMEOUT` s); should
-the runner die, the kernel sends them SIGTERM. If the API cannot be read, running processes are
-left as they are. Logs: `<state_dir>/logs/{runner,binder,hub}.log`, linked as the pods' logs of the
-Deployments each process plays (`pod_logs`/NAMESPACE/{binder,hub,proxy}.log, where the emulator's
-`kubectl logs` reads them); `<state_dir>/status.json` tells what runs (PIDs) and what waits, and why.
+when its Deployments go away (helm uninstall), and every process is stopped on SIGTERM or SIGINT.
+One that exits by itself is restarted as the kubelet restarts a container (pkg/kubelet/kubelet.go
+backOffPeriod and MaxContainerBackOff, kuberuntime_manager.go doBackOff; the lab keeps the real
+figures): at once the first time, then after a back-off of 10 s doubling to 300 s, reset once it
+has run 10 minutes (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#container-restarts);
+at once whenever what it starts from has changed since, as a new pod would.
+Pods: at start the runner names the Deployments it plays in ConfigMap `kube-system/lab-runner`
+(the emulator's kubelet then leaves their containers to it, see lab.cluster.kubelet), and it
+reports each played pod's container through the pod's status subresource, as the kubelet's
+status manager does: `running` with `ready` from the container's readinessProbe (its httpGet path,
+or tcpSocket, asked where the process serves that Deployment's container; no probe, or `exec`,
+which the lab cannot run in a container: ready once started; the probe runs on each reconcile, its
+periods and thresholds are not honoured), `CrashLoopBackOff` with the kubelet's message while
+backing off, `restartCount` (its restarts after exiting by itself since the pod was made),
+`lastState.terminated` (exitCode, 128+N for signal N, reason Error, as containerd reports a
+non-zero exit), and the Ready/ContainersReady conditions. A pod the emulator's kubelet holds (an
+image it cannot pull, a missing ConfigMap or Secret) is left to it.
+The processes are this runner's children, started in their own sessions and stopped by PID
+(SIGTERM, then SIGKILL after `STOP_TIMEOUT` s); should the runner die, the kernel sends them
+SIGTERM. If the API cannot be read, running processes are left as they are. Logs:
+`<state_dir>/logs/{runner,binder,hub}.log`, linked as the pods' logs of the Deployments each
+process plays (`pod_logs`/NAMESPACE/{binder,hub,proxy}.log, where the emulator's `kubectl logs`
+reads them); `<state_dir>/status.json` tells what runs (PIDs) and what waits, and why.
 """
 from __future__ import annotations
 
@@ -71,7 +88,13 @@ from lab.apps.hub import command as hub_command
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 10.0
-MAX_BACKOFF = 60.0
+BACKOFF = 10.0  # the kubelet's container restart back-off: first delay, cap, and the run that resets it
+MAX_BACKOFF = 300.0
+BACKOFF_RESET = 600.0
+PLAYS = ("binder", "hub", "proxy")  # the Deployments whose pods the runner plays (lab.cluster.kubelet)
+RUNNER_CONFIGMAP = ("kube-system", "lab-runner")
+# What the emulator's kubelet holds a container in (lab.cluster.kubelet): the runner leaves those pods alone.
+_HELD = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError")
 _PR_SET_PDEATHSIG = 1
 ROUTED_SERVICES = ("hub", "proxy-api")  # ClusterIP Services whose ports JupyterHub serves on the node
 CHAIN = "LABAPPS-SERVICES"
@@ -90,6 +113,16 @@ class ApiUnavailable(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
+class Played:
+    """A Deployment's container that an App's process plays, and where it serves the container's port."""
+
+    deployment: str
+    container: str
+    address: str
+    port: int
+
+
+@dataclasses.dataclass(frozen=True)
 class App:
     """A process to run: restarted whenever `fingerprint` changes."""
 
@@ -98,7 +131,7 @@ class App:
     env: dict[str, str] = dataclasses.field(repr=False)  # tokens: never in a repr
     workdir: Path
     files: dict[Path, str] = dataclasses.field(repr=False)  # written before it starts (its configuration)
-    plays: tuple[str, ...] = ()  # the Deployments whose pods' log is this process's
+    plays: tuple[Played, ...] = ()  # the Deployments' containers it plays (their pods' log is its log)
 
     @property
     def fingerprint(self) -> str:
@@ -111,6 +144,21 @@ class Running:
     app: App
     process: subprocess.Popen
     started: float
+    started_at: str  # RFC 3339, as container states show it
+
+
+def _stamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _type(condition: dict) -> str:
+    return condition.get("type", "")
+
+
+def _go_duration(seconds: float) -> str:
+    """Go's time.Duration String() for whole seconds: 10s, 1m20s, 5m0s."""
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
 
 
 class Api:
@@ -135,6 +183,39 @@ class Api:
 
     def deployment(self, name: str) -> dict | None:
         return self.get("apps/v1", "deployments", name)
+
+    def pods(self) -> list[dict]:
+        """The namespace's pods."""
+        return (self._send("GET", f"api/v1/namespaces/{self.namespace}/pods") or {}).get("items") or []
+
+    def patch_pod_status(self, name: str, status: dict) -> None:
+        """A strategic merge patch of a pod's status (containerStatuses replaced, conditions merged by type)."""
+        self._send("PATCH", f"api/v1/namespaces/{self.namespace}/pods/{name}/status", {"status": status},
+                   "application/strategic-merge-patch+json")
+
+    def register(self, deployments: list[str]) -> None:
+        """Name the Deployments this runner plays, as NAMESPACE/NAME lines in ConfigMap kube-system/lab-runner."""
+        namespace, name = RUNNER_CONFIGMAP
+        data = {"deployments": "".join(f"{self.namespace}/{d}\n" for d in deployments)}
+        path = f"api/v1/namespaces/{namespace}/configmaps"
+        if self._send("PATCH", f"{path}/{name}", {"data": data}, "application/merge-patch+json") is None:
+            self._send("POST", path, {"apiVersion": "v1", "kind": "ConfigMap",
+                                      "metadata": {"name": name, "namespace": namespace}, "data": data})
+
+    def _send(self, method: str, path: str, body: dict | None = None,
+              content_type: str = "application/json") -> dict | None:
+        """The answer's JSON; None on 404."""
+        url = f"{self.url}/{path}"
+        try:
+            response = self.session.request(method, url, data=None if body is None else json.dumps(body),
+                                            headers={"Content-Type": content_type}, timeout=5)
+        except requests.RequestException as exc:
+            raise ApiUnavailable(f"{method} {url}: {exc}") from exc
+        if response.status_code == 404:
+            return None
+        if not response.ok:
+            raise ApiUnavailable(f"{method} {url}: HTTP {response.status_code} {response.text[:200]}")
+        return response.json()
 
     def service(self, name: str) -> dict | None:
         return self.get("v1", "services", name)
@@ -227,6 +308,10 @@ class Runner:
         self.running: dict[str, Running] = {}
         self.waiting: dict[str, str] = {}      # app -> why it does not run
         self.backoff: dict[str, tuple[float, float, str]] = {}  # app -> (delay, not before, fingerprint)
+        self.restarts: dict[str, int] = {}     # app -> restarts after it exited by itself
+        self.first_seen: dict[str, int] = {}   # played pod's uid -> its app's restarts when first seen
+        self.last_exit: dict[str, dict] = {}   # app -> its last termination, as lastState.terminated
+        self.registered = False
         self.stopping = threading.Event()
         self.routes: list[tuple[str, int]] | None = None  # (ClusterIP, port) in the chain now
         self._status = ""
@@ -259,7 +344,9 @@ class Runner:
                 "--address", self.nodeport_address, "--port", str(node_port), "--state-dir", str(workdir),
                 "--keepalive", str(self.keepalive), "--hold-open", str(self.hold_open)]
         env = {"JUPYTERHUB_API_TOKEN": token, faults.FAULTS_ENV: str(self.faults_file), "PYTHONPATH": str(REPO)}
-        return App("binder", argv, env, workdir, {config_file: json.dumps(values["config"] or {})}, ("binder",))
+        address = self.node_address if self.nodeport_address in ("0.0.0.0", "::") else self.nodeport_address
+        return App("binder", argv, env, workdir, {config_file: json.dumps(values["config"] or {})},
+                   (Played("binder", "binder", address, node_port),))
 
     def _hub(self) -> App | str:
         deployments = {name: self.api.deployment(name) for name in ("hub", "proxy")}
@@ -271,12 +358,13 @@ class Runner:
             return "no Service proxy-public"
         ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
         ip = ingress[0].get("ip") if ingress else None
-        if not ip:
-            return "Service proxy-public has no load-balancer IP yet (pending)"
-        if not _is_local_address(ip):
-            return f"proxy-public's IP {ip} is not on this host yet"
-        ports = service["spec"].get("ports") or [{}]
-        port = next((p["port"] for p in ports if p.get("name") == "http"), ports[0].get("port", 80))
+        proxy = deployments["proxy"]["spec"]["template"]["spec"].get("containers") or [{}]
+        if ip and _is_local_address(ip):
+            ports = service["spec"].get("ports") or [{}]
+            port = next((p["port"] for p in ports if p.get("name") == "http"), ports[0].get("port", 80))
+        else:  # no IP (yet) on this host: the proxy's own port on the node, as the pod's serves without one
+            ip = self.node_address
+            port = next((p["containerPort"] for p in proxy[0].get("ports") or [] if p.get("name") == "http"), 8000)
         try:
             pod = pods.container(self.api, deployments["hub"], "hub")
         except pods.NotStarting as exc:
@@ -291,12 +379,17 @@ class Runner:
                                state_dir=str(self.state_dir / "hub"), chp=str(self.chp),
                                faults_file=str(self.faults_file), **config)
         argv, env = hub_command(settings)
-        return App("hub", argv, env, Path(settings.state_dir), {settings.file: settings.to_json()}, ("hub", "proxy"))
+        plays = (Played("hub", "hub", self.node_address, settings.hub_port),
+                 Played("proxy", proxy[0].get("name", "chp"), ip, port))
+        return App("hub", argv, env, Path(settings.state_dir), {settings.file: settings.to_json()}, plays)
 
     # -- making it so ------------------------------------------------------------------------
 
     def reconcile(self) -> None:
         try:
+            if not self.registered:
+                self.api.register(list(PLAYS))
+                self.registered = True
             desired = self.desired()
         except ApiUnavailable as exc:
             if "api" not in self.waiting:
@@ -328,11 +421,19 @@ class Runner:
                     self._stop(name)
                     self.backoff.pop(name, None)
                 _, not_before, crashed = self.backoff.get(name, (0, 0, ""))
-                if crashed == app.fingerprint and time.monotonic() < not_before:  # a new configuration starts at once
+                if crashed != app.fingerprint:  # a new configuration starts at once, as a new pod
+                    self.backoff.pop(name, None)
+                if crashed == app.fingerprint and time.monotonic() < not_before:
                     self._wait_reason(name, "exited by itself; restarting after a back-off")
                 else:
                     self._wait_reason(name, None)
+                    if crashed == app.fingerprint:
+                        self.restarts[name] = self.restarts.get(name, 0) + 1
                     self._start(app)
+        try:
+            self._report(desired)
+        except ApiUnavailable as exc:
+            log.warning("cannot report the pods' status: %s", exc)
         self._write_status()
 
     def _route_services(self) -> None:
@@ -378,12 +479,113 @@ class Runner:
             self.waiting.pop(name, None)
 
     def _exited(self, name: str, current: Running) -> None:
-        ran = time.monotonic() - current.started
-        delay = 1.0 if ran > MAX_BACKOFF else min(MAX_BACKOFF, self.backoff.get(name, (0.5, 0, ""))[0] * 2)
+        """Back off as the kubelet does (see the module docstring) and keep the exit for lastState."""
+        ran, fingerprint = time.monotonic() - current.started, current.app.fingerprint
+        previous = self.backoff.get(name)
+        if previous is None or previous[2] != fingerprint or ran >= BACKOFF_RESET:
+            delay = 0.0
+        else:
+            delay = min(MAX_BACKOFF, previous[0] * 2) if previous[0] else BACKOFF
+        code = current.process.returncode
         log.warning("%s (pid %d) exited with %s after %.1fs; restarting in %.0fs (see %s)", name,
-                    current.process.pid, current.process.returncode, ran, delay, self._log_file(name))
-        self.backoff[name] = (delay, time.monotonic() + delay, current.app.fingerprint)
+                    current.process.pid, code, ran, delay, self._log_file(name))
+        self.backoff[name] = (delay, time.monotonic() + delay, fingerprint)
+        self.last_exit[name] = {"exitCode": code if code >= 0 else 128 - code, "reason": "Error" if code else
+                                "Completed", "startedAt": current.started_at, "finishedAt": _stamp(),
+                                "containerID": self._container_id(name, current.process.pid)}
         del self.running[name]
+
+    # -- reporting the pods ---------------------------------------------------------------------
+
+    def _report(self, desired: dict[str, App | str]) -> None:
+        """Write each played pod's container status where it differs (see the module docstring)."""
+        apps = {name: app for name, app in desired.items() if isinstance(app, App)
+                and (name in self.running or self.backoff.get(name, (0, 0, ""))[2] == app.fingerprint)}
+        if not apps:
+            return
+        for pod in self.api.pods():
+            meta, spec = pod["metadata"], pod["spec"]
+            owner = next((r["name"] for r in meta.get("ownerReferences") or [] if r.get("kind") == "ReplicaSet"), "")
+            found = next(((name, played) for name, app in apps.items() for played in app.plays
+                          if owner.rpartition("-")[0] == played.deployment), None)
+            if found is None or not spec.get("nodeName") or meta.get("deletionTimestamp"):
+                continue
+            name, played = found
+            status = pod.get("status") or {}
+            statuses = status.get("containerStatuses") or []
+            current = next((c for c in statuses if c.get("name") == played.container), None)
+            container = next((c for c in spec.get("containers") or [] if c.get("name") == played.container), None)
+            held = ((current or {}).get("state") or {}).get("waiting", {}).get("reason") in _HELD
+            if container is None or current is None or held or any(
+                    c.get("type") == "PodReadyToStartContainers" and c.get("status") == "False"
+                    for c in status.get("conditions") or []):
+                continue
+            reported = self._container_status(name, played, container, pod)
+            statuses = [reported if c.get("name") == played.container else c for c in statuses]
+            unready = [c["name"] for c in statuses if not c.get("ready")]
+            conditions = [self._condition(status, kind, unready) for kind in ("Ready", "ContainersReady")]
+            old = [{key: c.get(key) for key in conditions[0]} for c in status.get("conditions") or []
+                   if c.get("type") in ("Ready", "ContainersReady")]
+            if statuses == status.get("containerStatuses") and sorted(conditions, key=_type) == sorted(old, key=_type):
+                continue
+            self.api.patch_pod_status(meta["name"], {"phase": "Running", "containerStatuses": statuses,
+                                                     "conditions": conditions})
+            log.info("pod %s: %s %s", meta["name"], next(iter(reported["state"])),
+                     "ready" if reported["ready"] else "not ready")
+
+    def _container_status(self, name: str, played: Played, container: dict, pod: dict) -> dict:
+        """The played container's status now: running (ready as its probe says) or backing off."""
+        restarts, uid = self.restarts.get(name, 0), pod["metadata"]["uid"]
+        if uid not in self.first_seen:  # a new pod: no restarts, no back-off (the kubelet keys it by pod)
+            self.first_seen[uid] = restarts
+            if name in self.running:
+                self.backoff.pop(name, None)
+        restarts -= self.first_seen[uid]
+        status = {"name": played.container, "image": container.get("image", ""), "imageID": "",
+                  "restartCount": restarts}
+        if name in self.last_exit and (restarts or name not in self.running):
+            status["lastState"] = {"terminated": self.last_exit[name]}
+        running = self.running.get(name)
+        if running:
+            return {**status, "state": {"running": {"startedAt": running.started_at}}, "started": True,
+                    "ready": self._probe(played, container.get("readinessProbe")),
+                    "containerID": self._container_id(name, running.process.pid)}
+        meta = pod["metadata"]
+        message = (f"back-off {_go_duration(self.backoff[name][0])} restarting failed container={played.container} "
+                   f"pod={meta['name']}_{meta['namespace']}({meta.get('uid', '')})")
+        return {**status, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": message}},
+                "started": False, "ready": False}
+
+    @staticmethod
+    def _probe(played: Played, probe: dict | None) -> bool:
+        """The readiness probe's verdict: an HTTP status 200-399 (pkg/probe/http), a TCP connection;
+        no probe (or exec): ready."""
+        probe = probe or {}
+        timeout = probe.get("timeoutSeconds") or 1
+        host = f"[{played.address}]" if ":" in played.address else played.address
+        try:
+            if "httpGet" in probe:
+                path = probe["httpGet"].get("path") or "/"
+                answer = requests.get(f"http://{host}:{played.port}{path}", timeout=timeout, allow_redirects=False)
+                return 200 <= answer.status_code < 400
+            if "tcpSocket" in probe:
+                socket.create_connection((played.address, played.port), timeout=timeout).close()
+        except (requests.RequestException, OSError):
+            return False
+        return True
+
+    @staticmethod
+    def _condition(status: dict, kind: str, unready: list[str]) -> dict:
+        """The condition's fields as a strategic merge patch sets them (None: removed)."""
+        before = next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+        value = "False" if unready else "True"
+        return {"type": kind, "status": value,
+                "lastTransitionTime": before.get("lastTransitionTime") if before.get("status") == value else _stamp(),
+                "reason": "ContainersNotReady" if unready else None,
+                "message": f"containers with unready status: [{' '.join(unready)}]" if unready else None}
+
+    def _container_id(self, name: str, pid: int) -> str:
+        return "containerd://" + hashlib.sha256(f"{self.state_dir}/{name}/{pid}".encode()).hexdigest()
 
     def _log_file(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
@@ -397,9 +599,9 @@ class Runner:
             process = subprocess.Popen(app.argv, env={**os.environ, **app.env}, cwd=app.workdir,
                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                        start_new_session=True, preexec_fn=_terminate_with_parent)
-        self.running[app.name] = Running(app, process, time.monotonic())
-        for deployment in app.plays if self.pod_logs else ():
-            link = self.pod_logs / self.api.namespace / f"{deployment}.log"
+        self.running[app.name] = Running(app, process, time.monotonic(), _stamp())
+        for played in app.plays if self.pod_logs else ():
+            link = self.pod_logs / self.api.namespace / f"{played.deployment}.log"
             link.parent.mkdir(parents=True, exist_ok=True)
             link.unlink(missing_ok=True)
             link.symlink_to(self._log_file(app.name))

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--node", dest="nodes", action="append", type=_node, metavar="NAME[=IP]",
                        help="a node of the cluster (repeatable; default one node, lab-node-1)")
     serve.add_argument("--ready-delay", type=float, default=0.5,
-                       help="seconds until Deployments and DaemonSets are ready after a change (default 0.5)")
+                       help="seconds until Deployments and DaemonSets are ready after a change (default 0.5; "
+                            "the pods lab.apps' runner plays: when it reports them ready)")
     serve.add_argument("--announce-dev", metavar="DEV",
                        help="announce MetalLB's assigned IPs on this host: add each to DEV as IP/32 while it is "
                             "assigned (`ip addr add`/`del`); default: announce nowhere")

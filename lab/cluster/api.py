@@ -25,10 +25,23 @@ import attrs
 import kmock
 import yaml
 
-from lab.cluster import apis, discovery, errors, nodes, patching, protobuf, schemas, tables, volumes
+from lab.cluster import (
+    apis,
+    customresources,
+    discovery,
+    errors,
+    nodes,
+    patching,
+    protobuf,
+    schemas,
+    tables,
+    tokens,
+    volumes,
+)
 from lab.cluster.cluster import Cluster
 from lab.cluster.controllers import (
     CustomResourceController,
+    DefaultServiceAccount,
     GarbageCollector,
     NamespaceController,
     SecretStrategy,
@@ -161,8 +174,8 @@ class LabCluster(kmock.KubernetesEmulator):
         # Deliberately not KubernetesEmulator's: its fallback reactions are replaced by `_serve`.
         controllers = [Defaulter(self.kube_version), ServiceAllocator(), self.load_balancer,
                        nodes.NodeLifecycleController(), WorkloadController(self.nodes, self.ready_delay),
-                       NamespaceController(), GarbageCollector(), CustomResourceController(), SecretStrategy(),
-                       volumes.VolumeController(), self._disruption]
+                       NamespaceController(), DefaultServiceAccount(), GarbageCollector(), CustomResourceController(),
+                       SecretStrategy(), volumes.VolumeController(), self._disruption]
         self.cluster = Cluster(discovery.Registry(self.kube_version), Store(self.objects), controllers)
 
     def bootstrap(self) -> None:
@@ -237,12 +250,26 @@ class LabCluster(kmock.KubernetesEmulator):
             raise errors.resource_not_found(path)
         if (resource.group, resource.plural, target.subresource, request.method) == ("", "pods", "log", "GET"):
             return self._pod_log(request, target.namespace, target.name)
-        if target.subresource and target.subresource not in resource.subresources & {"status", "scale", "eviction"}:
+        if target.subresource and target.subresource not in resource.subresources & {"status", "scale", "eviction",
+                                                                                      "token"}:
             raise errors.resource_not_found(path)
         response = await self._serve_resource(request, resource, target)
         if resource.warning and not response.prepared:  # a deprecated API version
             _warn(response, [resource.warning])
         return response
+
+    def _custom_schemas(self) -> dict[tuple[str, str, str], dict]:
+        """Each served custom resource version's openAPIV3Schema, by (group, version, kind)."""
+        crds = self.cluster.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        found = {}
+        for crd in self.cluster.store.list(crds):
+            spec = crd.get("spec") or {}
+            for version in spec.get("versions") or []:
+                schema = (version.get("schema") or {}).get("openAPIV3Schema")
+                if schema and version.get("served", True) and self.cluster.registry.get(
+                        spec.get("group", ""), version.get("name", ""), (spec.get("names") or {}).get("plural", "")):
+                    found[spec["group"], version["name"], spec["names"]["kind"]] = schema
+        return found
 
     def _document(self, path: str, accept: str) -> aiohttp.web.StreamResponse | None:
         """Version, discovery and OpenAPI documents (None: not a document path)."""
@@ -255,16 +282,18 @@ class LabCluster(kmock.KubernetesEmulator):
         if path == "/apis":
             return _json(discovery.api_group_list(registry))
         if path == "/openapi/v2":
-            if "protobuf" in accept:  # an empty message: a schema with no definitions
-                return aiohttp.web.Response(body=b"", content_type=discovery.OPENAPI_V2_PROTOBUF)
+            if "protobuf" in accept:
+                return aiohttp.web.Response(body=discovery.openapi_v2_protobuf(registry),
+                                            content_type=discovery.OPENAPI_V2_PROTOBUF)
             return _json(discovery.openapi_v2_document(registry))
         if path == "/openapi/v3":
-            return _json(discovery.openapi_v3_index(registry))
+            return _json(discovery.openapi_v3_index(registry, self._custom_schemas()))
         if parts[:2] == ["openapi", "v3"]:
             target = parse_target("/".join(parts[2:]))
             document = None
             if target and not target.plural:
-                document = discovery.openapi_v3_document(registry, target.group, target.version)
+                document = discovery.openapi_v3_document(registry, target.group, target.version,
+                                                         self._custom_schemas())
             if not document:
                 raise errors.resource_not_found(path)
             return _json(document)
@@ -291,6 +320,10 @@ class LabCluster(kmock.KubernetesEmulator):
             if method != "POST":
                 raise errors.method_not_allowed()
             return _json(nodes.evict(cluster, namespace, name, self._object(request), dry_run), 201)
+        if target.subresource == "token":  # POST only: a TokenRequest, answered and not stored
+            if method != "POST":
+                raise errors.method_not_allowed()
+            return _json(tokens.token_request(cluster, namespace, name, self._object(request)), 201)
         if method == "GET" and name is None:
             if params.get("watch") in ("true", "1"):
                 return await self._watch(request, resource, namespace)
@@ -322,7 +355,12 @@ class LabCluster(kmock.KubernetesEmulator):
 
     def _decode(self, request: kmock.Request, resource: ResourceType, obj: dict[str, Any],
                 stored: dict[str, Any] | None = None) -> list[str]:
-        """Check a body as the apiserver decodes it (`schemas`); the warnings to send."""
+        """Check a body as the apiserver decodes it (`schemas`; a custom resource: `customresources`);
+        the warnings to send."""
+        custom = customresources.schema_of(self.cluster, resource)
+        if custom is not None:
+            return customresources.decode(resource, custom, obj, request.params.get("fieldValidation"),
+                                          patched=stored is not None)
         known = schemas.unknown_fields(self.kube_version, resource, stored) if stored else frozenset()
         return schemas.decode(self.kube_version, resource, obj, request.params.get("fieldValidation"), known)
 

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
-from lab.cluster import errors, validation
+from lab.cluster import customresources, errors, validation
 from lab.cluster.discovery import Registry
 from lab.cluster.store import ResourceType, Store, now
 
@@ -87,7 +87,7 @@ class Cluster:
             obj.pop("status", None)
         self._admit(resource, obj, None)
         if validate:
-            validation.validate(resource, obj, None)
+            validation.validate(resource, obj, None, customresources.schema_of(self, resource))
         if dry_run:
             return obj
         self.store.write(resource, obj)
@@ -122,7 +122,7 @@ class Cluster:
                 new["status"] = old.get("status", {})
             self._admit(resource, new, old)
             if validate:
-                validation.validate(resource, new, old)
+                validation.validate(resource, new, old, customresources.schema_of(self, resource))
             self._check_finalizers(resource, new, old)
             if "generation" in meta and _spec_of(new) != _spec_of(old):
                 meta["generation"] += 1

@@ -2,6 +2,9 @@
 
 - Namespaces: `status.phase: Active`, the `kubernetes` finalizer and the
   `kubernetes.io/metadata.name` label, as the apiserver sets them. (Deleting one: `Cluster.delete`.)
+- Service accounts: every active namespace has a `default` ServiceAccount, made when the namespace
+  is and again if deleted, as the serviceaccounts controller does
+  (pkg/controller/serviceaccount/serviceaccounts_controller.go).
 - Garbage collector: deleting an object deletes its dependents (objects whose ownerReferences
   name its uid), as background cascading deletion does (kubectl's and helm's default).
 - Secrets: `stringData` is merged into `data` (base64) and dropped, `type` defaults to Opaque, as
@@ -33,6 +36,25 @@ class NamespaceController(Controller):
         obj["status"] = {"phase": "Terminating" if obj["metadata"].get("deletionTimestamp") else "Active"}
 
 
+class DefaultServiceAccount(Controller):
+    def stored(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
+        if (resource.group, resource.plural) == ("", "namespaces") and old is None:
+            default_service_account(cluster, obj["metadata"]["name"])
+
+    def deleted(self, cluster: Cluster, resource: ResourceType, obj: dict) -> None:
+        if (resource.group, resource.plural) == ("", "serviceaccounts") and obj["metadata"]["name"] == "default":
+            default_service_account(cluster, obj["metadata"]["namespace"])
+
+
+def default_service_account(cluster: Cluster, namespace: str) -> None:
+    """Create the `default` ServiceAccount of an active namespace, if missing."""
+    found = cluster.store.get(cluster.core("namespaces"), None, namespace)
+    if found is None or found["metadata"].get("deletionTimestamp"):
+        return
+    if cluster.store.get(cluster.core("serviceaccounts"), namespace, "default") is None:
+        cluster.create(cluster.core("serviceaccounts"), {"metadata": {"name": "default"}}, namespace)
+
+
 class SecretStrategy(Controller):
     def admit(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
         if (resource.group, resource.plural) != ("", "secrets"):
@@ -60,8 +82,8 @@ class CustomResourceController(Controller):
     """CustomResourceDefinitions (apiextensions.k8s.io/v1): an accepted CRD's served versions become
     resources (in discovery, the API, and `kubectl get` with its printer columns), namespaced or
     cluster-scoped as it says; a version no longer served, or the CRD deleted, takes them away, with
-    their objects. Custom objects get their schema's `default`s, as the apiserver sets them; they are
-    not validated or pruned against it."""
+    their objects. Custom objects get their schema's `default`s, as the apiserver sets them, and are
+    pruned and validated against it (`customresources`)."""
 
     _CRDS = ("apiextensions.k8s.io", "customresourcedefinitions")
 
@@ -139,6 +161,8 @@ def bootstrap(cluster: Cluster, nodes: dict[str, str | None]) -> None:
     for name in SYSTEM_NAMESPACES:
         if cluster.store.get(cluster.core("namespaces"), None, name) is None:
             cluster.create(cluster.core("namespaces"), {"metadata": {"name": name}})
+    for namespace in cluster.store.list(cluster.core("namespaces")):  # a restarted lab's own
+        default_service_account(cluster, namespace["metadata"]["name"])
     if cluster.store.get(cluster.core("services"), "default", "kubernetes") is None:
         cluster.create(cluster.core("services"), {
             "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},

@@ -3,10 +3,14 @@
 From the defaulting functions (pkg/apis/core/v1/defaults.go, pkg/apis/apps/v1/defaults.go,
 pkg/apis/batch/v1/defaults.go) and the admission plugins every cluster runs (ServiceAccount,
 Priority, DefaultTolerationSeconds), for Pods and the pod templates of Deployments, ReplicaSets,
-DaemonSets, StatefulSets, Jobs and CronJobs, and Jobs' and CronJobs' specs. A Job gets its
-generated selector and labels, as the Job strategy sets them. The other kinds' specs are
-defaulted by their own controllers (`services`, `controllers`, `workloads`, `statefulsets`,
-`volumes`). Not done: the service account token volume, and requests copied from limits.
+DaemonSets, StatefulSets, Jobs and CronJobs, and the specs of Deployments, ReplicaSets,
+DaemonSets, Jobs and CronJobs. A strategy without a `type` gets `RollingUpdate` and its
+defaults, as SetDefaults_Deployment and SetDefaults_DaemonSet do: so `kubectl apply` of a
+manifest whose strategy has only `rollingUpdate` (the current binderhub chart's) finds a `type`
+it did not send and prints `configured` each time, as on a real cluster. A Job gets its generated
+selector and labels, as the Job strategy sets them. The other kinds' specs are defaulted by their
+own controllers (`services`, `controllers`, `statefulsets`, `volumes`). Not done: the service
+account token volume, and requests copied from limits.
 """
 from __future__ import annotations
 
@@ -92,6 +96,30 @@ def _template(template: Any) -> None:
         pod_spec(template.setdefault("spec", {}))
 
 
+def _rolling(strategy: dict[str, Any], max_unavailable: Any, max_surge: Any) -> None:
+    """A strategy's type (RollingUpdate when unset) and, for RollingUpdate, its rollingUpdate defaults."""
+    if not strategy.get("type"):
+        strategy["type"] = "RollingUpdate"
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.get("rollingUpdate") or {}
+        strategy["rollingUpdate"] = rolling
+        rolling.setdefault("maxUnavailable", max_unavailable)
+        rolling.setdefault("maxSurge", max_surge)
+
+
+def _apps_spec(plural: str, spec: dict[str, Any]) -> None:
+    """SetDefaults_Deployment, SetDefaults_ReplicaSet and SetDefaults_DaemonSet (apps/v1)."""
+    if plural in ("deployments", "replicasets"):
+        spec.setdefault("replicas", 1)
+    if plural == "deployments":
+        _rolling(spec.setdefault("strategy", {}), "25%", "25%")
+        spec.setdefault("progressDeadlineSeconds", 600)
+    if plural == "daemonsets":
+        _rolling(spec.setdefault("updateStrategy", {}), 1, 0)
+    if plural in ("deployments", "daemonsets"):
+        spec.setdefault("revisionHistoryLimit", 10)
+
+
 def _job_spec(spec: dict[str, Any], uid: str | None, name: str, minor: int) -> None:
     """SetDefaults_Job, and the selector and labels the Job strategy generates (unless manualSelector)."""
     if "completions" not in spec and "parallelism" not in spec:
@@ -129,6 +157,8 @@ class Defaulter(Controller):
             _template(((spec.get("jobTemplate") or {}).get("spec") or {}).get("template"))
         elif key in _TEMPLATES and isinstance(spec, dict):
             _template(spec.get("template"))
+            if key[0] == "apps" and key[1] != "statefulsets":
+                _apps_spec(key[1], spec)
             if key == ("batch", "jobs"):
                 meta = obj["metadata"]
                 _job_spec(spec, meta.get("uid") if old is None else None, meta.get("name", ""), self.minor)

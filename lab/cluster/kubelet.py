@@ -13,9 +13,16 @@ In the kubelet's order, the first failure wins and the pod stays `Pending`, not 
 - Container config: an env `configMapKeyRef`/`secretKeyRef` or `envFrom` naming a missing object
   or key (not `optional`) is `CreateContainerConfigError` with the kubelet's message
   (`configmap "N" not found`, `couldn't find key K in ConfigMap NS/N`).
-Stand-in: MetalLB's `memberlist` Secret (created by its controller from 0.13, by hand for 0.9)
-counts as present: the emulated MetalLB (`metallb`) does not create it yet.
-Otherwise every container is running and ready and the pod `Running`. `sync` is called again
+Otherwise every container is running and ready and the pod `Running`, except in the pods of
+the Deployments a runner plays (lab.apps' runner runs them as processes; it names them in ConfigMap
+`kube-system/lab-runner`, key `deployments`, one NAMESPACE/NAME a line, as kubeadm keeps the
+kubelets' configuration in `kube-system/kubelet-config`): there the container waits
+`ContainerCreating` until the runner reports it through the pod's status subresource (`state`
+running or `CrashLoopBackOff`, `ready` from its readiness probe, `restartCount`, `lastState`), and
+what the runner reported is kept. The phase and the Ready/ContainersReady conditions follow the
+containers as the kubelet's getPhase and generateContainersReadyCondition derive them
+(pkg/kubelet/kubelet_pods.go, pkg/kubelet/status/generate.go): `Pending` while a container has
+never started, `Running` once each has (also while one is backing off). `sync` is called again
 while the pod is not ready (its controller resyncs), so a pod starts once what it lacked exists.
 """
 from __future__ import annotations
@@ -52,13 +59,8 @@ NODE_IMAGES = frozenset({
 })
 
 
-# Objects taken as present though not stored (see the module docstring): (namespace, plural, name).
-_PROVIDED = frozenset({("metallb-system", "secrets", "memberlist")})
-
-
 def _lacks(cluster: Cluster, namespace: str, plural: str, name: str) -> bool:
-    provided = (namespace, plural, name) in _PROVIDED
-    return not provided and cluster.store.get(cluster.core(plural), namespace, name) is None
+    return cluster.store.get(cluster.core(plural), namespace, name) is None
 
 
 def normalise(image: str) -> str:
@@ -111,8 +113,6 @@ def _config_error(cluster: Cluster, namespace: str, container: dict[str, Any]) -
     for plural, kind, ref, key in refs:
         if ref.get("optional"):
             continue
-        if (namespace, plural, ref.get("name")) in _PROVIDED:
-            continue
         found = cluster.store.get(cluster.core(plural), namespace, ref.get("name"))
         if found is None:
             return f'{kind} "{ref.get("name")}" not found'
@@ -120,6 +120,37 @@ def _config_error(cluster: Cluster, namespace: str, container: dict[str, Any]) -
             title = "ConfigMap" if kind == "configmap" else "Secret"
             return f"couldn't find key {key} in {title} {namespace}/{ref.get('name')}"
     return None
+
+
+RUNNER_CONFIGMAP = ("kube-system", "lab-runner")  # where a runner names the Deployments it plays
+# The states a runner reports for a container it plays (kept by `sync`); others are the kubelet's own.
+_RUNNER_WAITING = ("CrashLoopBackOff",)
+
+
+def played(cluster: Cluster, pod: dict[str, Any]) -> bool:
+    """Whether the pod belongs to a Deployment a runner plays (see the module docstring)."""
+    namespace, name = RUNNER_CONFIGMAP
+    configmap = cluster.store.get(cluster.core("configmaps"), namespace, name)
+    if configmap is None:
+        return False
+    meta = pod["metadata"]
+    owner = next((r for r in meta.get("ownerReferences") or [] if r.get("kind") == "ReplicaSet"), None)
+    replicaset = owner and cluster.store.get(cluster.resource("apps", "v1", "replicasets"), meta["namespace"],
+                                             owner["name"])
+    deployment = next((r["name"] for r in (replicaset or {}).get("metadata", {}).get("ownerReferences") or []
+                       if r.get("kind") == "Deployment"), None)
+    return f"{meta['namespace']}/{deployment}" in ((configmap.get("data") or {}).get("deployments") or "").split()
+
+
+def _reported(status: dict[str, Any] | None) -> bool:
+    """Whether a container's status is one a runner reported (running, or backing off)."""
+    state = (status or {}).get("state") or {}
+    return "running" in state or (state.get("waiting") or {}).get("reason") in _RUNNER_WAITING
+
+
+def _never_started(status: dict[str, Any]) -> bool:
+    """getPhase's `waiting`: a waiting container that has not terminated before."""
+    return "waiting" in status["state"] and "terminated" not in (status.get("lastState") or {})
 
 
 def ready(pod: dict[str, Any]) -> bool:
@@ -135,7 +166,8 @@ def sync(cluster: Cluster, pod: dict[str, Any], host_ip: str | None, pod_ip: str
     containers = spec.get("containers") or []
     previous = {s["name"]: s for s in old.get("containerStatuses") or []}
     unmounted = next((m for v in spec.get("volumes") or [] if (m := _missing_volume(cluster, namespace, v))), None)
-    statuses, waiting = [], []
+    runner = played(cluster, pod)
+    statuses = []
     for container in containers:
         name, image = container.get("name"), container.get("image", "")
         state: dict[str, Any]
@@ -157,13 +189,16 @@ def sync(cluster: Cluster, pod: dict[str, Any], host_ip: str | None, pod_ip: str
         elif message := _config_error(cluster, namespace, container):
             state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
             cluster.record_event(pod, "Failed", f"Error: {message}", "kubelet", "Warning")
+        elif runner and _reported(previous.get(name)):
+            statuses.append(previous[name])  # the runner's report
+            continue
+        elif runner:
+            state = {"waiting": {"reason": "ContainerCreating"}}  # until the runner reports it
         else:
             running = ((previous.get(name) or {}).get("state") or {}).get("running")
             state = {"running": running or {"startedAt": stamp}}
             if not running:
                 cluster.record_event(pod, "Started", f"Started container {name}", "kubelet")
-        if "waiting" in state:
-            waiting.append(name)
         status = {"name": name, "image": image, "imageID": "", "ready": "running" in state,
                   "started": "running" in state, "restartCount": 0, "state": state}
         if "running" in state:
@@ -179,11 +214,12 @@ def sync(cluster: Cluster, pod: dict[str, Any], host_ip: str | None, pod_ip: str
                  "lastTransitionTime": before.get("lastTransitionTime") if before.get("status") == value else stamp}
         return {**found, **({"reason": reason, "message": message} if reason else {})}
 
-    why = ("ContainersNotReady", f"containers with unready status: [{' '.join(waiting)}]") if waiting else ("", "")
+    unready = [s["name"] for s in statuses if not s.get("ready")]
+    why = ("ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]") if unready else ("", "")
     pod["status"] = {
-        "phase": "Pending" if waiting else "Running",
+        "phase": "Pending" if any(_never_started(s) for s in statuses) else "Running",
         "conditions": [condition("PodReadyToStartContainers", not unmounted), condition("Initialized", True),
-                       condition("Ready", not waiting, *why), condition("ContainersReady", not waiting, *why),
+                       condition("Ready", not unready, *why), condition("ContainersReady", not unready, *why),
                        condition("PodScheduled", True)],
         "containerStatuses": statuses, "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
         "startTime": old.get("startTime") or stamp, "qosClass": scheduling.qos_class(spec)}

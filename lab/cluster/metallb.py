@@ -33,6 +33,12 @@ in configuration order (upstream ranges over a Go map), services re-examined in 
 Not emulated: IP sharing (`allow-shared-ip`), the `address-pool` annotation, BGP, dual stack,
 `avoidBuggyIPs`, IPAddressPool `serviceAllocation`, load-balancer classes, the validating webhook.
 
+The memberlist Secret: from 0.13 the controller creates the Secret its env
+`METALLB_ML_SECRET_NAME` names (`memberlist`) when it is missing, key `secretkey` (128 random bytes,
+base64), owned by its Deployment (`METALLB_DEPLOYMENT`), and leaves one that exists alone
+(metallb/metallb controller/main.go, `--ml-secret-name`, and internal/k8s/k8s.go, CreateMlSecret).
+Before 0.13 nobody does: 0.9's install has the operator create it by hand, once.
+
 Announcing (the speaker): the lab's speaker runs on the control-plane host, the first node, and
 announces every announced IP from there (upstream elects one node per IP): it records the
 `nodeAssigned` Event and, given an `AddressAnnouncer` (`serve --announce-dev`), adds the IP to the
@@ -40,10 +46,12 @@ host's device.
 """
 from __future__ import annotations
 
+import base64
 import copy
 import ipaddress
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -246,6 +254,8 @@ class MetalLBController(LoadBalancerController):
         if version != self.version:
             log.info("controller: %s", f"version {'.'.join(map(str, version))} started" if version else "gone")
             self.version, self.config = version, None
+        if self.version and self.version >= CRDS:
+            _create_memberlist(cluster)
         if self.version and self._load(cluster):
             self._reprocess(cluster)
         self._announce(cluster)
@@ -422,6 +432,27 @@ class MetalLBController(LoadBalancerController):
         self._announced = {ip: _key(svc) for ip, svc in wanted.items()}
         if self.announcer:
             self.announcer.update(set(wanted))
+
+
+def _create_memberlist(cluster: Cluster) -> None:
+    """The 0.13+ controller's CreateMlSecret: the speakers' memberlist key, unless there is one."""
+    namespace = cluster.store.get(cluster.core("namespaces"), None, NAMESPACE) or {}
+    if (namespace.get("status") or {}).get("phase") != "Active":
+        return  # gone or terminating: the apiserver refuses new content (403)
+    deployments = cluster.resource("apps", "v1", "deployments")
+    for deployment in cluster.store.list(deployments, NAMESPACE):
+        env = {e.get("name"): e.get("value") for c in deployment["spec"]["template"]["spec"].get("containers") or []
+               for e in c.get("env") or []}
+        name = env.get("METALLB_ML_SECRET_NAME")
+        if _runs(deployment)[0] != "controller" or not name or \
+                cluster.store.get(cluster.core("secrets"), NAMESPACE, name) is not None:
+            continue
+        meta = deployment["metadata"]
+        owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"], "uid": meta["uid"]}
+        key = base64.b64encode(base64.b64encode(secrets.token_bytes(128))).decode("ascii")
+        cluster.create(cluster.core("secrets"), {"metadata": {"name": name, "ownerReferences": [owner]},
+                                                 "data": {"secretkey": key}}, NAMESPACE)
+        log.info("controller: created secret %s/%s", NAMESPACE, name)
 
 
 def _is_ip(text: str) -> bool:

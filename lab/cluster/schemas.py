@@ -10,6 +10,9 @@ DeploymentSpec.spec.replicas of type int32`; a quantity that does not parse is a
 `strict decoding error: unknown field "spec.foo"`; Warn (the default): dropped, each named in a
 `Warning` header; Ignore: dropped silently. `required` is not a decoding matter (see `validation`).
 Kinds without a schema (custom resources, APIs removed by 1.25) are not checked here.
+
+`swagger` gives the same definitions back in the form the apiserver publishes them at /openapi/v2
+(see `discovery` for /openapi/v3).
 """
 from __future__ import annotations
 
@@ -29,18 +32,72 @@ _QUANTITY_SUFFIX = re.compile(r"^(|[numkMGTPE]|Ki|Mi|Gi|Ti|Pi|Ei|[eE][-+]?[0-9]+
 _QUANTITY_DEF = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 
 
-def _schema_dir(minor: int) -> Path:
+def _schema_dir(minor: int, variant: str = "-strict") -> Path:
     import kubernetes_validate
     root = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-    shipped = sorted((int(p.name.split(".")[1]), p) for p in root.glob("v1.*.0-local-strict"))
+    shipped = sorted((int(p.name.split(".")[1]), p) for p in root.glob(f"v1.*.0-local{variant}"))
     return next((p for m, p in shipped if m >= minor), shipped[-1][1])
 
 
 @functools.lru_cache(maxsize=None)
-def definitions(kube_version: str) -> dict[str, Any]:
-    """The `$defs` of the strict schemas of a Kubernetes version ("1.32"), by OpenAPI name."""
-    path = _schema_dir(int(kube_version.split(".")[1])) / "_definitions.json"
+def definitions(kube_version: str, variant: str = "-strict") -> dict[str, Any]:
+    """The `$defs` of the strict schemas (`variant` "": the plain ones) of a Kubernetes version
+    ("1.32"), by OpenAPI name."""
+    path = _schema_dir(int(kube_version.split(".")[1]), variant) / "_definitions.json"
     return json.loads(path.read_text())["$defs"]
+
+
+# The two types whose schema kube-openapi's generator does not derive from Go fields: their v2 form
+# (OpenAPISchemaType/OpenAPISchemaFormat) in k8s.io/apimachinery/pkg/util/intstr/intstr.go and
+# pkg/api/resource/quantity.go; `discovery` gives their v3 form (OpenAPIV3OneOfTypes).
+SCALARS = {
+    "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {
+        "description": "IntOrString is a type that can hold an int32 or a string.  When used in JSON or YAML "
+                       "marshalling and unmarshalling, it produces or consumes the inner type.  This allows you "
+                       "to have, for example, a JSON field that can accept a name or number.",
+        "type": "string", "format": "int-or-string"},
+    _QUANTITY_DEF: {
+        "description": "Quantity is a fixed-point representation of a number. It provides convenient "
+                       "marshaling/unmarshaling in JSON and YAML, in addition to String() and AsInt64() "
+                       "accessors.",
+        "type": "string"},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def swagger(kube_version: str) -> dict[str, dict[str, Any]]:
+    """The definitions of a Kubernetes version as its swagger.json (/openapi/v2) has them: the
+    plain schemas with what kubernetes-validate's JSON-schema conversion added taken back out
+    (`"#/$defs/"` refs, `"null"` in every type, apiVersion and kind enums, the oneOf scalars)."""
+    found = {}
+    for name, schema in definitions(kube_version, "").items():
+        if name in SCALARS:
+            found[name] = dict(SCALARS[name])
+            continue
+        schema = _swagger_schema(schema)
+        if schema.get("x-kubernetes-group-version-kind"):
+            for field in ("apiVersion", "kind"):
+                (schema.get("properties") or {}).get(field, {}).pop("enum", None)
+        found[name] = schema
+    return found
+
+
+def _swagger_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in schema.items():
+        if key == "$ref":
+            value = "#/definitions/" + value.rsplit("/", 1)[-1]
+        elif key == "type" and isinstance(value, list):
+            kept = [t for t in value if t != "null"]
+            value = kept[0] if len(kept) == 1 else kept
+        elif key == "properties":
+            value = {field: _swagger_schema(sub) for field, sub in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            value = _swagger_schema(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            value = [_swagger_schema(sub) for sub in value]
+        out[key] = value
+    return out
 
 
 @functools.lru_cache(maxsize=None)

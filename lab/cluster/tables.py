@@ -58,14 +58,31 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pod_row(pod: dict[str, Any]) -> Row:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    containers = (pod.get("spec") or {}).get("containers") or []
-    ready = sum(1 for s in statuses if s.get("ready"))
-    restarts = sum(s.get("restartCount", 0) for s in statuses)
-    status = pod.get("status") or {}
-    phase = "Terminating" if _meta(pod).get("deletionTimestamp") else status.get("phase", "Pending")
-    return [f"{ready}/{len(containers)}", phase, restarts, age(_meta(pod).get("creationTimestamp")),
-            status.get("podIP", "<none>"), (pod.get("spec") or {}).get("nodeName", "<none>"), "<none>", "<none>"]
+    """printPod (pkg/printers/internalversion/printers.go): STATUS is the pod's reason or phase, then
+    the last container's waiting or terminated reason; READY counts containers ready and running;
+    RESTARTS adds `(AGE ago)` of the last termination."""
+    status, spec = pod.get("status") or {}, pod.get("spec") or {}
+    reason = status.get("reason") or status.get("phase") or "Pending"
+    ready = restarts = 0
+    last_restart = ""
+    for container in reversed(status.get("containerStatuses") or []):
+        restarts += container.get("restartCount", 0)
+        finished = ((container.get("lastState") or {}).get("terminated") or {}).get("finishedAt") or ""
+        last_restart = max(last_restart, finished)
+        state = container.get("state") or {}
+        waiting, terminated = state.get("waiting") or {}, state.get("terminated")
+        if waiting.get("reason"):
+            reason = waiting["reason"]
+        elif terminated is not None:
+            reason = terminated.get("reason") or (f"Signal:{terminated['signal']}" if terminated.get("signal")
+                                                  else f"ExitCode:{terminated.get('exitCode', 0)}")
+        elif container.get("ready") and "running" in state:
+            ready += 1
+    if _meta(pod).get("deletionTimestamp") and status.get("phase") not in ("Succeeded", "Failed"):
+        reason = "Terminating"
+    shown = f"{restarts} ({age(last_restart)} ago)" if restarts and last_restart else str(restarts)
+    return [f"{ready}/{len(spec.get('containers') or [])}", reason, shown, age(_meta(pod).get("creationTimestamp")),
+            status.get("podIP", "<none>"), spec.get("nodeName", "<none>"), "<none>", "<none>"]
 
 
 def _service_row(svc: dict[str, Any]) -> Row:

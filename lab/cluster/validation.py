@@ -8,7 +8,7 @@ label keys and values, pod specs (containers with name and image), workloads' se
 non-empty, matching the template's labels, immutable in apps/v1), Services' ports, immutable
 ConfigMaps and Secrets, and a Pod's spec, fixed but for its mutable fields. Not covered: the
 many other field-level checks (ports' ranges, probes, volumes, resource names...). Custom
-resources are checked for their names only, not against their CRD's schema.
+resources are checked against their CRD's schema (`customresources`), given as `custom_schema`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import copy
 import re
 from typing import Any
 
-from lab.cluster import errors
+from lab.cluster import customresources, errors
 from lab.cluster.errors import FieldError, field_forbidden, field_invalid, field_required
 from lab.cluster.selectors import matches_label_selector
 from lab.cluster.store import ResourceType
@@ -198,9 +198,13 @@ def _service(obj: dict[str, Any]) -> list[FieldError]:
     return out
 
 
-def validate(resource: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-    """Raise 422 Invalid, with every error found, for an object the apiserver would refuse."""
+def validate(resource: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
+             custom_schema: dict[str, Any] | None = None) -> None:
+    """Raise 422 Invalid, with every error found, for an object the apiserver would refuse;
+    `custom_schema`: a custom resource's, from its CRD."""
     errs = _metadata(resource, obj)
+    if custom_schema is not None:
+        errs += customresources.validate(custom_schema, obj)
     key = (resource.group, resource.plural)
     if key in _WORKLOADS:
         errs += _workload(_WORKLOADS[key], obj)

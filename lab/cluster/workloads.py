@@ -20,10 +20,11 @@ healthy cluster leave them, `ready_delay` seconds after each change (no containe
   `Pending` (PodScheduled False, Unschedulable) and is retried on each resync.
 - StatefulSets: see `statefulsets`, which uses this scheduler and kubelet.
 - Kubelet: `kubelet.sync` (images, volumes, env), a pod IP from 10.244.0.0/16; Ready only when
-  it says so. Nodes get `scheduling.ALLOCATABLE` as capacity/allocatable (the kubelet's node
-  status). A Pod deleted through the API (or evicted) is replaced by its controller.
-Defaults the apiserver applies (replicas 1, RollingUpdate 25%/25%, revisionHistoryLimit 10,
-progressDeadlineSeconds 600, DaemonSet maxUnavailable 1) are set, since clients read them.
+  it says so (or, in the pods a runner plays, when the runner reports it: a pod's readiness
+  written through its status subresource wakes its controller, as the informers do). Nodes get
+  `scheduling.ALLOCATABLE` as capacity/allocatable (the kubelet's node status). A Pod deleted
+  through the API (or evicted) is replaced by its controller.
+The specs' defaults are the apiserver's (`defaults`).
 """
 from __future__ import annotations
 
@@ -115,32 +116,14 @@ class WorkloadController(Controller):
     def admit(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
         if (resource.group, resource.plural) == ("", "pods") and old is None:
             _check_service_account(cluster, obj)
-        if resource.group != "apps":
-            return
-        if resource.plural == "statefulsets":
+        elif (resource.group, resource.plural) == ("apps", "statefulsets"):
             statefulsets.admit(cluster, obj, old)
-            return
-        spec = obj.setdefault("spec", {})
-        if resource.plural == "deployments":
-            spec.setdefault("replicas", 1)
-            spec.setdefault("revisionHistoryLimit", 10)
-            spec.setdefault("progressDeadlineSeconds", 600)
-            strategy = spec.setdefault("strategy", {"type": "RollingUpdate"})
-            if strategy.get("type") == "RollingUpdate":
-                strategy.setdefault("rollingUpdate", {}).setdefault("maxUnavailable", "25%")
-                strategy["rollingUpdate"].setdefault("maxSurge", "25%")
-        elif resource.plural == "daemonsets":
-            spec.setdefault("revisionHistoryLimit", 10)
-            strategy = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
-            if strategy.get("type") == "RollingUpdate":
-                strategy.setdefault("rollingUpdate", {}).setdefault("maxUnavailable", 1)
-                strategy["rollingUpdate"].setdefault("maxSurge", 0)
-        elif resource.plural == "replicasets":
-            spec.setdefault("replicas", 1)
 
     def stored(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
         if resource.group == "apps" and resource.plural in ("deployments", "daemonsets", "replicasets", "statefulsets"):
             self.schedule(cluster, resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        elif (resource.group, resource.plural) == ("", "pods") and old and kubelet.ready(obj) != kubelet.ready(old):
+            self._requeue_owner(cluster, obj)  # a runner reported the pod (un)ready
         elif (resource.group, resource.plural) == ("", "nodes") and old is None:
             cluster.later(0, lambda: self._post_node_status(cluster, obj["metadata"]["name"]))
         elif (resource.group, resource.plural) == ("", "nodes") and not (obj.get("spec") or {}).get("unschedulable"):
@@ -472,12 +455,12 @@ class WorkloadController(Controller):
 
 def _check_service_account(cluster: Cluster, pod: dict[str, Any]) -> None:
     """The ServiceAccount admission plugin (plugin/pkg/admission/serviceaccount): a pod naming a
-    ServiceAccount that does not exist is refused with 403. `default` is taken as existing (the lab
-    has no ServiceAccount controller creating it)."""
+    ServiceAccount that does not exist is refused with 403, `default` too (its controller,
+    `controllers.DefaultServiceAccount`, makes it in every active namespace)."""
     meta, spec = pod["metadata"], pod.get("spec") or {}
     account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
     namespace = meta.get("namespace") or "default"
-    if account == "default" or cluster.store.get(cluster.core("serviceaccounts"), namespace, account) is not None:
+    if cluster.store.get(cluster.core("serviceaccounts"), namespace, account) is not None:
         return
     name = meta.get("name") or meta.get("generateName") or ""
     raise errors.ApiError(403, "Forbidden", f'pods "{name}" is forbidden: error looking up service account '
