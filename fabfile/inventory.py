@@ -250,6 +250,8 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "binder_node_port": (32574, _node_port),
     "use_registry": (True, _flag),
     "rate_limit": (None, _optional(_count)),
+    "launch_retries": (None, _optional(_count)),
+    "launch_retry_delay": (None, _optional(_count)),
     "image_prefix": ("binder-", _text),
     "registry_url": (None, _optional(_url)),
     "registry_username": (None, _optional(_text)),

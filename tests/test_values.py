@@ -50,6 +50,8 @@ environments:
       registry_url: https://registry.example.org
       registry_username: robot
       rate_limit: 10
+      launch_retries: 2
+      launch_retry_delay: 1
       floating_ip: 10.77.0.241
       floating_ip_request: loadBalancerIP
       pod_disruption_budgets: false
@@ -200,6 +202,8 @@ def test_the_real_chart_takes_the_values_and_its_pods_read_what_the_operator_set
         "use_registry": opts["use_registry"], "image_prefix": opts["image_prefix"]}
     limit = opts["rate_limit"]
     assert binder["config"].get("RateLimiter") == (None if limit is None else {"limit": limit})
+    launcher = {k: opts[f"launch_{k}"] for k in ("retries", "retry_delay") if opts[f"launch_{k}"] is not None}
+    assert binder["config"].get("Launcher") == (launcher or None)
     assert hub["hub"]["baseUrl"] == "/jupyterhub/"
     service = one(objects, "Service", "binder")["spec"]
     assert service["type"] == "NodePort" and service["ports"][0]["nodePort"] == 32574
