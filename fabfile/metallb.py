@@ -2,7 +2,6 @@
 (runbook steps 7 and 8)."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -92,19 +91,9 @@ def memberlist_by_hand(objects: list[dict]) -> bool:
 
 
 def _memberlist_missing(conn: Connection, host: Host) -> bool:
-    """Whether the installed MetalLB needs the memberlist Secret by hand and it is not there (names
-    only are read: never the Secret's data)."""
-    out = kube.probe(conn, host, {
-        "Deployment": kube.kubectl(host, "get", "deployments", "-n", NAMESPACE, "-o", "json"),
-        "DaemonSet": kube.kubectl(host, "get", "daemonsets", "-n", NAMESPACE, "-o", "json"),
-        "Secret": kube.kubectl(host, "get", "secret", MEMBERLIST, "-n", NAMESPACE, "-o", "name",
-                               "--ignore-not-found")})
-    for kind, got in out.items():
-        if not got.ok:
-            raise remote.RemoteError(f"cannot read MetalLB's {kind}s: {remote.tail(got.stderr)}")
-    workloads = [{**obj, "kind": kind} for kind in ("Deployment", "DaemonSet")
-                 for obj in json.loads(out[kind].stdout)["items"]]
-    return memberlist_by_hand(workloads) and not out["Secret"].stdout.strip()
+    """Whether the installed MetalLB needs the memberlist Secret by hand and it is not there."""
+    workloads, present = probes.metallb_memberlist(conn, host, MEMBERLIST)
+    return memberlist_by_hand(workloads) and not present
 
 
 def _create_memberlist(conn: Connection, host: Host) -> None:

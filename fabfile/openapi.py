@@ -12,46 +12,15 @@ for are left to helm's discovery check.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable
 
 from fabric import Connection
 
-from . import kube
+from . import probes
 from .inventory import Host
-from .remote import Output, RemoteError
 
 SHOWN = 5  # problems listed at most
 _KEPT = ("properties", "additionalProperties", "items", "required", "allOf", "anyOf", "oneOf", "$ref")
-
-
-def _gv_path(api_version: str) -> str:
-    return f"apis/{api_version}" if "/" in api_version else f"api/{api_version}"
-
-
-def read(conn: Connection, host: Host, objects: list[dict]) -> dict[str, dict]:
-    """The cluster's OpenAPI v3 documents of the group-versions `objects` use, by path ("apis/apps/v1"),
-    read at once; group-versions the cluster does not publish are left out."""
-    index = kube.read(conn, host, kube.kubectl(host, "get", "--raw", "/openapi/v3"))
-    if _not_found(index):  # a cluster that publishes no OpenAPI v3 (before 1.24 unless enabled)
-        return {}
-    if not index.ok:
-        raise kube.unreachable(host, index)
-    published = json.loads(index.stdout or "{}").get("paths") or {}
-    paths = sorted({p for o in objects if (p := _gv_path(str(o.get("apiVersion", "")))) in published})
-    if not paths:
-        return {}
-    got = kube.read_at_once(conn, host, [kube.kubectl(host, "get", "--raw", published[p]["serverRelativeURL"])
-                                         for p in paths])
-    for path, out in zip(paths, got):
-        if not out.ok and not _not_found(out):
-            raise RemoteError(f"{host.name} could not read the cluster's OpenAPI document {path}: "
-                              f"{out.stderr.strip()[-300:]}; check that kubectl can reach the cluster")
-    return {path: json.loads(out.stdout) for path, out in zip(paths, got) if out.ok}
-
-
-def _not_found(out: Output) -> bool:
-    return not out.ok and "the server could not find the requested resource" in out.stderr
 
 
 def problems(documents: dict[str, dict], objects: list[dict]) -> list[str]:
@@ -63,7 +32,7 @@ def problems(documents: dict[str, dict], objects: list[dict]) -> list[str]:
     found = []
     for obj in objects:
         api_version, kind = str(obj.get("apiVersion", "")), obj.get("kind")
-        path = _gv_path(api_version)
+        path = probes.group_version_path(api_version)
         components = ((documents.get(path) or {}).get("components") or {}).get("schemas") or {}
         group, _, version = api_version.rpartition("/")
         gvk = {"group": group, "version": version, "kind": kind}
@@ -87,7 +56,7 @@ def summary(found: list[str]) -> str:
 
 def check(conn: Connection, host: Host, objects: list[dict]) -> list[str]:
     """`problems` against the cluster `host` reaches."""
-    return problems(read(conn, host, objects), objects)
+    return problems(probes.openapi_documents(conn, host, objects), objects)
 
 
 def strict(schema: Any, structural: bool = True) -> Any:

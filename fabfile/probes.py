@@ -12,7 +12,7 @@ from fabric import Connection
 
 from . import kube, remote
 from .inventory import Host
-from .remote import RemoteError
+from .remote import Output, RemoteError
 
 PENDING = ("pending-install", "pending-upgrade", "pending-rollback")
 METALLB_NAMESPACE = "metallb-system"
@@ -135,6 +135,38 @@ def history(conn: Connection, host: Host) -> list[dict]:
 def listed_release(conn: Connection, host: Host) -> dict | None:
     """The release as `helm list` shows it (name, revision, status, chart), or None."""
     return _named(host, kube.read_json(conn, host, _list_release(host)))
+
+
+# -- the cluster's OpenAPI schemas ------------------------------------------------------------------
+
+def group_version_path(api_version: str) -> str:
+    """Where the API serves an apiVersion: api/v1, apis/GROUP/VERSION."""
+    return f"apis/{api_version}" if "/" in api_version else f"api/{api_version}"
+
+
+def openapi_documents(conn: Connection, host: Host, objects: list[dict]) -> dict[str, dict]:
+    """The cluster's OpenAPI v3 documents of the group-versions `objects` use, by path ("apis/apps/v1"),
+    read at once; group-versions the cluster does not publish are left out."""
+    index = kube.read(conn, host, kube.kubectl(host, "get", "--raw", "/openapi/v3"))
+    if _openapi_missing(index):  # a cluster that publishes no OpenAPI v3 (before 1.24 unless enabled)
+        return {}
+    if not index.ok:
+        raise kube.unreachable(host, index)
+    published = json.loads(index.stdout or "{}").get("paths") or {}
+    paths = sorted({p for o in objects if (p := group_version_path(str(o.get("apiVersion", "")))) in published})
+    if not paths:
+        return {}
+    got = kube.read_at_once(conn, host, [kube.kubectl(host, "get", "--raw", published[p]["serverRelativeURL"])
+                                         for p in paths])
+    for path, out in zip(paths, got):
+        if not out.ok and not _openapi_missing(out):
+            raise RemoteError(f"{host.name} could not read the cluster's OpenAPI document {path}: "
+                              f"{remote.tail(out.stderr)}; check that kubectl can reach the cluster")
+    return {path: json.loads(out.stdout) for path, out in zip(paths, got) if out.ok}
+
+
+def _openapi_missing(out: Output) -> bool:
+    return not out.ok and "the server could not find the requested resource" in out.stderr
 
 
 # -- the release's objects ----------------------------------------------------------------------
@@ -352,6 +384,22 @@ class MetalLB:
 def _version(image: str) -> tuple[int, ...] | None:
     match = re.search(r":v?(\d+)\.(\d+)(?:\.(\d+))?", image)
     return tuple(int(g) for g in match.groups() if g is not None) if match else None
+
+
+def metallb_memberlist(conn: Connection, host: Host, secret: str) -> tuple[list[dict], bool]:
+    """MetalLB's Deployments and DaemonSets (each with its `kind`), and whether its Secret
+    `secret` exists (its name only is read, never its data), in one round trip."""
+    out = kube.probe(conn, host, {
+        "Deployment": kube.kubectl(host, "get", "deployments", "-n", METALLB_NAMESPACE, "-o", "json"),
+        "DaemonSet": kube.kubectl(host, "get", "daemonsets", "-n", METALLB_NAMESPACE, "-o", "json"),
+        "Secret": kube.kubectl(host, "get", "secret", secret, "-n", METALLB_NAMESPACE, "-o", "name",
+                               "--ignore-not-found")})
+    for kind, got in out.items():
+        if not got.ok:
+            raise RemoteError(f"cannot read MetalLB's {kind}s: {remote.tail(got.stderr)}")
+    workloads = [{**obj, "kind": kind} for kind in ("Deployment", "DaemonSet")
+                 for obj in json.loads(out[kind].stdout)["items"]]
+    return workloads, bool(out["Secret"].stdout.strip())
 
 
 def metallb(conn: Connection, host: Host) -> MetalLB:
