@@ -26,7 +26,7 @@ import json
 import re
 from typing import Any
 
-from lab.cluster import errors
+from lab.cluster import errors, schemas
 from lab.cluster.errors import FieldError
 from lab.cluster.store import ResourceType
 
@@ -51,21 +51,14 @@ def decode(resource: ResourceType, schema: dict[str, Any], obj: dict[str, Any],
     decoding error, or return the warnings, that `field_validation` asks for. `patched`: `obj` is a
     JSON or merge patch's result, whose strict error the patch handler reports as 422 Invalid on the
     field `patch` (staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go, applyPatchToCurrentObject)."""
-    mode = field_validation or "Warn"
-    if mode not in ("Strict", "Warn", "Ignore"):
-        raise errors.bad_request(f'fieldValidation: Unsupported value: "{mode}": supported values: '
-                                 '"Ignore", "Strict", "Warn"')
+    mode = schemas.validation_mode(field_validation)
     shown = json.dumps(obj, sort_keys=True, separators=(",", ":")) if patched else ""
     unknown: list[str] = []
     _prune(obj, schema, "", unknown, root=True)
     unknown.sort()  # the decoder sorts the pruned paths
-    if mode == "Strict" and unknown:
-        message = "strict decoding error: " + ", ".join(f'unknown field "{f}"' for f in unknown)
-        if patched:
-            raise errors.invalid_object("", "", "", [errors.field_invalid("patch", shown, message)])
-        raise errors.bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as a '
-                                 f"{resource.kind}: {message}")
-    return [f'unknown field "{f}"' for f in unknown] if mode == "Warn" else []
+    if mode == "Strict" and unknown and patched:
+        raise errors.invalid_object("", "", "", [errors.field_invalid("patch", shown, schemas.strict_error(unknown))])
+    return schemas.unknown_answer(resource, mode, unknown)
 
 
 def _prune(value: Any, schema: dict[str, Any], path: str, unknown: list[str], root: bool = False) -> None:

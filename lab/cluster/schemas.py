@@ -224,20 +224,39 @@ def decode(kube_version: str, resource: ResourceType, obj: dict[str, Any], field
     name = schema_name(kube_version, resource)
     if name is None:
         return []
+    mode = validation_mode(field_validation)
+    decoder = _Decoder(definitions(kube_version), prune=mode != "Strict")
+    try:
+        decoder.walk(obj, {"$ref": name}, "", "", resource.kind)
+    except _DecodeError as exc:
+        raise undecodable(resource, str(exc)) from None
+    return unknown_answer(resource, mode, [f for f in decoder.unknown if f not in known_unknown])
+
+
+def validation_mode(field_validation: str | None) -> str:
+    """The `fieldValidation` query parameter (Warn when absent); 400 for any other value."""
     mode = field_validation or "Warn"
     if mode not in ("Strict", "Warn", "Ignore"):
         raise errors.bad_request(f"fieldValidation: Unsupported value: \"{mode}\": supported values: "
                                  '"Ignore", "Strict", "Warn"')
-    decoder = _Decoder(definitions(kube_version), prune=mode != "Strict")
-    prefix = f'{resource.kind} in version "{resource.version}" cannot be handled as a {resource.kind}: '
-    try:
-        decoder.walk(obj, {"$ref": name}, "", "", resource.kind)
-    except _DecodeError as exc:
-        raise errors.bad_request(prefix + str(exc)) from None
-    unknown = [f for f in decoder.unknown if f not in known_unknown]
+    return mode
+
+
+def undecodable(resource: ResourceType, message: str) -> errors.ApiError:
+    """The decoder's 400 for a body of `resource`."""
+    return errors.bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as a '
+                              f"{resource.kind}: {message}")
+
+
+def strict_error(unknown: list[str]) -> str:
+    return "strict decoding error: " + ", ".join(f'unknown field "{f}"' for f in unknown)
+
+
+def unknown_answer(resource: ResourceType, mode: str, unknown: list[str]) -> list[str]:
+    """What `mode` makes of the unknown fields of a body: Strict, the decoder's 400; Warn, a
+    warning each; Ignore, nothing."""
     if mode == "Strict" and unknown:
-        raise errors.bad_request(prefix + "strict decoding error: "
-                                 + ", ".join(f'unknown field "{f}"' for f in unknown))
+        raise undecodable(resource, strict_error(unknown))
     return [f'unknown field "{f}"' for f in unknown] if mode == "Warn" else []
 
 
