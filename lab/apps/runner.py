@@ -170,16 +170,7 @@ class Api:
 
     def get(self, group_version: str, plural: str, name: str) -> dict | None:
         prefix = "api/v1" if group_version == "v1" else f"apis/{group_version}"
-        url = f"{self.url}/{prefix}/namespaces/{self.namespace}/{plural}/{name}"
-        try:
-            response = self.session.get(url, timeout=5)
-        except requests.RequestException as exc:
-            raise ApiUnavailable(f"{url}: {exc}") from exc
-        if response.status_code == 404:
-            return None
-        if not response.ok:
-            raise ApiUnavailable(f"{url}: HTTP {response.status_code}")
-        return response.json()
+        return self._send("GET", f"{prefix}/namespaces/{self.namespace}/{plural}/{name}")
 
     def deployment(self, name: str) -> dict | None:
         return self.get("apps/v1", "deployments", name)
