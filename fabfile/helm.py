@@ -1,6 +1,7 @@
 """The BinderHub helm release: chart repository, values, install/upgrade, rollback (steps 3-5, 11-12)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -59,7 +60,7 @@ def current(host: Host, state: probes.ReleaseState, rendered: values.Values) -> 
 
 
 @step("helm.upgrade")
-def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState], namespaces: dict[str, bool],
+def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState], repos: dict[str, probes.RepoState],
             rendered: values.Values, env: str, recreate: bool = False) -> Result | Change:
     """Install or upgrade the release when the chart version or the values differ from the
     deployed revision. First, with nothing touched: render it with `helm template --validate`
@@ -73,7 +74,7 @@ def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState]
     name, namespace = host.vars["release"], host.vars["namespace"]
     version = host.vars["chart_version"]
     chart_id = f"{kube.CHART}-{version}"
-    state = states[host.name]
+    state, where = states[host.name], repos.get(host.name)
     release, deployed = state.release, state.values
     if release and release["status"] in probes.PENDING:
         return _stuck(conn, host, release, env)
@@ -87,7 +88,7 @@ def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState]
     chart = [kube.chart(host), "--version", version, "--namespace", namespace, "--values", "-"]
     document = json.dumps(wanted)
     conflicts: list[immutable.Conflict] = []
-    if probes.chart_found(conn, host):  # else a dry run before helm.repo adds it: no objects to show
+    if where and where.chart_found:  # else a dry run before helm.repo adds it: no objects to show
         template = kube.read(conn, host, kube.helm(host, "template", name, *chart, "--validate"), stdin=document)
         if not template.ok:
             return Result.failed(_refusal(host, template.stderr), patch)
@@ -106,7 +107,7 @@ def upgrade(conn: Connection, host: Host, states: dict[str, probes.ReleaseState]
                         for c in conflicts) + patch
 
     def install() -> Result:
-        if not namespaces.get(host.name, True):
+        if where and not where.namespace:
             return Result.failed(f"namespace {namespace} does not exist; create it "
                                  f"with `{settings.command()} cluster.namespace --env {env}` (deploy does it first)")
         for ns, refs in _by_namespace(conflicts).items():
@@ -230,7 +231,7 @@ def release_stage(run: Run, recreate: bool = False) -> list[Result]:
     if current(host[0], releases[host[0].name], rendered):
         skipped = run.report(Result(host[0].name, repo.label, Status.OK,
                                     "not consulted: the release already runs the pinned chart"))
-        return [skipped, *run.each(host, upgrade, states=releases, namespaces={}, rendered=rendered, env=run.env.name,
+        return [skipped, *run.each(host, upgrade, states=releases, repos={}, rendered=rendered, env=run.env.name,
                                    recreate=recreate)]
     repos = run.gather(host, probes.repo_state, of=repo)
     if not repos:
@@ -238,8 +239,10 @@ def release_stage(run: Run, recreate: bool = False) -> list[Result]:
     added = run.each(host, repo, states=repos)
     if not succeeded(added):
         return added
-    namespaces = {name: state.namespace for name, state in repos.items()}
-    return added + run.each(host, upgrade, states=releases, namespaces=namespaces, rendered=rendered,
+    # helm.repo has made sure the chart is there, unless in a dry run
+    found = {name: dataclasses.replace(state, chart_found=state.chart_found or not run.dry_run)
+             for name, state in repos.items()}
+    return added + run.each(host, upgrade, states=releases, repos=found, rendered=rendered,
                             env=run.env.name, recreate=recreate)
 
 
