@@ -59,10 +59,6 @@ NODE_IMAGES = frozenset({
 })
 
 
-def _lacks(cluster: Cluster, namespace: str, plural: str, name: str) -> bool:
-    return cluster.store.get(cluster.core(plural), namespace, name) is None
-
-
 def normalise(image: str) -> str:
     """A reference as containerd resolves it: docker.io and library/ filled in, tag `latest` by default."""
     first, _, rest = image.partition("/")
@@ -92,7 +88,7 @@ def _missing_volume(cluster: Cluster, namespace: str, volume: dict[str, Any]) ->
             if ref is None or ref.get("optional"):
                 continue
             name = ref.get(key if source is volume else "name") or ref.get("name")
-            if _lacks(cluster, namespace, plural, name):
+            if cluster.store.get(cluster.core(plural), namespace, name) is None:
                 return f'MountVolume.SetUp failed for volume "{volume.get("name")}" : {kind} "{name}" not found'
     return None
 
