@@ -47,7 +47,7 @@ def collect(run: Run, binder_url: str) -> Path:
     files = {
         "binder-health.txt": _http(f"{binder_url}health"),
         "binder-versions.txt": _http(f"{binder_url}versions"),
-        "hub-health.txt": _http(f"{hub}hub/api/health"),
+        "hub-health.txt": _http(f"{hub}hub/health"),
         **_remote(run, "control-plane", {
             "kubectl-get.txt": kube.kubectl(control_plane, "get", "pods,services,events", "-n", namespace,
                                             "-o", "wide"),

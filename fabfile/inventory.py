@@ -252,6 +252,7 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "rate_limit": (None, _optional(_count)),
     "launch_retries": (None, _optional(_count)),
     "launch_retry_delay": (None, _optional(_count)),
+    "spawn_timeout": (None, _optional(_count)),
     "image_prefix": ("binder-", _text),
     "registry_url": (None, _optional(_url)),
     "registry_username": (None, _optional(_text)),

@@ -106,9 +106,10 @@ def _failing(conn: Connection, host: Host, urls: dict[str, str], server_name: st
 
 def _probe(conn: Connection, host: Host, context: dict) -> list[str]:
     """Requests through the proxy that did not answer 200. A reload is graceful (old workers
-    finish first), so a failure is retried for a few seconds."""
+    finish first), so a failure is retried for a few seconds. The hub's `hub/health` is the path
+    both eras answer (JupyterHub 1.3 has no `hub/api/health`) and the charts' own readinessProbe."""
     base = f"{'https' if context['tls'] else 'http'}://127.0.0.1:{context['port']}"
-    paths = (f"{context['binder_base_url']}versions", f"{context['hub_base_url']}hub/api/health")
+    paths = (f"{context['binder_base_url']}versions", f"{context['hub_base_url']}hub/health")
     return _failing(conn, host, {p: base + p for p in paths}, context["server_name"], PROBE_SECONDS)
 
 
@@ -118,7 +119,7 @@ def _await_upstreams(conn: Connection, host: Host, context: dict) -> None:
     probe after the reload judges either way."""
     _failing(conn, host, {
         "binder": f"http://{context['node_address']}:{context['node_port']}{context['binder_base_url']}versions",
-        "hub": f"http://{context['floating_ip']}:80{context['hub_base_url']}hub/api/health",
+        "hub": f"http://{context['floating_ip']}:80{context['hub_base_url']}hub/health",
     }, context["server_name"], UPSTREAM_SECONDS)
 
 

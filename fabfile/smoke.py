@@ -35,31 +35,78 @@ if TYPE_CHECKING:  # requests and websocket are imported by the functions that u
 DEFAULT_REPO = "gh/binder-examples/requirements/HEAD"
 PROGRESS_EVERY = 30  # seconds between progress lines while the stream is open
 STOP_WAIT = 120      # seconds the stopped server may take to leave the hub (a pod's grace period)
+KEEPALIVE = 25       # seconds between BinderHub's `:keepalive` comments (builder.py KEEPALIVE_INTERVAL)
 STEP = "smoke"
 
-#: BinderHub's providers and how many `/`-separated parts their spec has at least
-#: (gh: org/repo/ref; gl and git: the URL-escaped project or repository URL, then the ref).
-PROVIDERS = {"gh": 3, "gl": 2, "git": 2, "zenodo": 1, "figshare": 1, "hydroshare": 1, "dataverse": 1, "ckan": 1}
+#: BinderHub's providers (app.py, BinderHub.repo_providers) and how many `/`-separated parts their
+#: spec has at least (gh: org/repo/ref; gist: user/id; gl and git: the URL-escaped project or
+#: repository URL, then the ref).
+PROVIDERS = {"gh": 3, "gist": 2, "gl": 2, "git": 2, "zenodo": 1, "figshare": 1, "hydroshare": 1, "dataverse": 1,
+             "ckan": 1}
 
 TOKEN_ENV = settings.SECRET_ENV["hub_token"]
 AUTH_HINT = (f"authentication is on: set ${TOKEN_ENV} (or smoke_hub_token in the secrets file) to a JupyterHub "
              "API token made on the hub's /hub/token page with the scopes access:services!service=binder and "
              "access:servers!user=<its user>")
 SPAWN_HINT = "JupyterHub could not start the server: see the hub's logs in the diagnostics"
+USER_SERVER_HINT = ("this token's user already has a server: stop it (the hub's control panel) or let BinderHub "
+                    "launch named servers (config.Launcher.allow_named_servers)")
+LAUNCH_RETRY = re.compile(r"Launch attempt \d+ failed, retrying")  # builder.py BuildHandler.launch
 
-HINTS = [  # (status code, words in the message, hint)
-    (429, "", "rate limited: raise config.RateLimiter.limit in the chart values (0 disables it) or "
-              "send a build token; a smoke test run often meets this limit"),
+#: (status code, words in the message, hint): BinderHub's answers (binderhub b9fad995, the current
+#: chart's; source files named), and the HTTP answers of what stands in front of it.
+HINTS = [
+    # base.py check_rate_limit: only anonymous requests (authenticated users are not limited)
+    (429, "Rate limit exceeded.", "rate limited: raise config.RateLimiter.limit in the chart values (0 disables "
+                                  "it); a smoke test run often meets this limit"),
+    # BinderHub of the pinned (2021) chart sent a client without a valid token to the hub's login:
+    # its BuildHandler kept tornado's @authenticated redirect (replaced by a 403 in 8c1bae0e, 2024-05).
     (302, "", AUTH_HINT),
-    (403, " is not allowed.", "this token's user may not use BinderHub: " + AUTH_HINT),
+    # jupyterhub/services/auth.py HubAuthenticated.get_current_user: a known user or service
+    # without the binder scope ("service binder is not allowed." for the binder's own token)
+    (403, " is not allowed.", "this token's user may not use BinderHub (it lacks access:services!service=binder): "
+                              + AUTH_HINT),
+    # builder.py BuildHandler.redirect raises HTTPError(403): no token, or one the hub does not know
     (403, "Forbidden", "no token, or one the hub does not know: " + AUTH_HINT),
-    (403, "", "BinderHub refused this client: its network may be in config.BinderHub.ban_networks"),
-    (500, "Failed to create temporary user", "the binder's hub token does not match the hub: both come "
-          "from binder_api_token; run helm.upgrade so binder and hub get the same one"),
-    (500, "Failed to launch image", SPAWN_HINT),  # the hub refused the spawn at once
+    # base.py check_request_ip: "Requests from ... are not allowed"
+    (403, "Requests from ", "BinderHub refused this client: its network is in config.BinderHub.ban_networks"),
+    # builder.py BuildHandler.prepare
+    (400, "Missing Accept header", "the Accept: text/event-stream header did not reach BinderHub: a proxy in front "
+                                   "of it drops it"),
+    # launcher.py Launcher.launch (authentication on, named servers off or at their limit)
+    (409, "already has a running server", USER_SERVER_HINT),
+    (409, "already has the maximum of", USER_SERVER_HINT),
+    # launcher.py Launcher.launch: POST users/NAME (authentication off) was refused, or answered 5xx or
+    # timed out four times (Launcher.api_request retries those)
+    (500, "Failed to create temporary user", "JupyterHub refused or did not answer the request to create the "
+          "temporary user: the binder's hub token must match the hub's (both come from binder_api_token; run "
+          "helm.upgrade so binder and hub get the same one), the binder service needs admin:users, and the hub pod "
+          "must be up"),
+    # launcher.py Launcher.launch: the hub refused the spawn request, or its progress stream failed
+    (500, "Failed to launch image", SPAWN_HINT),
+    # launcher.py Launcher.launch: JupyterHub's progress said "Spawn failed: ..." (apihandlers/users.py)
+    (500, "Spawn failed", SPAWN_HINT),
+    (500, "took too long to launch", "the server did not start within Launcher.launch_timeout (600 s): " + SPAWN_HINT),
+    (500, " failed to launch", SPAWN_HINT),
+    # builder.py send_error: an exception without a message (a connection the hub refused)
     (500, "Internal Server Error", "BinderHub cannot reach JupyterHub: check hub_url, the hub pod, and that "
           "proxy-public holds the floating IP (cluster.floating-ip)"),
-    (500, "Spawn failed", SPAWN_HINT),
+    # builder.py BuildHandler.get and quota.py: `failed` events without a status code
+    (None, "Could not resolve ref", "the repository or its ref was not found, or is private: check --repo "
+                                    "(HEAD for the default branch)"),
+    (None, "Error resolving ref", "BinderHub could not ask the repository's provider (unreachable, or its API "
+                                  "rate limit): see the binder pod's logs"),
+    (None, "No provider found for prefix", "this BinderHub has no such provider (config.BinderHub.repo_providers)"),
+    (None, "is not allowed to launch", "the repository is banned by its provider's banned_specs"),
+    (None, "Too many users on this BinderHub", "the launch quota is full: config.LaunchQuota.total_quota, or stop "
+                                               "some servers"),
+    (None, "Too many users running", "the repository's launch quota is full (config.BinderHub.per_repo_quota, or "
+                                     "the provider's spec_config), or stop some of its servers"),
+    # What stands in front of BinderHub (BinderHub itself answers /build with 200 only).
+    (404, "HTTP 404", "no BinderHub build API at this URL: check the binder URL and BinderHub's base_url"),
+    (502, "HTTP 502", "the proxy in front of BinderHub got no answer from it: is the binder pod running?"),
+    (503, "HTTP 503", "the proxy in front of BinderHub got no answer from it: is the binder pod running?"),
+    (504, "HTTP 504", "the proxy in front of BinderHub got no answer from it: is the binder pod running?"),
 ]
 
 
@@ -95,6 +142,9 @@ class Report:
     hint: str = ""
     diagnostics: str = ""
     checks_seconds: float = 0.0  # spent on the server checks and the stop, mostly waiting on the server
+    ready_seconds: float | None = None  # from sending the build request to the `ready` event
+    launch_retries: int = 0  # BinderHub's "Launch attempt N failed, retrying..." messages
+    last_event: float = 0.0  # seconds after the request when the last event came (keepalives not counted)
 
     def phase(self, name: str, at: float) -> Phase:
         if self.phases:
@@ -197,17 +247,20 @@ def options(repo: str, binder_url: str | None, auth: bool, timeout: str | None, 
 # -- the build stream --------------------------------------------------------------------------
 
 def _progress(report: Report, say: Callable[[str], None], start: float, done: threading.Event) -> None:
-    """Every PROGRESS_EVERY seconds until `done`: where the stream is, even when nothing comes."""
+    """Every PROGRESS_EVERY seconds until `done`: where the stream is, even when nothing comes
+    (BinderHub's keepalives keep a stalled build's stream open)."""
     while not done.wait(PROGRESS_EVERY):
         now = time.monotonic() - start
         p = report.phases[-1] if report.phases else None
-        say(f"still {p.name}: {now - p.start:.0f} s, {p.messages} messages" if p else f"no event yet: {now:.0f} s")
+        say(f"still {p.name}: {now - p.start:.0f} s, {p.messages} messages, the last {now - report.last_event:.0f} s "
+            "ago" if p else f"no event yet: {now:.0f} s")
 
 
 def follow(http: requests.Session, url: str, headers: dict, report: Report, say: Callable[[str], None],
            timeout: float, silence: float) -> Event | None:
-    """Read the build stream until `ready` or `failed` (then close it); None when it went silent
-    or ran out of time (the report says which). A progress line comes every PROGRESS_EVERY s."""
+    """Read the build stream until `ready` or `failed` (then close it: BinderHub keeps it open 60 s
+    after `ready`, and for good after a build pod failed); None when it went silent or ran out of
+    time (the report says which). A progress line comes every PROGRESS_EVERY s."""
     import requests
 
     start = time.monotonic()
@@ -215,13 +268,13 @@ def follow(http: requests.Session, url: str, headers: dict, report: Report, say:
     try:
         with http.get(url, headers={**headers, "Accept": "text/event-stream"}, stream=True,
                       timeout=(10, silence), allow_redirects=False) as response:
-            if response.is_redirect:  # BinderHub before 2024-05 sent a client without a valid token to log in
-                where = urlsplit(response.headers["Location"])
+            if response.is_redirect:  # BinderHub of 2021 (the pinned chart's): no valid token, go log in
+                where = urlsplit(response.headers.get("Location", ""))
                 report.status_code = response.status_code
                 report.message = (f"redirected to {where.scheme}://{where.netloc}{where.path} to log in: "
                                   "no token, or one the hub does not know")
                 return None
-            if response.status_code != 200:
+            if response.status_code != 200:  # not BinderHub's answer: it answers /build with 200 only
                 report.status_code, report.message = response.status_code, f"HTTP {response.status_code}"
                 return None
             ticker = threading.Thread(target=_progress, args=(report, say, start, done), daemon=True)
@@ -231,10 +284,15 @@ def follow(http: requests.Session, url: str, headers: dict, report: Report, say:
             finally:
                 done.set()
                 ticker.join()
+    except requests.exceptions.ChunkedEncodingError:  # the connection closed mid-stream (a binder pod restarting)
+        report.message = "the stream was cut off before ready or failed: was the binder pod restarted?"
+        return None
     except (requests.ConnectionError, requests.Timeout) as exc:
         silent = "Read timed out" in str(exc)
         report.message = (f"the stream went silent for {silence:g} s" if silent
                           else f"cannot reach {url}: {type(exc).__name__}")
+        if silent and silence > KEEPALIVE:
+            report.message += f" (not even BinderHub's keepalive, sent every {KEEPALIVE} s)"
         return None
 
 
@@ -242,19 +300,32 @@ def _read(response: requests.Response, report: Report, say: Callable[[str], None
           timeout: float) -> Event | None:
     for event in events(lines(response.iter_content(chunk_size=None))):
         now = time.monotonic() - start
-        if event and (not report.phases or report.phases[-1].name != event.phase):
-            report.phase(event.phase, now)
-            say(f"{event.phase} ({now:.1f} s)")
-        if event and report.phases:
-            report.phases[-1].messages += 1
+        if event:
+            report.last_event = seconds(now)
+            _phase(report, event, say, now)
         if event and (event.phase == "ready" or event.failed):
             report.phases[-1].duration = seconds(now - report.phases[-1].start)
+            if event.phase == "ready":
+                report.ready_seconds = seconds(now)
             return event
         if now > timeout:
             report.message = f"no ready within the overall timeout of {timeout:g} s"
             return None
     report.message = "the stream ended without ready or failed"
     return None
+
+
+def _phase(report: Report, event: Event, say: Callable[[str], None], now: float) -> None:
+    """Count `event` in its phase, opening a new one when the phase changes. `unknown` stays in
+    the current phase: BinderHub gives that phase to build log lines that are not JSON (build.py
+    stream_logs). A launch retry is said, since each one waits 4, 8, 16 s (Launcher.retry_delay)."""
+    if not report.phases or report.phases[-1].name != event.phase and event.phase != "unknown":
+        report.phase(event.phase, now)
+        say(f"{event.phase} ({now:.1f} s)")
+    report.phases[-1].messages += 1
+    if event.phase == "launching" and LAUNCH_RETRY.match(event.message):
+        report.launch_retries += 1
+        say(f"launching: {event.message.strip()} ({now:.1f} s)")
 
 
 # -- the launched server -----------------------------------------------------------------------
@@ -354,9 +425,11 @@ def hub_call(conn: Connection, address: tuple[str, int], method: str, path: str,
         http.close()
 
 
-def stop_through_hub(hub: Hub, server_url: str) -> Check:
+def stop_through_hub(hub: Hub, server_url: str, temporary: bool) -> Check:
     """Stop the server with the hub's API, reached from the control-plane host, and wait until
-    the hub no longer lists it (a pod may take its grace period)."""
+    the hub no longer lists it (a pod may take its grace period). A `temporary` user (what
+    BinderHub creates for each launch with authentication off: launcher.py, create_user) is then
+    deleted too, as the chart's culler would do later (cull.users)."""
     name, _, server = urlsplit(server_url).path.rstrip("/").rsplit("/user/", 1)[-1].partition("/")
     if not re.fullmatch(r"[\w@+-][\w.@+-]*", name) or not re.fullmatch(r"[\w.@+-]*", server):
         return Check("server stop", False, f"no user's server in ready.url {server_url}")
@@ -373,6 +446,7 @@ def stop_through_hub(hub: Hub, server_url: str) -> Check:
             code, body = hub_call(conn, address, "GET", api, hub.token)
             return code == 404 or (code == 200 and server not in (json.loads(body).get("servers") or {}))
         waited = _wait(gone, STOP_WAIT)
+        deleted = hub_call(conn, address, "DELETE", api, hub.token)[0] if temporary and waited is not None else None
     except (ConnectError, RemoteError) as exc:
         return Check("server stop", False, f"cannot ask the hub from the control plane: {exc}")
     except (paramiko.SSHException, OSError, HTTPException, ValueError, KeyError, IndexError) as exc:
@@ -380,7 +454,10 @@ def stop_through_hub(hub: Hub, server_url: str) -> Check:
                                            f"{type(exc).__name__}: {exc} (TCP forwarding must be allowed)")
     if waited is None:
         return Check("server stop", False, f"hub: HTTP {status}, still listed after {STOP_WAIT} s")
-    return Check("server stop", True, f"hub: HTTP {status}, gone from the hub after {waited:.1f} s")
+    detail = f"hub: HTTP {status}, gone from the hub after {waited:.1f} s"
+    if deleted is None:
+        return Check("server stop", True, detail)
+    return Check("server stop", deleted in (204, 404), f"{detail}; temporary user {name} deleted: HTTP {deleted}")
 
 
 def stop_through_server(http: requests.Session, url: str, token: str) -> Check:
@@ -409,28 +486,35 @@ def stop_through_server(http: requests.Session, url: str, token: str) -> Check:
 
 def use_server(http: requests.Session, ready: Event, allowed: tuple[str, ...], token: str | None,
                hub: Hub | None, kernel_timeout: float) -> list[Check]:
-    """The server checks, then the stop; the token goes only to a server under `allowed`."""
+    """The server checks, then the stop. `token` is the user's hub token when authentication is
+    on: the server is then the user's own (jupyterhub-singleuser), which ready.token does not open,
+    and the token goes only to a server under `allowed`. With authentication off (None), the server
+    is the notebook server BinderSpawnerMixin starts for a temporary user with
+    --NotebookApp.token=ready.token (binderspawner_mixin.py get_args): that token, made by
+    BinderHub for this server alone, goes to ready.url wherever it is (the hub may have a host of
+    its own)."""
     import requests
 
     url, server_token = ready.data.get("url") or "", token or ready.data.get("token") or ""
-    if not any(within(url, base) for base in allowed):
+    if token and not any(within(url, base) for base in allowed):
         checks = [Check("server url", False, f"ready.url {url} is not under {' or '.join(allowed)}: "
                                              "refused to send the token there")]
-        return checks + [stop_through_hub(hub, url) if hub else Check("server stop", False, "not stopped: no hub "
-                                                                       "access from the control plane")]
+        return checks + [stop_through_hub(hub, url, temporary=False) if hub else
+                         Check("server stop", False, "not stopped: no hub access from the control plane")]
     url = url if url.endswith("/") else url + "/"
     try:
         checks = check_server(http, url, server_token, kernel_timeout)
     except (requests.RequestException, ValueError) as exc:
         checks = [Check("server api", False, type(exc).__name__)]
-    return checks + [stop_through_hub(hub, url) if hub else stop_through_server(http, url, server_token)]
+    return checks + [stop_through_hub(hub, url, token is None) if hub else stop_through_server(http, url, server_token)]
 
 
 # -- one run ------------------------------------------------------------------------------------
 
 def smoke_run(reporter: Reporter, opts: Options, binder_url: str, allowed: tuple[str, ...], token: str | None,
               hub: Hub | None, report: Report) -> Report:
-    """The whole smoke test against `binder_url`; results go to `reporter`, facts to `report`."""
+    """The whole smoke test against `binder_url`; results go to `reporter`, facts to `report`.
+    `token`: the user's hub token when authentication is on, else None."""
     import requests
 
     say = lambda text: reporter.note(STEP, text)  # noqa: E731
@@ -462,11 +546,13 @@ def smoke_run(reporter: Reporter, opts: Options, binder_url: str, allowed: tuple
 
 def emit_verdict(reporter: Reporter, report: Report) -> None:
     if report.verdict == "passed":
-        reporter.emit(Result(STEP, STEP, Status.OK, f"{report.repo}: built, launched, server answered, stopped "
-                             f"in {sum(p.duration for p in report.phases):.1f} s"))
+        reporter.emit(Result(STEP, STEP, Status.OK, f"{report.repo}: built and launched (ready after "
+                             f"{report.ready_seconds:.1f} s), server answered, stopped"))
         return
     code = f" ({report.status_code})" if report.status_code else ""
-    detail = (f"failed in phase {report.failed_phase}{code}: {report.message}"
+    attempts = (f" (after {report.launch_retries + 1} launch attempts)"
+                if report.launch_retries and report.failed_phase == "launching" else "")
+    detail = (f"failed in phase {report.failed_phase}{code}: {report.message}{attempts}"
               + (f"; hint: {report.hint}" if report.hint else ""))
     reporter.emit(Result(STEP, STEP, Status.FAILED, detail))
 
@@ -549,10 +635,9 @@ def user_token(secrets: dict[str, secretfile.Secret]) -> str | None:
     return os.environ.get(TOKEN_ENV) or (token.reveal() if token else None)
 
 
-def needs_token(opts: Options, token: str | None, auth_on: bool = False) -> bool:
-    """Whether authentication is on (the inventory says so, --auth, or $BHOPS_HUB_TOKEN is set)
-    and no token is at hand."""
-    return (auth_on or opts.auth or TOKEN_ENV in os.environ) and not token
+def auth_on(opts: Options, inventory_auth: bool = False) -> bool:
+    """Whether authentication is on: the inventory says so, --auth, or $BHOPS_HUB_TOKEN is set."""
+    return inventory_auth or opts.auth or TOKEN_ENV in os.environ
 
 
 def hub_access(run: Run, host: Host, secrets: dict[str, secretfile.Secret]) -> Hub | None:
@@ -569,8 +654,9 @@ def on_env(run: Run, opts: Options, report: Report, advice: str = "") -> Report:
     own = opts.binder_url is None
     report.binder_url = url = opts.binder_url or check_url(values.binder_url(host), "vars.public_url")
     secrets = _file_secrets(run)
-    token = user_token(secrets)
-    if needs_token(opts, token, own and bool(host.vars["auth"])):
+    auth = auth_on(opts, own and bool(host.vars["auth"]))
+    token = user_token(secrets) if auth else None  # BinderHub without authentication ignores it
+    if auth and not token:
         refuse_without_token(run.reporter, report, advice)
     elif own:
         smoke_run(run.reporter, opts, url, (values.hub_url(host),), token, hub_access(run, host, secrets), report)
@@ -613,8 +699,9 @@ def _root(url: str) -> str:
 def alone(opts: Options, report: Report, reporter: Reporter) -> Report:
     """smoke against --binder-url with no inventory: the user's token from $BHOPS_HUB_TOKEN goes
     to the binder URL's host only; the server is stopped through its own API."""
-    token = user_token({})
-    if needs_token(opts, token):
+    auth = auth_on(opts)
+    token = user_token({}) if auth else None
+    if auth and not token:
         return refuse_without_token(reporter, report)
     return smoke_run(reporter, opts, opts.binder_url, (_root(opts.binder_url),), token, None, report)
 

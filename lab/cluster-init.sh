@@ -3,7 +3,7 @@
 # kubectl on PATH, the Kubernetes API emulator (lab.cluster) of Kubernetes KUBE_VERSION on
 # ADDRESS:6443 with the deploy user's kubeconfig, a Helm chart repository on ADDRESS:8879 serving
 # the real charts in CHARTS (packaged, *.tgz; lab/hosts.py puts them there), and the runner
-# (lab.apps) that runs the release's workloads.
+# (lab.apps), the kubelet that runs the release's pods on this host.
 #
 # Usage: cluster-init.sh REPO ADDRESS KUBE_VERSION CHARTS NODE=IP...
 set -eu
@@ -42,8 +42,10 @@ done
 install -d -o deploy -g deploy -m 700 /home/deploy/.kube
 install -o deploy -g deploy -m 600 "$state/kubeconfig" /home/deploy/.kube/config
 
-# The release's workloads, as a kubelet would run them: the binder API on its NodePort and a
-# real JupyterHub whose proxy listens on proxy-public's IP (see lab/apps/runner.py).
+# The pods of namespace binder whose images the lab knows (the chart's binder, hub and proxy, the
+# user pods KubeSpawner creates), each in its own network namespace with its pod IP, with
+# kube-proxy's rules for the Services on this host (see lab/apps/runner.py). Their volumes and
+# tokens live on /run (tmpfs), their logs and the claims' data under /var/lib/labapps.
 PYTHONPATH=$repo setsid "$python" -m lab.apps run --api "http://$address:6443" --namespace binder \
 	--node-address "$address" --state-dir /var/lib/labapps --pod-logs "$state/pod-logs" \
 	</dev/null >>/var/log/labapps.log 2>&1 &

@@ -47,14 +47,22 @@ def _guarded(real):
     return connect
 
 
+ONE_WORKER = {"test_labbinder.py"}
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under xdist (-n): every test on the lab's hosts (the *_lab.py files) in one worker, in turn,
-    as the lab is one per machine; the other tests spread over the other workers meanwhile."""
+    as the lab is one per machine; the tests of a file in ONE_WORKER on one worker, as they share
+    costly module fixtures (a BinderHub and a JupyterHub started once); the other tests spread over
+    the other workers meanwhile."""
     from xdist.scheduler import LoadScopeScheduling
 
     class LabScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "lab" if nodeid.split("::")[0].endswith("_lab.py") else nodeid
+            path = nodeid.split("::")[0]
+            if path.endswith("_lab.py"):
+                return "lab"
+            return path if path.rpartition("/")[2] in ONE_WORKER else nodeid
     return LabScheduling(config, log)
 
 

@@ -345,3 +345,40 @@ def test_a_stalled_rolling_update_keeps_the_old_pod_serving(lab):
     while len(lab.json("get", "pods", "-n", "pods", "-l", "app=rolling")["items"]) != 1:
         assert time.monotonic() < deadline
         time.sleep(0.3)
+
+
+def test_a_pod_no_controller_owns_is_pending_then_scheduled_and_watch_true_watches(lab):
+    # pkg/registry/core/pod/strategy.go PrepareForCreate: a new pod's status is Pending with its QoS
+    # class, whatever was sent; the scheduler binds any unbound pod (pkg/scheduler), as it does
+    # KubeSpawner's, and the node's kubelet runs it (phase Running, status.podIP).
+    meta = {"name": "bare", "namespace": "pods", "labels": {"app": "bare"}}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+           "spec": {"containers": [{"name": "web", "image": "nginx:1"}]}, "status": {"phase": "Running"}}
+    created = json.loads(lab.kubectl("create", "-f", "-", "-o", "json", stdin=json.dumps(pod)).stdout)
+    try:
+        assert (created["status"]["phase"], created["status"]["qosClass"]) == ("Pending", "BestEffort")
+        running = _pod(lab, "bare", lambda p: p["status"].get("phase") == "Running")
+        assert running["spec"]["nodeName"] in NODES and running["status"]["podIP"].startswith("10.244.")
+        # apimachinery pkg/runtime/conversion.go Convert_Slice_string_To_bool: any value but "", "0" and
+        # "false" (any case) is true, so `watch=True`, as the Python clients send it, is a watch.
+        lines = lab.kubectl("get", "--raw", "/api/v1/namespaces/pods/pods?watch=True&timeoutSeconds=1"
+                            "&fieldSelector=metadata.name%3Dbare").stdout.splitlines()
+        assert [json.loads(line)["type"] for line in lines] == ["ADDED"]
+    finally:
+        lab.kubectl("delete", "pod", "bare", "-n", "pods", "--ignore-not-found")
+
+
+def test_rollout_undo_keeps_the_deployments_own_annotations(lab):
+    # kubectl pkg/polymorphichelpers/rollback.go: undo replaces the Deployment's annotations with the
+    # old ReplicaSet's (plus the ones the controller never copies); the controller copied the
+    # Deployment's annotations to each new ReplicaSet (deployment_util.go copyDeploymentAnnotationsToReplicaSet),
+    # so helm's ownership annotations survive an undo and the next `helm upgrade` still owns the object.
+    _deployment(lab, "undone", {})
+    lab.kubectl("annotate", "deployment/undone", "-n", "pods", "meta.helm.sh/release-name=undone")
+    lab.kubectl("rollout", "status", "deployment/undone", "-n", "pods", "--timeout=30s")
+    lab.kubectl("set", "image", "deployment/undone", "-n", "pods", "web=nginx:latest")
+    lab.kubectl("rollout", "status", "deployment/undone", "-n", "pods", "--timeout=30s")
+    lab.kubectl("rollout", "undo", "deployment/undone", "-n", "pods")
+    deployment = lab.json("get", "deployment/undone", "-n", "pods")
+    assert deployment["metadata"]["annotations"]["meta.helm.sh/release-name"] == "undone"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1"

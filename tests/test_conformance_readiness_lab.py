@@ -46,9 +46,15 @@ def _container(pod: dict) -> dict:
     return next(c for c in pod["status"]["containerStatuses"] if c["name"] == "binder")
 
 
+def _binder_pid() -> int | None:
+    """The binder container's PID as the runner records it (key POD/CONTAINER)."""
+    running = json.loads(ssh(CP, f"cat {STATUS}"))["running"]
+    return next((v["pid"] for k, v in running.items() if k.startswith("binder-") and k.endswith("/binder")), None)
+
+
 def _kill_binder() -> int:
     """SIGKILL the binder process by the PID the runner records; returns the PID."""
-    pid = json.loads(ssh(CP, f"cat {STATUS}"))["running"]["binder"]["pid"]
+    pid = _binder_pid()
     ssh(CP, f"sudo -n kill -KILL {pid}")  # the runner runs as root
     return pid
 
@@ -62,8 +68,7 @@ def test_a_process_that_exits_crash_loops_and_its_pod_is_ready_only_when_it_answ
         # kuberuntime_manager.go doBackOff); restartCount counts the restarts, lastState keeps the
         # last termination (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#container-restarts).
         first = _kill_binder()
-        _until("the first restart", lambda: json.loads(ssh(CP, f"cat {STATUS}"))["running"].get("binder", {})
-               .get("pid") not in (None, first))
+        _until("the first restart", lambda: _binder_pid() not in (None, first))
         _until("restartCount + 1", lambda: (p := _binder_pod()) and _container(p)["restartCount"] == restarts + 1)
         _kill_binder()
         pod = _until("CrashLoopBackOff", lambda: (p := _binder_pod()) and

@@ -32,6 +32,13 @@ def test_a_launch_parses_to_ready_with_url_and_token_and_keepalives():
     ("no-accept-header.txt", 400, "Missing Accept header"),
     ("rate-limited.txt", 429, "Rate limit exceeded"),
     ("hub-unreachable.txt", 500, "Internal Server Error"),
+    ("auth-no-token.txt", 403, "Forbidden"),
+    ("auth-unknown-token.txt", 403, "Forbidden"),
+    ("auth-token-in-url.txt", 403, "Forbidden"),
+    ("auth-no-binder-scope.txt", 403, "user bob is not allowed."),
+    ("auth-binder-service-token.txt", 403, "service binder is not allowed."),
+    ("auth-user-has-server.txt", 409, "User alice already has a running server."),
+    ("spawn-fails.txt", 500, "Spawn failed: h3 loopback: this spawn is refused"),
 ])
 def test_failures_carry_status_and_message(name, status, message):
     failed = [e for e in parse([recorded(name)]) if e and e.failed]
@@ -58,3 +65,11 @@ def test_capitalised_unknown_and_malformed_events():
     assert [e.phase if e else None for e in got] == ["building", None, "somethingnew", "built", "ready"]
     assert got[0] == Event("building", "x", {"phase": "Building", "message": "x"})
     assert got[2].message == ""
+
+
+def test_the_hubs_spawn_progress_comes_as_launching_events():
+    launching = [e.message for e in parse([recorded("spawn-fails.txt")]) if e and e.phase == "launching"]
+    assert launching[:5] == ["Launching server...\n", "Server requested\n", "Spawning server...\n",
+                             "Spawn failed: h3 loopback: this spawn is refused\n",
+                             "Launch attempt 1 failed, retrying...\n"]
+    assert sum(m.startswith("Launch attempt") for m in launching) == 3

@@ -108,7 +108,7 @@ def test_the_site_converges_and_routes_both_paths_through_the_proxy(deployed, cl
 
     versions = requests.get("http://10.77.0.5/binderhub/versions", timeout=10)
     assert versions.status_code == 200 and "binderhub" in versions.json()
-    assert requests.get("http://10.77.0.5/jupyterhub/hub/api/health", timeout=10).status_code == 200
+    assert requests.get("http://10.77.0.5/jupyterhub/hub/health", timeout=10).status_code == 200
     hub = requests.get("http://10.77.0.240/jupyterhub/hub/api/", timeout=10)  # the floating IP itself
     assert hub.status_code == 200 and "version" in hub.json()
     code, out = cli("nginx.check", "--env", "lab")

@@ -52,6 +52,7 @@ environments:
       rate_limit: 10
       launch_retries: 2
       launch_retry_delay: 1
+      spawn_timeout: 60
       floating_ip: 10.77.0.241
       floating_ip_request: loadBalancerIP
       pod_disruption_budgets: false
@@ -205,6 +206,8 @@ def test_the_real_chart_takes_the_values_and_its_pods_read_what_the_operator_set
     launcher = {k: opts[f"launch_{k}"] for k in ("retries", "retry_delay") if opts[f"launch_{k}"] is not None}
     assert binder["config"].get("Launcher") == (launcher or None)
     assert hub["hub"]["baseUrl"] == "/jupyterhub/"
+    # z2jh's jupyterhub_config.py reads singleuser.startTimeout into KubeSpawner.start_timeout (both eras)
+    assert hub["singleuser"].get("startTimeout") == (opts["spawn_timeout"] or 300)
     service = one(objects, "Service", "binder")["spec"]
     assert service["type"] == "NodePort" and service["ports"][0]["nodePort"] == 32574
     public = one(objects, "Service", "proxy-public")

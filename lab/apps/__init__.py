@@ -1,22 +1,22 @@
-"""lab.apps: the BinderHub release's workloads, run for real inside the lab.
+"""lab.apps: the BinderHub release's pods, run with the real software inside the lab.
 
-`lab.cluster` only stores objects; nothing runs the chart's pods. lab.apps plays them on the
-control-plane host, so that the deployed BinderHub answers as it would on a cluster:
+`lab.cluster` stores objects and its kubelet only reports pods; lab.apps runs the pods whose
+images the lab knows on the control-plane host, so that the deployed BinderHub answers as it
+would on a cluster:
 
-- `runner`: a small kubelet. It polls the API emulator for the release and runs, as its own
-  child processes, the binder API (Deployment `binder`, on the `binder` Service's nodePort) and
-  JupyterHub (Deployments `hub` + `proxy`, public proxy on `proxy-public`'s load-balancer IP),
-  each from its container's environment and mounted files (`pods`), as the real chart made them.
-- `binder`: BinderHub's HTTP API (`versions`, `health`, the `/build` event stream). No image is
-  built (repo2docker does not run here): the build is a short, repo2docker-like log, and the
-  launch goes to the real JupyterHub through its REST API, as BinderHub's launcher does.
-- `hub`, `jupyterhub_config`, `spawner`: a real JupyterHub configured from the release like
-  BinderHub's chart configures it, spawning real local Jupyter servers.
-- `faults`: failures the lab can be asked to produce, to test clients.
+- `runner`: a small kubelet. It polls the API emulator for the namespace's pods and runs the
+  containers of those whose images `images` knows (the chart's binder, hub and proxy, the user
+  pods KubeSpawner creates) from their pod specs: volumes and env (`pods`), each container in its
+  own mount namespace (`container`), each pod in its own network namespace with its pod IP, and
+  kube-proxy's rules for the Services (`network`).
+- `images`: which images the lab runs and how (the real BinderHub through H1's `labbinder`,
+  the chart's JupyterHub with KubeSpawner, configurable-http-proxy, Jupyter servers);
+  `hubimage`: what the hub images ship that the lab's venv lacks.
+- `labbinder`, `labbuild`: the real BinderHub with the lab's build, registry and providers.
 - `idp`: an OAuth2 identity provider, playing the site's IAM when the release turns
   authentication on (GenericOAuthenticator logs users in against it).
 
-Command line: `python -m lab.apps run|binder|fault|idp` (see `__main__`).
+Command line: `python -m lab.apps run|idp` (see `__main__`).
 """
 
 __version__ = "0.1.0"

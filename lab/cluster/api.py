@@ -86,6 +86,13 @@ def parse_target(path: str) -> Target | None:
                   rest[1] if len(rest) > 1 else None, "/".join(rest[2:]) or None)
 
 
+def query_bool(value: str | None) -> bool:
+    """A boolean query parameter as the apiserver decodes it (apimachinery pkg/runtime/conversion.go
+    Convert_Slice_string_To_bool): absent, "", "0" or "false" in any case is false, anything else
+    true (so `watch=True`, as the Python clients send it, is a watch)."""
+    return value is not None and value != "" and value != "0" and value.lower() != "false"
+
+
 def _media_type(header: str | None) -> str:
     return (header or "").split(";")[0].strip().lower()
 
@@ -221,7 +228,7 @@ class LabCluster(kmock.KubernetesEmulator):
         if target is None or target.plural is None:
             return None
         if method == "GET":
-            return kmock.action.WATCH if query.get("watch") in ("true", "1") else (
+            return kmock.action.WATCH if query_bool(query.get("watch")) else (
                 kmock.action.FETCH if target.name else kmock.action.LIST)
         return {"POST": kmock.action.CREATE, "PUT": kmock.action.UPDATE, "PATCH": kmock.action.UPDATE,
                 "DELETE": kmock.action.DELETE}.get(method)
@@ -325,7 +332,7 @@ class LabCluster(kmock.KubernetesEmulator):
                 raise errors.method_not_allowed()
             return _json(tokens.token_request(cluster, namespace, name, self._object(request)), 201)
         if method == "GET" and name is None:
-            if params.get("watch") in ("true", "1"):
+            if query_bool(params.get("watch")):
                 return await self._watch(request, resource, namespace)
             return self._list(request, resource, namespace)
         if method == "GET":
@@ -473,7 +480,7 @@ class LabCluster(kmock.KubernetesEmulator):
         """
         params = request.params
         requested = params.get("resourceVersion") or "0"
-        initial = params.get("sendInitialEvents") == "true" or requested == "0"
+        initial = query_bool(params.get("sendInitialEvents")) or requested == "0"
         try:
             since = None if initial else int(requested)
         except ValueError:
@@ -487,7 +494,7 @@ class LabCluster(kmock.KubernetesEmulator):
             if initial:
                 for obj in self._matching(request, resource, namespace):
                     await stream.write(self._event_line("ADDED", obj))
-            if params.get("sendInitialEvents") == "true" and params.get("allowWatchBookmarks") == "true":
+            if query_bool(params.get("sendInitialEvents")) and query_bool(params.get("allowWatchBookmarks")):
                 await stream.write(self._event_line("BOOKMARK", {
                     "kind": resource.kind, "apiVersion": resource.api_version,
                     "metadata": {"resourceVersion": str(self.cluster.store.resource_version),

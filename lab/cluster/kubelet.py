@@ -5,20 +5,24 @@ pkg/kubelet/kubelet_pods.go, pkg/kubelet/kuberuntime/kuberuntime_container.go). 
 In the kubelet's order, the first failure wins and the pod stays `Pending`, not Ready:
 - Volumes: a configMap/secret volume (also in `projected`) whose object is missing and not
   `optional` is not mounted: containers wait `ContainerCreating`, Event FailedMount
-  `MountVolume.SetUp failed for volume "V" : configmap "N" not found`.
+  `MountVolume.SetUp failed for volume "V" : configmap "N" not found`. (A pod whose claim is not
+  Bound is not bound to a node at all: the scheduler's volumebinding, see `scheduling`.)
 - Images: the lab's nodes have exactly `NODE_IMAGES` (the images the real charts' workloads and
-  the lab's own workloads use; references compare as containerd normalises them). Any other image
+  the lab's own workloads use; references compare as containerd normalises them), and the images
+  the lab built (ConfigMap `kube-system/lab-images`, key `images`, one reference a line, written
+  by the lab's build: as from a registry every node reaches). Any other image
   fails to pull, as from a registry the node cannot reach: `ErrImagePull` on the first attempt,
   then `ImagePullBackOff` (Events Failed and BackOff).
 - Container config: an env `configMapKeyRef`/`secretKeyRef` or `envFrom` naming a missing object
   or key (not `optional`) is `CreateContainerConfigError` with the kubelet's message
   (`configmap "N" not found`, `couldn't find key K in ConfigMap NS/N`).
 Otherwise every container is running and ready and the pod `Running`, except in the pods of
-the Deployments a runner plays (lab.apps' runner runs them as processes; it names them in ConfigMap
-`kube-system/lab-runner`, key `deployments`, one NAMESPACE/NAME a line, as kubeadm keeps the
-kubelets' configuration in `kube-system/kubelet-config`): there the container waits
+the pods a runner plays (lab.apps' runner runs their containers; it names the images it runs in
+ConfigMap `kube-system/lab-runner`, key `images`, fnmatch patterns one a line, as kubeadm keeps the
+kubelets' configuration in `kube-system/kubelet-config`; a pod is played when each of its images
+matches one, or is one the lab built): there the container waits
 `ContainerCreating` until the runner reports it through the pod's status subresource (`state`
-running or `CrashLoopBackOff`, `ready` from its readiness probe, `restartCount`, `lastState`), and
+running, terminated or `CrashLoopBackOff`, `ready` from its readiness probe, `restartCount`, `lastState`), and
 what the runner reported is kept. The phase and the Ready/ContainersReady conditions follow the
 containers as the kubelet's getPhase and generateContainersReadyCondition derive them
 (pkg/kubelet/kubelet_pods.go, pkg/kubelet/status/generate.go): `Pending` while a container has
@@ -27,6 +31,7 @@ while the pod is not ready (its controller resyncs), so a pod starts once what i
 """
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 from lab.cluster import scheduling
@@ -118,30 +123,44 @@ def _config_error(cluster: Cluster, namespace: str, container: dict[str, Any]) -
     return None
 
 
-RUNNER_CONFIGMAP = ("kube-system", "lab-runner")  # where a runner names the Deployments it plays
+RUNNER_CONFIGMAP = ("kube-system", "lab-runner")  # key `images`: the images a runner plays (fnmatch patterns)
+LAB_IMAGES = ("kube-system", "lab-images")  # key `images`: the images the lab built (one reference a line)
 # The states a runner reports for a container it plays (kept by `sync`); others are the kubelet's own.
 _RUNNER_WAITING = ("CrashLoopBackOff",)
 
 
+def _lines(cluster: Cluster, where: tuple[str, str]) -> list[str]:
+    configmap = cluster.store.get(cluster.core("configmaps"), *where)
+    return [line.strip() for line in (((configmap or {}).get("data") or {}).get("images") or "").splitlines()
+            if line.strip()]
+
+
+def built_images(cluster: Cluster) -> frozenset[str]:
+    """The images the lab built (ConfigMap kube-system/lab-images): present on every node, as if
+    pulled from a registry the nodes reach."""
+    return frozenset(normalise(image) for image in _lines(cluster, LAB_IMAGES))
+
+
+def _images(pod: dict[str, Any]) -> list[str]:
+    spec = pod["spec"]
+    return [c.get("image", "") for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
+
+
 def played(cluster: Cluster, pod: dict[str, Any]) -> bool:
-    """Whether the pod belongs to a Deployment a runner plays (see the module docstring)."""
-    namespace, name = RUNNER_CONFIGMAP
-    configmap = cluster.store.get(cluster.core("configmaps"), namespace, name)
-    if configmap is None:
+    """Whether a runner plays the pod: each of its images matches one of the runner's patterns or
+    is one the lab built (see the module docstring)."""
+    patterns = _lines(cluster, RUNNER_CONFIGMAP)
+    if not patterns:
         return False
-    meta = pod["metadata"]
-    owner = next((r for r in meta.get("ownerReferences") or [] if r.get("kind") == "ReplicaSet"), None)
-    replicaset = owner and cluster.store.get(cluster.resource("apps", "v1", "replicasets"), meta["namespace"],
-                                             owner["name"])
-    deployment = next((r["name"] for r in (replicaset or {}).get("metadata", {}).get("ownerReferences") or []
-                       if r.get("kind") == "Deployment"), None)
-    return f"{meta['namespace']}/{deployment}" in ((configmap.get("data") or {}).get("deployments") or "").split()
+    built = built_images(cluster)
+    return all(normalise(image) in built or any(fnmatch.fnmatchcase(image, p) for p in patterns)
+               for image in _images(pod))
 
 
 def _reported(status: dict[str, Any] | None) -> bool:
-    """Whether a container's status is one a runner reported (running, or backing off)."""
+    """Whether a container's status is one a runner reported (running, terminated, or backing off)."""
     state = (status or {}).get("state") or {}
-    return "running" in state or (state.get("waiting") or {}).get("reason") in _RUNNER_WAITING
+    return "running" in state or "terminated" in state or (state.get("waiting") or {}).get("reason") in _RUNNER_WAITING
 
 
 def _never_started(status: dict[str, Any]) -> bool:
@@ -163,13 +182,14 @@ def sync(cluster: Cluster, pod: dict[str, Any], host_ip: str | None, pod_ip: str
     previous = {s["name"]: s for s in old.get("containerStatuses") or []}
     unmounted = next((m for v in spec.get("volumes") or [] if (m := _missing_volume(cluster, namespace, v))), None)
     runner = played(cluster, pod)
+    built = built_images(cluster)
     statuses = []
     for container in containers:
         name, image = container.get("name"), container.get("image", "")
         state: dict[str, Any]
         if unmounted:
             state = {"waiting": {"reason": "ContainerCreating"}}
-        elif normalise(image) not in NODE_IMAGES:
+        elif normalise(image) not in NODE_IMAGES and normalise(image) not in built:
             attempts = ((previous.get(name) or {}).get("state") or {}).get("waiting", {}).get("reason")
             if attempts in ("ErrImagePull", "ImagePullBackOff"):
                 state = {"waiting": {"reason": "ImagePullBackOff",

@@ -15,6 +15,8 @@ healthy cluster leave them, `ready_delay` seconds after each change (no containe
   Event `Error creating: ...`.
 - DaemonSet controller: one Pod per node, with the tolerations the controller adds (so they stay
   on cordoned nodes); status numbers (desired/current/ready/updated/available).
+- Pods no controller owns (KubeSpawner's): scheduled and synced by the kubelet as they are
+  created, then synced every second while Pending (`_place_bare`).
 - Scheduler: `scheduling.place` (filters, the FailedScheduling message); among fitting nodes the one
   with the fewest of its ReplicaSet's Pods (first in `--node` order on a tie); with none, it stays
   `Pending` (PodScheduled False, Unschedulable) and is retried on each resync.
@@ -64,6 +66,26 @@ def template_hash(template: dict[str, Any]) -> str:
 def owner_ref(owner: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
             "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+# The Deployment's annotations the controller does not copy to its new ReplicaSet
+# (pkg/controller/deployment/util/deployment_util.go annotationsToSkip).
+_NOT_COPIED = frozenset({"kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision",
+                         "deployment.kubernetes.io/revision-history", "deployment.kubernetes.io/desired-replicas",
+                         "deployment.kubernetes.io/max-replicas", "deprecated.deployment.rollback.to"})
+
+
+def _copy_annotations(dep: dict[str, Any], replicaset: dict[str, Any]) -> bool:
+    """Copy the Deployment's annotations to its new ReplicaSet, as copyDeploymentAnnotationsToReplicaSet
+    does (deployment_util.go); whether any changed. `kubectl rollout undo` puts an old ReplicaSet's
+    annotations back on the Deployment (kubectl rollback.go), so helm's ownership annotations survive it."""
+    annotations = replicaset["metadata"].setdefault("annotations", {})
+    changed = False
+    for key, value in ((dep["metadata"].get("annotations") or {})).items():
+        if key not in _NOT_COPIED and annotations.get(key) != value:
+            annotations[key] = value
+            changed = True
+    return changed
 
 
 def _revision(replicaset: dict[str, Any]) -> int:
@@ -116,12 +138,19 @@ class WorkloadController(Controller):
     def admit(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
         if (resource.group, resource.plural) == ("", "pods") and old is None:
             _check_service_account(cluster, obj)
+            # The pod strategy's PrepareForCreate (pkg/registry/core/pod/strategy.go): a new pod's
+            # status is Pending with its QoS class, whatever the client sent.
+            obj["status"] = {"phase": "Pending", "qosClass": scheduling.qos_class(obj.get("spec") or {})}
         elif (resource.group, resource.plural) == ("apps", "statefulsets"):
             statefulsets.admit(cluster, obj, old)
 
     def stored(self, cluster: Cluster, resource: ResourceType, obj: dict, old: dict | None) -> None:
         if resource.group == "apps" and resource.plural in ("deployments", "daemonsets", "replicasets", "statefulsets"):
             self.schedule(cluster, resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        elif (resource.group, resource.plural) == ("", "pods") and old is None and not _controlled(obj) \
+                and not obj["spec"].get("nodeName"):
+            namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+            cluster.later(0, lambda: self._place_bare(cluster, namespace, name, obj["metadata"]["uid"]))
         elif (resource.group, resource.plural) == ("", "pods") and old and kubelet.ready(obj) != kubelet.ready(old):
             self._requeue_owner(cluster, obj)  # a runner reported the pod (un)ready
         elif (resource.group, resource.plural) == ("", "nodes") and old is None:
@@ -131,6 +160,22 @@ class WorkloadController(Controller):
             for pod in cluster.store.list(cluster.core("pods")):
                 if not pod["spec"].get("nodeName"):
                     self._requeue_owner(cluster, pod)
+
+    def _place_bare(self, cluster: Cluster, namespace: str, name: str, uid: str) -> None:
+        """A pod no controller owns (e.g. one KubeSpawner creates): the scheduler places it, whatever
+        its schedulerName (the lab's scheduler stands for z2jh's user-scheduler too), and its
+        kubelet syncs it every second until its containers run or it is gone (as the kubelet retries
+        a pod whose volumes or images are not there yet)."""
+        pod = cluster.store.get(cluster.core("pods"), namespace, name)
+        if pod is None or pod["metadata"].get("uid") != uid or pod["metadata"].get("deletionTimestamp"):
+            return
+        if not pod["spec"].get("nodeName"):
+            node, why = self.pick_node(cluster, namespace, pod["spec"], [])
+            pod = self.bind(cluster, pod, node) if node else self.unschedulable(cluster, pod, why)
+        elif (pod.get("status") or {}).get("phase") == "Pending":
+            pod = self.sync(cluster, pod)
+        if (pod.get("status") or {}).get("phase") == "Pending":
+            cluster.later(max(self.ready_delay, 1.0), lambda: self._place_bare(cluster, namespace, name, uid))
 
     @staticmethod
     def _post_node_status(cluster: Cluster, name: str) -> None:
@@ -220,7 +265,8 @@ class WorkloadController(Controller):
             if new_size:
                 cluster.record_event(dep, "ScalingReplicaSet", f"Scaled up replica set "
                                      f"{current['metadata']['name']} to {new_size}", "deployment-controller")
-        elif current["spec"].get("replicas") != new_size or _revision(current) < latest:
+        elif (current["spec"].get("replicas") != new_size or _revision(current) < latest
+              or _copy_annotations(dep, current)):
             # Scaled, or back to an older template (a rollback): that ReplicaSet becomes the newest revision.
             if new_size > current["spec"].get("replicas", 0):
                 cluster.record_event(dep, "ScalingReplicaSet",
@@ -229,6 +275,7 @@ class WorkloadController(Controller):
             current["spec"]["replicas"] = new_size
             if _revision(current) < latest:
                 current["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(latest + 1)
+            _copy_annotations(dep, current)
             current = cluster.write_status(replicasets, current)
         new_ready = self._reconcile_replicaset(cluster, current)
         # Old ReplicaSets scale down as far as availability allows (unready old pods always go).
@@ -303,10 +350,13 @@ class WorkloadController(Controller):
         template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = pod_hash
         selector = copy.deepcopy(dep["spec"].get("selector") or {})
         selector.setdefault("matchLabels", {})["pod-template-hash"] = pod_hash
-        return {"metadata": {"name": f"{dep['metadata']['name']}-{pod_hash}", "labels": template["metadata"]["labels"],
-                             "annotations": {"deployment.kubernetes.io/revision": str(revision)},
-                             "ownerReferences": [owner_ref(dep)]},
-                "spec": {"replicas": replicas, "selector": selector, "template": template}}
+        replicaset = {"metadata": {"name": f"{dep['metadata']['name']}-{pod_hash}",
+                                   "labels": template["metadata"]["labels"],
+                                   "annotations": {"deployment.kubernetes.io/revision": str(revision)},
+                                   "ownerReferences": [owner_ref(dep)]},
+                      "spec": {"replicas": replicas, "selector": selector, "template": template}}
+        _copy_annotations(dep, replicaset)
+        return replicaset
 
     def _reconcile_replicaset(self, cluster: Cluster, rs: dict[str, Any]) -> int:
         """Make the ReplicaSet's pods match its replicas, schedule Pending ones, let kubelets retry the
@@ -451,6 +501,12 @@ class WorkloadController(Controller):
         """The pod's kubelet (re)starts what it can of a bound pod."""
         node = pod["spec"]["nodeName"]
         return kubelet.sync(cluster, pod, self.nodes.get(node), pod["status"]["podIP"])
+
+
+def _controlled(pod: dict[str, Any]) -> bool:
+    """Whether a workload controller (ReplicaSet, DaemonSet, StatefulSet) owns the pod."""
+    return any(ref.get("controller") and ref.get("kind") in ("ReplicaSet", "DaemonSet", "StatefulSet")
+               for ref in pod["metadata"].get("ownerReferences") or [])
 
 
 def _check_service_account(cluster: Cluster, pod: dict[str, Any]) -> None:
