@@ -17,7 +17,7 @@ import requests
 
 from fabfile import secretfile
 from lab import hosts as labhosts
-from tests.conftest import lab_inventory, run_task, stop
+from tests.conftest import forget_hub_database, lab_inventory, run_task, stop
 
 pytestmark = pytest.mark.lab
 
@@ -26,15 +26,18 @@ IDP = "http://10.77.0.1:8880"  # the lab bridge's address: every lab host reache
 CLIENT_ID = "binderhub-lab"
 USERS = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12)}
 BINDER_SCOPE = "access:services!service=binder"
+CURRENT = "1.0.0-0.dev.git.2227.hb9fad995"
 
 
 @pytest.fixture(scope="module")
 def auth_inventory(lab, lab_secrets, tmp_path_factory):
-    """The lab deployed with authentication on (the next `deployed` turns it off again), and the
-    identity provider the hub logs users in with. (Each chart's hub side of authentication is
-    tested with the lab's workloads alone, in test_labapps_eras.py.)"""
+    """The lab deployed with the current chart and authentication on (going back to the lab's own
+    chart without authentication at the end), and the identity provider the hub logs users in
+    with. The current chart: the lab's only BinderHub is today's, which lets a user in by the
+    JupyterHub 2+ scope access:services!service=binder; the pinned chart's JupyterHub 1.3 has no
+    scopes, which today's BinderHub asks of a user (jupyterhub/services/auth.py check_scopes)."""
     tmp = tmp_path_factory.mktemp("auth")
-    path = lab_inventory(tmp, auth={
+    path = lab_inventory(tmp, chart_version=CURRENT, auth={
         "login_service": "Lab IdP", "client_id": CLIENT_ID, "authorize_url": f"{IDP}/authorize",
         "token_url": f"{IDP}/token", "userdata_url": f"{IDP}/userinfo", "allowed_users": sorted(USERS)})
     with pytest.MonkeyPatch.context() as env:
@@ -61,6 +64,12 @@ def auth_inventory(lab, lab_secrets, tmp_path_factory):
         yield path
     finally:
         stop(process)
+        # Back to the lab's own (pinned) chart, whose JupyterHub 1.3 cannot read JupyterHub 6's database.
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
+            code, out = run_task("deploy", "--env", "lab", "--skip-smoke", "--break-lock")
+        forget_hub_database()
+        assert code == 0, out
 
 
 def wait_for(ready, what: str, timeout: float = 90) -> None:

@@ -12,8 +12,9 @@ For each such pod bound to a node, not being deleted, and not held by the emulat
 image it cannot pull, a missing ConfigMap/Secret, a claim that is not Bound: it keeps those in
 ErrImagePull/ImagePullBackOff, CreateContainerConfigError or PodReadyToStartContainers=False):
 - volumes written under `<run_dir>/pods/<uid>` (tmpfs; Secrets' files 0600), claims' data under
-  `<state_dir>/claims/<namespace>/<claim>` (lab.apps.pods; removed once the claim is deleted, as
-  its volume's reclaimPolicy Delete does); the service account's token from the
+  `<state_dir>/volumes/<the PersistentVolume bound to the claim>` (lab.apps.pods; a new claim of an
+  old name gets a new volume, hence empty; removed once no claim is bound to it, as its
+  reclaimPolicy Delete does); the service account's token from the
   emulator's TokenRequest; an /etc/hosts standing for the cluster DNS (CoreDNS), each Service of
   the namespace at its ClusterIP as `name name.ns name.ns.svc name.ns.svc.cluster.local`;
 - its network namespace with its pod IP (lab.apps.network);
@@ -355,11 +356,14 @@ class Runner:
         meta, spec = pod["metadata"], pod["spec"]
         directory = self.run_dir / "pods" / meta["uid"]
         try:
+            bound = {}  # claim -> the volume bound to it
             for volume in spec.get("volumes") or []:
                 claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
-                if claim and ((self.api.get("persistentvolumeclaims", claim) or {}).get("status") or {}) \
-                        .get("phase") != "Bound":
+                found = self.api.get("persistentvolumeclaims", claim) or {} if claim else {}
+                if claim and (found.get("status") or {}).get("phase") != "Bound":
                     raise pods.NotStarting(f'persistentvolumeclaim "{claim}" is not Bound')
+                if claim:
+                    bound[claim] = found["spec"]["volumeName"]
             account = spec.get("serviceAccountName") or "default"
             token = self.api.token(account, pod)
             directory.mkdir(parents=True, exist_ok=True)
@@ -367,7 +371,7 @@ class Runner:
             volumes = pods.write_volumes(
                 self.api.data, pod, directory,
                 lambda asked: self.api.token(account, pod, [asked["audience"]]) if asked.get("audience") else token,
-                lambda claim: self.state_dir / "claims" / meta["namespace"] / claim)
+                lambda claim: self.state_dir / "volumes" / bound[claim])
             owner = next((u["uid"] for c in spec.get("containers") or [] if (u := pods.user(pod, c))), None)
             pods.set_ownership(pod, volumes, owner)
             (directory / "hosts").write_text(self._hosts(pod, services))
@@ -511,21 +515,19 @@ class Runner:
         log.info("pod %s: stopped (%s)", run.name, why)
 
     def _release_claims(self) -> None:
-        """A claim's data goes with the claim (its volume's reclaimPolicy Delete, as the lab's
-        provisioner sets it): the directories of claims no longer in the namespace are removed."""
-        directory = self.state_dir / "claims" / self.api.namespace
+        """A volume's data goes with its claim (reclaimPolicy Delete, as the lab's provisioner sets
+        it): the directories of volumes no claim of the namespace is bound to are removed."""
+        directory = self.state_dir / "volumes"
         if not directory.is_dir():
             return
         try:
-            claims = {c["metadata"]["name"] for c in self.api.items("persistentvolumeclaims")}
+            bound = {(c.get("spec") or {}).get("volumeName") for c in self.api.items("persistentvolumeclaims")}
         except ApiUnavailable:
             return
-        used = {(v.get("persistentVolumeClaim") or {}).get("claimName")
-                for run in self.pods.values() for v in run.pod["spec"].get("volumes") or []}
         for path in directory.iterdir():
-            if path.name not in claims and path.name not in used:
+            if path.name not in bound:
                 shutil.rmtree(path, ignore_errors=True)
-                log.info("claim %s is gone: its data removed", path.name)
+                log.info("volume %s has no claim any more: its data removed", path.name)
 
     # -- Services --------------------------------------------------------------------------------
 
