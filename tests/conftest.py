@@ -263,15 +263,25 @@ def ssh(host: str, command: str, check: bool = True) -> str:
     return proc.stdout
 
 
-def forget_hub_database() -> None:
-    """Start the hub over with an empty database, and restart its pod. JupyterHub's `--upgrade-db`
+def until(what: str, check, timeout: float = 30):
+    """`check()`'s first true answer, asked every 0.3 s; fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+    return found
+
+
+def forget_hub_database(restart: bool = True) -> None:
+    """Start the hub over with an empty database, at once (`restart`: its pod is replaced) or when
+    its pod is next replaced. JupyterHub's `--upgrade-db`
     is one way: after the current chart's JupyterHub 6 the pinned chart's JupyterHub 1.3 cannot read
     the database ("Can't locate revision"). An operator going back restores the copy JupyterHub made
     before upgrading (jupyterhub.sqlite.<date>); the tests need no user of before. The database is
     in claim hub-db-dir's volume, which the lab keeps in /var/lib/labapps/volumes/<volume> (lab.apps.runner)."""
-    ssh("lab-node1", "rm -f /var/lib/labapps/volumes/$(kubectl get pvc hub-db-dir -n binder "
-                     "-o jsonpath={.spec.volumeName})/jupyterhub.sqlite && "
-                     "kubectl delete pod -n binder -l component=hub --wait=false >/dev/null")
+    ssh("lab-node1", "sudo rm -f /var/lib/labapps/volumes/$(kubectl get pvc hub-db-dir -n binder "
+                     "-o jsonpath={.spec.volumeName})/jupyterhub.sqlite"
+                     + (" && kubectl delete pod -n binder -l component=hub --wait=false >/dev/null" if restart else ""))
 
 
 def lab_inventory(directory: Path, hosts: dict | None = None, **variables) -> Path:

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import time
 
 import pytest
 
-from tests.conftest import ssh
+from tests.conftest import ssh, until
 
 pytestmark = pytest.mark.lab
 CP = "lab-node1"
@@ -28,14 +27,6 @@ def _binder_pod() -> dict | None:
     items = json.loads(kubectl("get", "pods", "-n", "binder", "-o", "json"))["items"]
     return next((p for p in items if any(r["kind"] == "ReplicaSet" and r["name"].rpartition("-")[0] == "binder"
                                          for r in p["metadata"].get("ownerReferences") or [])), None)
-
-
-def _until(what: str, check, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-    return found
 
 
 def _ready(pod: dict) -> bool:
@@ -60,7 +51,7 @@ def _kill_binder() -> int:
 
 
 def test_a_process_that_exits_crash_loops_and_its_pod_is_ready_only_when_it_answers(deployed):
-    pod = _until("the binder pod Ready", lambda: (p := _binder_pod()) and _ready(p) and p)
+    pod = until("the binder pod Ready", lambda: (p := _binder_pod()) and _ready(p) and p)
     name, restarts = pod["metadata"]["name"], _container(pod)["restartCount"]
     try:
         # The kubelet restarts a container that exits at once the first time, then backs off 10 s,
@@ -68,10 +59,10 @@ def test_a_process_that_exits_crash_loops_and_its_pod_is_ready_only_when_it_answ
         # kuberuntime_manager.go doBackOff); restartCount counts the restarts, lastState keeps the
         # last termination (https://kubernetes.io/docs/concepts/workloads/pods/pod-lifecycle/#container-restarts).
         first = _kill_binder()
-        _until("the first restart", lambda: _binder_pid() not in (None, first))
-        _until("restartCount + 1", lambda: (p := _binder_pod()) and _container(p)["restartCount"] == restarts + 1)
+        until("the first restart", lambda: _binder_pid() not in (None, first))
+        until("restartCount + 1", lambda: (p := _binder_pod()) and _container(p)["restartCount"] == restarts + 1)
         _kill_binder()
-        pod = _until("CrashLoopBackOff", lambda: (p := _binder_pod()) and
+        pod = until("CrashLoopBackOff", lambda: (p := _binder_pod()) and
                      _container(p)["state"].get("waiting", {}).get("reason") == "CrashLoopBackOff" and p)
         container = _container(pod)
         assert not _ready(pod) and container["ready"] is False and pod["status"]["phase"] == "Running"
@@ -90,11 +81,11 @@ def test_a_process_that_exits_crash_loops_and_its_pod_is_ready_only_when_it_answ
         # `kubectl rollout status` waits, here until its timeout.
         waiting = ssh(CP, "kubectl rollout status deployment/binder -n binder --timeout 2s", check=False)
         assert 'Waiting for deployment "binder" rollout to finish: 0 of 1 updated replicas are available' in waiting
-        pod = _until("Ready again", lambda: (p := _binder_pod()) and _ready(p) and p, timeout=25)
+        pod = until("Ready again", lambda: (p := _binder_pod()) and _ready(p) and p, timeout=25)
         assert _container(pod)["restartCount"] == restarts + 2 and "running" in _container(pod)["state"]
         assert "successfully rolled out" in kubectl("rollout", "status", "deployment/binder", "-n", "binder",
                                                     "--timeout", "10s")
     finally:  # the lab as it was: a binder pod Ready, with no restarts counted
         kubectl("delete", "pod", name, "-n", "binder", "--ignore-not-found", "--wait=false")
-        _until("a new binder pod Ready", lambda: (p := _binder_pod()) and p["metadata"]["name"] != name
+        until("a new binder pod Ready", lambda: (p := _binder_pod()) and p["metadata"]["name"] != name
                and _ready(p), timeout=20)

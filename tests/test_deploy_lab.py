@@ -162,7 +162,7 @@ def test_deploy_runs_the_whole_runbook_and_a_rerun_changes_nothing(deployed, cli
     assert code == 0, out
     assert stages(out) == {s: "ok" for s in ("nodes", "secrets", "cluster", "metallb", "proxy", "smoke")}
     assert not re.search(r"\| (changed|failed|unreachable) \|", out), "a converged lab changed on re-deploy"
-    assert "smoke | smoke | ok | gh/binder-examples/requirements/HEAD: built, launched" in out
+    assert "smoke | smoke | ok | gh/binder-examples/requirements/HEAD: built and launched" in out
     code, out = cli("status", "--env", "lab")
     assert code == 0, out
     assert "smoke | status.smoke | ok | last smoke: passed at" in out

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import lab_inventory, run_task, ssh
+from tests.conftest import lab_inventory, run_task, ssh, until
 
 pytestmark = pytest.mark.lab
 CP, PROXY = "lab-node1", "lab-proxy"
@@ -30,14 +30,6 @@ def kubectl(*args: str, check: bool = True) -> str:
 
 def _json(*args: str) -> dict:
     return json.loads(kubectl(*args, "-o", "json"))
-
-
-def _until(what: str, check, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-    return found
 
 
 def _pod(component: str) -> dict | None:
@@ -75,7 +67,7 @@ def _start_server() -> dict:
     """Start USER's server through the hub API (as BinderHub's launcher does); its pod once Ready."""
     _hub("POST", f"/users/{USER}")
     assert _hub("POST", f"/users/{USER}/server", {"token": "podslab", "image": _singleuser_image()}) in ("201", "202")
-    return _until("the user pod ready", lambda: (p := _pod("singleuser-server")) and _ready(p) and p)
+    return until("the user pod ready", lambda: (p := _pod("singleuser-server")) and _ready(p) and p)
 
 
 def _running(prefix: str) -> dict:
@@ -86,10 +78,11 @@ def _running(prefix: str) -> dict:
 
 def test_the_charts_binder_hub_and_proxy_run_for_real(deployed):
     for component in ("binder", "hub", "proxy"):
-        pod = _until(f"{component} ready", lambda c=component: (p := _pod(c)) and _ready(p) and p)
+        pod = until(f"{component} ready", lambda c=component: (p := _pod(c)) and _ready(p) and p)
         record = _running(pod["metadata"]["name"] + "/")
         assert record["ip"] == pod["status"]["podIP"], record
-    assert _running("hub-")["argv"][0].endswith("/.venv/bin/jupyterhub")
+    # the lab's chart is the pinned one: its hub image's JupyterHub 1.3 (lab.apps.images)
+    assert _running("hub-")["argv"][0].endswith("/.venv-hub-0.11/bin/jupyterhub")
     assert "lab.apps.labbinder" in _running("binder-")["argv"]
     node_port = next(p["nodePort"] for p in _json("get", "service", "binder")["spec"]["ports"])
     path = _json("get", "deployment", "binder")["spec"]["template"]["spec"]["containers"][0]["readinessProbe"][
@@ -97,24 +90,24 @@ def test_the_charts_binder_hub_and_proxy_run_for_real(deployed):
     versions = json.loads(ssh(PROXY, f"curl -sS -m 5 http://10.77.0.11:{node_port}{path}"))
     assert "binderhub" in versions, versions  # the real BinderHub's /versions, through the NodePort
     answer = json.loads(ssh(PROXY, f"curl -sS -m 5 {_hub_api()}"))
-    assert answer["version"].startswith("6."), answer  # the real JupyterHub, through the floating IP
+    assert answer["version"].startswith("1.3."), answer  # the real JupyterHub, through the floating IP
 
 
 def test_a_user_pod_runs_with_its_ip_and_is_gone_after_the_hub_stops_it(deployed):
     try:
         pod = _start_server()
         ip, uid = pod["status"]["podIP"], pod["metadata"]["uid"]
-        record = _until("the runner's record", lambda: _running(pod["metadata"]["name"] + "/"))
+        record = until("the runner's record", lambda: _running(pod["metadata"]["name"] + "/"))
         assert record["ip"] == ip
         assert ssh(CP, f"sudo -n ip netns exec lab-{uid} ip -4 -o addr show dev eth0").split()[3] == f"{ip}/32"
-        _until("the hub to route the server", lambda: '"ready": true' in ssh(
+        until("the hub to route the server", lambda: '"ready": true' in ssh(
             CP, f"{TOKEN}; curl -sS -m 5 -H \"Authorization: token $T\" {_hub_api()}/users/{USER}"))
         status = ssh(PROXY, f"curl -sS -m 5 -o /dev/null -w '%{{http_code}}' "
                             f"'{_hub_api()[:-len('hub/api')]}user/{USER}/api/status?token=podslab'")
         assert status == "200"  # through the proxy, to the pod IP
         assert _hub("DELETE", f"/users/{USER}/server") in ("202", "204")
-        _until("the user pod gone", lambda: _pod("singleuser-server") is None)
-        _until("its process gone", lambda: ssh(CP, f"ps -p {record['pid']} >/dev/null || echo gone", check=False))
+        until("the user pod gone", lambda: _pod("singleuser-server") is None)
+        until("its process gone", lambda: ssh(CP, f"ps -p {record['pid']} >/dev/null || echo gone", check=False))
         left = ssh(CP, f"sudo -n ip netns list | grep -c {uid}; sudo -n ls /run/labapps/pods | grep -c {uid}",
                    check=False).split()
         assert left == ["0", "0"]
@@ -126,7 +119,7 @@ def test_a_user_pod_runs_with_its_ip_and_is_gone_after_the_hub_stops_it(deployed
 def test_a_deleted_hub_pod_is_replaced_and_the_new_one_runs(deployed):
     old = _pod("hub")
     kubectl("delete", "pod", old["metadata"]["name"])
-    new = _until("a new hub pod ready", lambda: (p := _pod("hub")) and p["metadata"]["uid"] != old["metadata"]["uid"]
+    new = until("a new hub pod ready", lambda: (p := _pod("hub")) and p["metadata"]["uid"] != old["metadata"]["uid"]
                  and _ready(p) and p, timeout=60)
     assert _running(new["metadata"]["name"] + "/")["ip"] == new["status"]["podIP"]
     assert json.loads(ssh(PROXY, f"curl -sS -m 5 {_hub_api()}"))["version"]
@@ -138,7 +131,7 @@ def test_a_pod_whose_image_cannot_be_pulled_is_not_started(deployed):
            "spec": {"containers": [{"name": "notebook", "image": image}]}}
     ssh(CP, f"echo {shlex.quote(json.dumps(pod))} | kubectl create -f -")
     try:
-        found = _until("the pull to fail", lambda: (p := _json("get", "pod", "podslab-nopull"))
+        found = until("the pull to fail", lambda: (p := _json("get", "pod", "podslab-nopull"))
                        and (p["status"].get("containerStatuses") or [{}])[0].get("state", {}).get("waiting", {})
                        .get("reason") in ("ErrImagePull", "ImagePullBackOff") and p)
         time.sleep(2)  # two rounds of the runner
@@ -157,19 +150,20 @@ def test_a_storage_enabled_launch_mounts_the_claim_the_charts_values_name(deploy
     try:
         code, out = run_task("deploy", "--env", "lab", "--inventory", str(inventory), "--skip-smoke", "--break-lock")
         assert code == 0, out
-        _until("the new hub ready", lambda: (p := _pod("hub")) and p["metadata"]["uid"] != old and _ready(p) and "200"
+        until("the new hub ready", lambda: (p := _pod("hub")) and p["metadata"]["uid"] != old and _ready(p) and "200"
                in ssh(PROXY, f"curl -sS -m 3 -o /dev/null -w '%{{http_code}}' {_hub_api()}", check=False), timeout=60)
         pod = _start_server()
         claim = next(v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
                      if "persistentVolumeClaim" in v)
         assert claim.startswith(f"claim-{USER}")
         assert _json("get", "pvc", claim)["status"]["phase"] == "Bound"
-        pid = _until("the runner's record", lambda: _running(pod["metadata"]["name"] + "/"))["pid"]
+        pid = until("the runner's record", lambda: _running(pod["metadata"]["name"] + "/"))["pid"]
         target = next(m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]
                       if m["name"] == next(v["name"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v))
         mounts = ssh(CP, f"sudo -n cat /proc/{pid}/mountinfo")
         sources = [line.split()[3] for line in mounts.splitlines() if line.split()[4] == target.rstrip("/")]
-        assert sources and sources[-1].endswith(f"/claims/{NAMESPACE}/{claim}"), (target, sources)
+        volume = _json("get", "pvc", claim)["spec"]["volumeName"]  # the claim's data is its volume's
+        assert sources and sources[-1].endswith(f"/labapps/volumes/{volume}"), (target, sources)
     finally:
         _hub("DELETE", f"/users/{USER}/server")
         _hub("DELETE", f"/users/{USER}")

@@ -266,21 +266,6 @@ def test_authentication_on_opens_the_users_own_server_with_the_users_token(cli, 
     assert MARKER not in out
 
 
-@pytest.mark.parametrize("name, line", [
-    ("auth-no-token.txt", "failed in phase request (403): Forbidden; hint: no token, or one the hub does not know"),
-    ("auth-no-binder-scope.txt", "failed in phase request (403): user bob is not allowed.; hint: this token's user "
-                                 "may not use BinderHub (it lacks access:services!service=binder)"),
-    ("auth-binder-service-token.txt", "failed in phase request (403): service binder is not allowed.; hint: this "
-                                      "token's user may not use BinderHub"),
-])
-def test_binderhubs_refusals_with_authentication_on(cli, monkeypatch, name, line):
-    """BinderHub answers HTTP 200 and one `failed` event, never a redirect (builder.py BuildHandler.redirect)."""
-    monkeypatch.setenv(smoke.TOKEN_ENV, MARKER)
-    with Fake([body(name)]) as binder:
-        code, out = cli("smoke", "--binder-url", binder.url)
-    assert code == 1 and f"smoke | smoke | failed | {line}" in out and "authentication is on: set" in out
-
-
 def test_a_login_redirect_of_the_2021_binderhub_is_an_authentication_failure(cli, monkeypatch):
     """BinderHub of the pinned chart (36369a7, 2021) kept tornado's @authenticated redirect to the
     hub's OAuth page; from 8c1bae0e (2024-05) it answers 403 instead."""
@@ -321,12 +306,21 @@ def test_launch_retries_are_said_and_counted_in_the_verdict(cli, no_token):
 
 
 @pytest.mark.parametrize("name, line", [
+    # authentication on: HTTP 200 and one `failed` event, never a redirect (builder.py BuildHandler.redirect)
+    ("auth-no-token.txt", "failed in phase request (403): Forbidden; hint: no token, or one the hub does not know: "
+                          "authentication is on: set"),
+    ("auth-no-binder-scope.txt", "failed in phase request (403): user bob is not allowed.; hint: this token's user "
+                                 "may not use BinderHub (it lacks access:services!service=binder): authentication is "
+                                 "on: set"),
+    ("auth-binder-service-token.txt", "failed in phase request (403): service binder is not allowed.; hint: this "
+                                      "token's user may not use BinderHub"),
+    # launches that fail
     ("spawn-fails.txt", "failed in phase launching (500): Spawn failed: h3 loopback: this spawn is refused (after 4 "
                         "launch attempts); hint: JupyterHub could not start the server"),
     ("auth-user-has-server.txt", "failed in phase launching (409): User alice already has a running server. (after 4 "
                                  "launch attempts); hint: this token's user already has a server"),
 ])
-def test_launch_failures_of_the_real_binderhub(cli, monkeypatch, name, line):
+def test_the_real_binderhubs_refusals_and_launch_failures(cli, monkeypatch, name, line):
     monkeypatch.setenv(smoke.TOKEN_ENV, MARKER)
     with Fake([body(name)]) as binder:
         code, out = cli("smoke", "--binder-url", binder.url)

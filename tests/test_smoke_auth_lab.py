@@ -27,6 +27,9 @@ CLIENT_ID = "binderhub-lab"
 USERS = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12)}
 BINDER_SCOPE = "access:services!service=binder"
 CURRENT = "1.0.0-0.dev.git.2227.hb9fad995"
+PROFILES = [{"display_name": "Lab default", "default": True},
+            {"display_name": "Lab data science", "description": "Pandas and friends",
+             "image": "quay.io/jupyterhub/k8s-singleuser-sample:4.2.0"}]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +42,8 @@ def auth_inventory(lab, lab_secrets, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("auth")
     path = lab_inventory(tmp, chart_version=CURRENT, auth={
         "login_service": "Lab IdP", "client_id": CLIENT_ID, "authorize_url": f"{IDP}/authorize",
-        "token_url": f"{IDP}/token", "userdata_url": f"{IDP}/userinfo", "allowed_users": sorted(USERS)})
+        "token_url": f"{IDP}/token", "userdata_url": f"{IDP}/userinfo", "allowed_users": sorted(USERS)},
+        profiles=PROFILES)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
         env.setenv("BHOPS_OAUTH_CLIENT_SECRET", secrets.token_urlsafe(24))
@@ -64,11 +68,12 @@ def auth_inventory(lab, lab_secrets, tmp_path_factory):
         yield path
     finally:
         stop(process)
-        # Back to the lab's own (pinned) chart, whose JupyterHub 1.3 cannot read JupyterHub 6's database.
+        # Back to the lab's own (pinned) chart, whose JupyterHub 1.3 cannot read JupyterHub 6's
+        # database: the next hub pod starts with none.
+        forget_hub_database(restart=False)
         with pytest.MonkeyPatch.context() as env:
             env.setenv("BHOPS_SECRETS_DIR", str(lab_secrets))
             code, out = run_task("deploy", "--env", "lab", "--skip-smoke", "--break-lock")
-        forget_hub_database()
         assert code == 0, out
 
 
@@ -194,3 +199,15 @@ def test_a_token_without_access_to_binderhub_is_refused(auth_inventory, lab_secr
     assert "hint: this token's user may not use BinderHub" in out
     assert token not in out
     assert hub_users(lab_secrets)["bob"] == {}  # nothing was launched for bob
+
+
+def test_the_profile_list_reaches_the_hubs_spawner(auth_inventory):
+    """`profiles` become the chart's singleuser.profileList, which z2jh hands to KubeSpawner: its
+    options form, on the hub's spawn page, offers each one."""
+    browser = log_in("bob")
+    assert browser, "bob could not log in"
+    page = browser.get(f"{HUB}hub/spawn", timeout=10)
+    assert page.status_code == 200, page.text
+    for profile in PROFILES:
+        assert profile["display_name"] in page.text
+    assert "Pandas and friends" in page.text

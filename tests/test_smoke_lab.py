@@ -105,7 +105,7 @@ def spawn_fails(tmp_path) -> Iterator[None]:
                         spawn_timeout=5, launch_retries=1):
             yield
     finally:
-        kubectl("delete pvc -n binder -l component=singleuser-storage --ignore-not-found >/dev/null")
+        kubectl("delete pvc -n binder -l component=singleuser-storage --ignore-not-found --wait=false >/dev/null")
 
 
 @contextmanager

@@ -9,7 +9,7 @@ would on a cluster:
   pods KubeSpawner creates) from their pod specs: volumes and env (`pods`), each container in its
   own mount namespace (`container`), each pod in its own network namespace with its pod IP, and
   kube-proxy's rules for the Services (`network`).
-- `images`: which images the lab runs and how (the real BinderHub through H1's `labbinder`,
+- `images`: which images the lab runs and how (the real BinderHub through `labbinder`,
   the chart's JupyterHub with KubeSpawner, configurable-http-proxy, Jupyter servers);
   `hubimage`: what the hub images ship that the lab's venv lacks.
 - `labbinder`, `labbuild`: the real BinderHub with the lab's build, registry and providers.
