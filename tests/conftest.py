@@ -6,6 +6,7 @@ import ctypes
 import fcntl
 import io
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -261,6 +262,12 @@ def ssh(host: str, command: str, check: bool = True) -> str:
     if check and proc.returncode:
         raise AssertionError(f"ssh {host} {command!r}: rc {proc.returncode}: {proc.stderr}")
     return proc.stdout
+
+
+def runner_status() -> dict:
+    """What the lab's kubelet (lab.apps.runner) runs ("running": POD/CONTAINER -> pid, argv, ip, log)
+    and why other pods wait ("waiting"), from its status.json on the control plane."""
+    return json.loads(ssh("lab-node1", "cat /var/lib/labapps/status.json"))
 
 
 def until(what: str, check, timeout: float = 30):

@@ -11,11 +11,10 @@ import shlex
 
 import pytest
 
-from tests.conftest import ssh, until
+from tests.conftest import runner_status, ssh, until
 
 pytestmark = pytest.mark.lab
 CP = "lab-node1"
-STATUS = "/var/lib/labapps/status.json"  # where the runner records its processes' PIDs
 
 
 def kubectl(*args: str, check: bool = True) -> str:
@@ -39,7 +38,7 @@ def _container(pod: dict) -> dict:
 
 def _binder_pid() -> int | None:
     """The binder container's PID as the runner records it (key POD/CONTAINER)."""
-    running = json.loads(ssh(CP, f"cat {STATUS}"))["running"]
+    running = runner_status()["running"]
     return next((v["pid"] for k, v in running.items() if k.startswith("binder-") and k.endswith("/binder")), None)
 
 

@@ -11,12 +11,11 @@ import time
 
 import pytest
 
-from tests.conftest import lab_inventory, run_task, ssh, until
+from tests.conftest import lab_inventory, run_task, runner_status, ssh, until
 
 pytestmark = pytest.mark.lab
 CP, PROXY = "lab-node1", "lab-proxy"
 NAMESPACE = "binder"
-STATUS = "/var/lib/labapps/status.json"
 USER = "podslab"
 # The hub API token the chart gives the binder service (pinned: Secret binder-secret; current: Secret hub).
 TOKEN = ("T=$( (kubectl -n binder get secret hub -o jsonpath='{.data.hub\\.services\\.binder\\.apiToken}' "
@@ -72,7 +71,7 @@ def _start_server() -> dict:
 
 def _running(prefix: str) -> dict:
     """The runner's record of a pod's container: pid, argv, ip."""
-    running = json.loads(ssh(CP, f"cat {STATUS}"))["running"]
+    running = runner_status()["running"]
     return next((v for k, v in running.items() if k.startswith(prefix)), {})
 
 
@@ -136,7 +135,7 @@ def test_a_pod_whose_image_cannot_be_pulled_is_not_started(deployed):
                        .get("reason") in ("ErrImagePull", "ImagePullBackOff") and p)
         time.sleep(2)  # two rounds of the runner
         assert not _running("podslab-nopull/")
-        assert "held" in json.loads(ssh(CP, f"cat {STATUS}"))["waiting"].get("podslab-nopull", "")
+        assert "held" in runner_status()["waiting"].get("podslab-nopull", "")
         assert ssh(CP, f"sudo -n ip netns list | grep -c {found['metadata']['uid']}", check=False).strip() == "0"
     finally:
         kubectl("delete", "pod", "podslab-nopull", "--ignore-not-found")

@@ -16,14 +16,13 @@ import pytest
 import requests
 
 from fabfile import secretfile
-from tests.conftest import lab_inventory, run_task, ssh
+from tests.conftest import lab_inventory, run_task, runner_status, ssh
 
 pytestmark = pytest.mark.lab
 
 HUB = "http://10.77.0.5/jupyterhub/"
 BINDER = "http://10.77.0.5/binderhub/"
 CP = "lab-node1"
-RUNNER_STATUS = "/var/lib/labapps/status.json"  # the pods' processes the lab's kubelet runs (lab.apps.runner)
 
 
 def kubectl(args: str) -> str:
@@ -49,7 +48,7 @@ def rolled_out(deployment: str) -> None:
     while True:
         listed = kubectl(f"get pods -n binder -l component={deployment} -o name").split()
         pods = {name.removeprefix("pod/") for name in listed}
-        running = {key.partition("/")[0] for key in json.loads(ssh(CP, f"cat {RUNNER_STATUS}"))["running"]
+        running = {key.partition("/")[0] for key in runner_status()["running"]
                    if key.startswith(f"{deployment}-")}
         if pods and running == pods:
             return

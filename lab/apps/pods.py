@@ -62,12 +62,11 @@ def links(services: list[dict]) -> dict[str, str]:
         if not ports:
             continue
         env[f"{name}_SERVICE_PORT"] = str(ports[0]["port"])
-        for port in ports:
-            if port.get("name"):
-                env[f"{name}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(port["port"])
         protocol = (ports[0].get("protocol") or "TCP").lower()
         env[f"{name}_PORT"] = f"{protocol}://{ip}:{ports[0]['port']}"
         for port in ports:
+            if port.get("name"):
+                env[f"{name}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(port["port"])
             proto = (port.get("protocol") or "TCP")
             prefix = f"{name}_PORT_{port['port']}_{proto.upper()}"
             env.update({prefix: f"{proto.lower()}://{ip}:{port['port']}", f"{prefix}_PROTO": proto.lower(),

@@ -310,7 +310,7 @@ class Runner:
         for uid, pod in wanted.items():
             if uid not in self.pods:
                 self._start_pod(pod, services, built)
-            elif uid in self.pods:
+            else:
                 self.pods[uid].pod = pod
         for run in self.pods.values():
             self._keep(run)
@@ -359,11 +359,12 @@ class Runner:
             bound = {}  # claim -> the volume bound to it
             for volume in spec.get("volumes") or []:
                 claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
-                found = self.api.get("persistentvolumeclaims", claim) or {} if claim else {}
-                if claim and (found.get("status") or {}).get("phase") != "Bound":
+                if not claim:
+                    continue
+                found = self.api.get("persistentvolumeclaims", claim) or {}
+                if (found.get("status") or {}).get("phase") != "Bound":
                     raise pods.NotStarting(f'persistentvolumeclaim "{claim}" is not Bound')
-                if claim:
-                    bound[claim] = found["spec"]["volumeName"]
+                bound[claim] = found["spec"]["volumeName"]
             account = spec.get("serviceAccountName") or "default"
             token = self.api.token(account, pod)
             directory.mkdir(parents=True, exist_ok=True)
@@ -381,17 +382,14 @@ class Runner:
             kubeconfig.write_text(self._kubeconfig(token))
             if owner is not None:
                 os.chown(kubeconfig, owner, -1)
-            containers = [self._container(pod, c, services, built, volumes, directory, kubeconfig)
-                          for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
             netns = network.add_pod(meta["uid"], pod["status"]["podIP"])
+            containers = [self._container(pod, c, services, built, volumes, directory, kubeconfig, netns)
+                          for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
         except (pods.NotStarting, ApiUnavailable, network.NetworkError, OSError) as exc:
             shutil.rmtree(directory, ignore_errors=True)
             network.remove_pod(meta["uid"])
             self._wait(meta["name"], str(exc))
             return
-        for container in containers:
-            spec_file = json.loads(container.spec_file.read_text())
-            container.spec_file.write_text(json.dumps({**spec_file, "netns": str(netns)}))
         inits = len(spec.get("initContainers") or [])
         run = PodRun(pod, directory, containers[inits:])
         for init in containers[:inits]:
@@ -407,7 +405,7 @@ class Runner:
             self._start(run, container)
 
     def _container(self, pod: dict, spec: dict, services: list[dict], built: frozenset[str],
-                   volumes: dict[str, Path], directory: Path, kubeconfig: Path) -> Container:
+                   volumes: dict[str, Path], directory: Path, kubeconfig: Path, netns: Path) -> Container:
         how = images.find(spec.get("image", ""), built)
         assert how is not None
         env = pods.environment(self.api.data, pod, spec, services)
@@ -429,7 +427,7 @@ class Runner:
         spec_file.write_text(json.dumps({"mounts": [{"source": m.source, "target": m.target,
                                                      "readOnly": m.read_only} for m in mounts],
                                          "workingDir": spec.get("workingDir") or how.workdir,
-                                         "user": user}))
+                                         "user": user, "netns": str(netns)}))
         return Container(spec, argv, env, spec_file)
 
     def _log_file(self, run: PodRun, container: Container) -> Path:
