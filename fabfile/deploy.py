@@ -7,7 +7,7 @@ from pathlib import Path
 
 from invoke import Exit
 
-from . import cluster, docker, helm, lock, metallb, nginx, probes, secrets, settings, smoke
+from . import cluster, helm, lock, metallb, nginx, nodes, probes, secrets, settings, smoke
 from .inventory import InventoryError
 from .localfiles import write_private
 from .results import Result, Status, records, succeeded
@@ -57,7 +57,7 @@ def smoke_stage(run: Run) -> list[Result]:
 #: The runbook's stages in order; each returns the results it reported, and fails when any of
 #: them failed or was unreachable.
 STAGES = {
-    "nodes": docker.converge_mirrors,
+    "nodes": nodes.converge_mirrors,
     "secrets": secrets.stage,
     "cluster": cluster_stage,
     "metallb": floating_stage,

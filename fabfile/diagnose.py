@@ -1,7 +1,7 @@
 """The diagnostics bundle on demand: health, pods, events, logs, helm and nginx, secrets masked."""
 from __future__ import annotations
 
-from . import secrets, values
+from . import inventory, secrets, values
 from .localfiles import LocalFileError
 from .results import Result, Status
 from .session import Run, host_task
@@ -28,7 +28,8 @@ def diagnose(run: Run):
     _hide_secrets(run)
     run.gather(run.hosts("proxy")[:1], lambda conn, host: None, of=STEP)  # reports it if unreachable
     try:
-        path = diagnostics.collect(run, values.binder_url(run.control_plane()[0]))
+        control_plane = run.control_plane()[0]
+        path = diagnostics.collect(run, values.binder_url(control_plane), inventory.ca_bundle(run.env, control_plane))
     except LocalFileError as exc:
         run.report(Result("local", STEP, Status.FAILED, str(exc)))
         return

@@ -14,11 +14,11 @@ from .session import Run
 from .values import hub_url
 
 
-def _http(url: str) -> str:
+def _http(url: str, verify: bool | str) -> str:
     import requests  # loaded only when a bundle is gathered
 
     try:
-        response = requests.get(url, timeout=10)
+        response = requests.get(url, timeout=10, verify=verify)
     except requests.RequestException as exc:
         return f"GET {url}: {type(exc).__name__}: {exc}\n"
     return f"GET {url}: HTTP {response.status_code}\n{response.text}\n"
@@ -34,7 +34,7 @@ def _remote(run: Run, role: str, commands: dict[str, list[str]], sudo: bool) -> 
             for name, o in out.items()}
 
 
-def collect(run: Run, binder_url: str) -> Path:
+def collect(run: Run, binder_url: str, ca_bundle: str | None = None) -> Path:
     """Gather the bundle into the diagnostics directory; return the tarball's path (0600, in a
     0700 directory: it may still hold what masking cannot recognise; localfiles.LocalFileError
     when that cannot be)."""
@@ -45,9 +45,9 @@ def collect(run: Run, binder_url: str) -> Path:
     hub = hub_url(control_plane)
     logs = run.hosts("proxy")[0].vars["nginx_log_dir"]
     files = {
-        "binder-health.txt": _http(f"{binder_url}health"),
-        "binder-versions.txt": _http(f"{binder_url}versions"),
-        "hub-health.txt": _http(f"{hub}hub/health"),
+        "binder-health.txt": _http(f"{binder_url}health", ca_bundle or True),
+        "binder-versions.txt": _http(f"{binder_url}versions", ca_bundle or True),
+        "hub-health.txt": _http(f"{hub}hub/health", ca_bundle or True),
         **_remote(run, "control-plane", {
             "kubectl-get.txt": kube.kubectl(control_plane, "get", "pods,services,events", "-n", namespace,
                                             "-o", "wide"),

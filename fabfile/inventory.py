@@ -177,6 +177,15 @@ def _count(value: Any, where: str) -> int:
     return value
 
 
+def _batch(value: Any, where: str) -> int | str:
+    """How many nodes may be down at once: a whole number from 1, or a percentage like "25%"."""
+    if isinstance(value, str) and re.fullmatch(r"[1-9]\d?%|100%", value):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise InventoryError(f"{where}: {value!r} must be a whole number from 1, or a percentage like \"25%\"")
+
+
 def _flag(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise InventoryError(f"{where}: {value!r} must be true or false")
@@ -230,6 +239,10 @@ _PROFILE = _shape({"display_name": _text, "description": _text, "image": _text, 
 VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "docker_mirrors": (["https://dockerhub.stfc.ac.uk"], _mirrors),
     "docker_service": ("auto", _choice("auto", "systemd", "sysvinit")),
+    "containerd_config": ("/etc/containerd/config.toml", _text),
+    "containerd_hosts_dir": ("/etc/containerd/certs.d", _text),
+    "max_unavailable": (1, _batch),
+    "mirror_check_image": (None, _optional(_text)),
     "k8s_node_name": (None, _optional(_text)),
     "kubeconfig": (None, _optional(_text)),
     "namespace": ("binder", _matching(_DNS_LABEL, 63, "a Kubernetes namespace: lowercase letters, "
@@ -271,6 +284,7 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "nginx_log_dir": ("/var/log/nginx", _text),
     "tls_certificate": (None, _optional(_text)),
     "tls_certificate_key": (None, _optional(_text)),
+    "tls_ca_bundle": (None, _optional(_text)),
 })
 
 #: The connection keys (any block may set them), with their defaults and checks; see also ssh_config.
@@ -571,6 +585,19 @@ def metallb_manifest(env: Environment, host: Host) -> str:
     if not path.is_file():
         raise InventoryError(f"host {host.name}: vars.metallb_manifest: {path} does not exist; give a path "
                              "relative to the inventory, or the manifest's URL")
+    return str(path)
+
+
+def ca_bundle(env: Environment, host: Host) -> str | None:
+    """The CA bundle (a file on the operator's side, relative to the inventory) that verifies
+    public_url's certificate in place of the system's; None: the system's."""
+    bundle = host.vars["tls_ca_bundle"]
+    if bundle is None:
+        return None
+    path = (env.source.parent / bundle).resolve()
+    if not path.is_file():
+        raise InventoryError(f"host {host.name}: vars.tls_ca_bundle: {path} does not exist; give the CA "
+                             "certificate(s) in PEM, as a path relative to the inventory")
     return str(path)
 
 

@@ -39,18 +39,30 @@ UPSTREAM_SECONDS = 30  # how long to wait, before a change, for the upstreams to
 _ENABLE = 'ln -sfn -- "$1" "$2"'
 _DISABLE = 'if [ ! -e "$1" ]; then rm -f -- "$2"; fi'
 
-# An HTTP status code from the proxy host itself, with whichever client it has.
-_HTTP = r'''url=$1 host=$2
+# The HTTP status of a GET of URL from the proxy host itself, with whichever client it has,
+# connecting to ADDRESS (when given) in place of the URL's host: an https certificate is checked
+# against the URL's host name with the proxy host's own trust store, as users' browsers check it.
+_HTTP = r'''url=$1 address=$2
 if command -v curl >/dev/null 2>&1; then
-    curl -ksS -o /dev/null -m 10 -H "Host: $host" -w '%{http_code}' "$url"
+    set -- -sS -o /dev/null -m 10 -w '%{http_code}' "$url"
+    if [ -n "$address" ]; then set -- "$@" --connect-to "::$address:"; fi
+    exec curl "$@"
 elif command -v python3 >/dev/null 2>&1; then
-    python3 - "$url" "$host" <<'PY'
-import ssl, sys, urllib.error, urllib.request
-req = urllib.request.Request(sys.argv[1], headers={"Host": sys.argv[2]})
+    exec python3 - "$url" "$address" <<'PY'
+import http.client, socket, ssl, sys
+from urllib.parse import urlsplit
+url, address = urlsplit(sys.argv[1]), sys.argv[2]
+https = url.scheme == "https"
+port = url.port or (443 if https else 80)
+conn = (http.client.HTTPSConnection(url.hostname, port, timeout=10, context=ssl.create_default_context())
+        if https else http.client.HTTPConnection(url.hostname, port, timeout=10))
+if address:
+    conn._create_connection = lambda _, *a, **k: socket.create_connection((address, port), *a, **k)
 try:
-    print(urllib.request.urlopen(req, timeout=10, context=ssl._create_unverified_context()).status, end="")
-except urllib.error.HTTPError as e:
-    print(e.code, end="")
+    conn.request("GET", url.path + (f"?{url.query}" if url.query else ""))
+    print(conn.getresponse().status, end="")
+except (OSError, http.client.HTTPException) as e:
+    sys.exit(f"python3: {e}")
 PY
 else
     echo "no curl or python3 on the proxy host to probe with" >&2; exit 2
@@ -89,28 +101,33 @@ def site_context(run: Run, host: Host, facts: ClusterFacts | None) -> dict:
             "floating_ip": floating, "log_dir": host.vars["nginx_log_dir"]}
 
 
-def _failing(conn: Connection, host: Host, urls: dict[str, str], server_name: str, seconds: float) -> list[str]:
-    """The URLs (label: url) that do not answer 200 from the proxy host, as `label -> status`,
-    retried for `seconds` until all do."""
+def _failing(conn: Connection, host: Host, urls: dict[str, str], seconds: float, address: str = "") -> list[str]:
+    """The URLs (label: url) that do not answer 200 from the proxy host (connecting to `address`
+    when given), as `label -> status or error`, retried for `seconds` until all do."""
     deadline = time.monotonic() + seconds
     while True:
         failures = []
         for label, url in urls.items():
-            out = remote.run(conn, host, remote.script(_HTTP, url, server_name), sudo=False, check=False)
-            if out.stdout.strip() != "200":
-                failures.append(f"{label} -> {out.stdout.strip() or remote.tail(out.stderr)}")
+            out = remote.run(conn, host, remote.script(_HTTP, url, address), sudo=False, check=False)
+            if not out.ok or out.stdout.strip() != "200":
+                failures.append(f"{label} -> {out.stdout.strip() if out.ok else _first_line(out.stderr)}")
         if not failures or time.monotonic() > deadline:
             return failures
         time.sleep(0.5)
+
+
+def _first_line(text: str) -> str:
+    """What a client said first (curl's own error; what follows is advice)."""
+    return next((line for line in text.splitlines() if line.strip()), "(no output)")
 
 
 def _probe(conn: Connection, host: Host, context: dict) -> list[str]:
     """Requests through the proxy that did not answer 200. A reload is graceful (old workers
     finish first), so a failure is retried for a few seconds. The hub's `hub/health` is the path
     both eras answer (JupyterHub 1.3 has no `hub/api/health`) and the charts' own readinessProbe."""
-    base = f"{'https' if context['tls'] else 'http'}://127.0.0.1:{context['port']}"
+    base = f"{'https' if context['tls'] else 'http'}://{context['server_name']}:{context['port']}"
     paths = (f"{context['binder_base_url']}versions", f"{context['hub_base_url']}hub/health")
-    return _failing(conn, host, {p: base + p for p in paths}, context["server_name"], PROBE_SECONDS)
+    return _failing(conn, host, {p: base + p for p in paths}, PROBE_SECONDS, address="127.0.0.1")
 
 
 def _await_upstreams(conn: Connection, host: Host, context: dict) -> None:
@@ -120,7 +137,7 @@ def _await_upstreams(conn: Connection, host: Host, context: dict) -> None:
     _failing(conn, host, {
         "binder": f"http://{context['node_address']}:{context['node_port']}{context['binder_base_url']}versions",
         "hub": f"http://{context['floating_ip']}:80{context['hub_base_url']}hub/health",
-    }, context["server_name"], UPSTREAM_SECONDS)
+    }, UPSTREAM_SECONDS)
 
 
 def render_site(context: dict) -> str:

@@ -3,6 +3,7 @@ and kubectl reads on the control plane, and the one-command probes of nodes and 
 Nothing here changes anything."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass, field
@@ -461,15 +462,22 @@ def cluster_facts(conn: Connection, host: Host) -> ClusterFacts:
                         external_ip(public) if public else None)
 
 
-# -- a node's docker and a proxy host's nginx (one command each) -----------------------------------
+# -- a node's container runtimes and a proxy host's nginx (one command each) -----------------------
 
-DOCKER_PROBE = r'''conf=$1
+#: $1 daemon.json, $2 containerd's config.toml, $3 docker.io's hosts.toml; files as base64 lines.
+DOCKER_PROBE = r"""conf=$1 ctd_conf=${2:-/etc/containerd/config.toml}
+ctd_hosts=${3:-/etc/containerd/certs.d/docker.io/hosts.toml}
 if [ -d /run/systemd/system ]; then echo manager=systemd; else echo manager=sysvinit; fi
 if command -v dockerd >/dev/null 2>&1; then echo dockerd=yes; else echo dockerd=no; fi
-sed -n 's/.*--container-runtime-endpoint=\([^ "]*\).*/endpoint=\1/p' /var/lib/kubelet/kubeadm-flags.env 2>/dev/null
+if command -v containerd >/dev/null 2>&1; then echo "containerd=$(containerd --version 2>&1 | head -n 1)"; fi
+sed -n 's/.*--container-runtime-endpoint[= ]\([^ "]*\).*/endpoint=\1/p' /var/lib/kubelet/kubeadm-flags.env 2>/dev/null
+sed -n 's/^containerRuntimeEndpoint:[[:space:]]*\(.*\)/endpoint_config=\1/p' /var/lib/kubelet/config.yaml 2>/dev/null
+[ -S /run/containerd/containerd.sock ] && ctr --connect-timeout 2s version >/dev/null 2>&1 && echo containerd_up=yes
 if m=$(docker info --format '{{json .RegistryConfig.Mirrors}}' 2>/dev/null); then echo "mirrors=$m"; fi
-if [ -e "$conf" ]; then echo ---; cat -- "$conf"; fi
-'''
+for f in "daemon_json $conf" "config_toml $ctd_conf" "hosts_toml $ctd_hosts"; do
+    if [ -e "${f#* }" ]; then printf '%s=%s\n' "${f%% *}" "$(base64 -w0 < "${f#* }")"; fi
+done
+"""
 
 NGINX_PROBE = r'''site=$1
 if [ -d /run/systemd/system ]; then echo manager=systemd; else echo manager=sysvinit; fi
@@ -479,26 +487,41 @@ if [ -e "$site" ]; then echo ---; cat -- "$site"; fi
 
 
 @dataclass(frozen=True)
-class DockerState:
-    """What a node's docker looks like: service manager, runtime, live mirrors, the file."""
+class NodeState:
+    """A node's container runtimes: service manager, the kubelet's runtime endpoint, docker (live
+    mirrors, daemon.json) and containerd (version line, whether it answers, its two files)."""
 
     manager: str
     has_dockerd: bool
-    kubelet_endpoint: str
+    kubelet_endpoint: str  # "" when the node shows no kubelet settings
     mirrors: list[str] | None  # None: docker is not answering
-    text: str | None  # None: no daemon.json
+    text: str | None  # daemon.json; None: no file
+    containerd: str | None = None  # `containerd --version`; None: not installed
+    containerd_up: bool = False
+    config_toml: str | None = None
+    hosts_toml: str | None = None
 
 
-def docker(conn: Connection, host: Host, daemon_json: str) -> DockerState:
-    """A node in one command: service manager, kubelet runtime, docker info, the daemon.json."""
-    facts, text = key_values(remote.run(conn, host, remote.script(DOCKER_PROBE, daemon_json)).stdout)
+def _file(facts: dict[str, str], key: str) -> str | None:
+    return base64.b64decode(facts[key]).decode() if key in facts else None
+
+
+def node(conn: Connection, host: Host, daemon_json: str, config_toml: str, hosts_toml: str) -> NodeState:
+    """A node in one command: service manager, kubelet runtime (kubeadm-flags.env's flag, else
+    config.yaml's containerRuntimeEndpoint), docker info, containerd, and the three files."""
+    facts, _ = key_values(remote.run(conn, host, remote.script(DOCKER_PROBE, daemon_json, config_toml,
+                                                               hosts_toml)).stdout)
     manager = host.vars["docker_service"]
-    return DockerState(
+    return NodeState(
         manager=facts["manager"] if manager == "auto" else manager,
         has_dockerd=facts.get("dockerd") == "yes",
-        kubelet_endpoint=facts.get("endpoint", ""),
+        kubelet_endpoint=facts.get("endpoint") or facts.get("endpoint_config", "").split("#")[0].strip().strip("\"'"),
         mirrors=(json.loads(facts["mirrors"]) or []) if "mirrors" in facts else None,
-        text=text,
+        text=_file(facts, "daemon_json"),
+        containerd=facts.get("containerd"),
+        containerd_up=facts.get("containerd_up") == "yes",
+        config_toml=_file(facts, "config_toml"),
+        hosts_toml=_file(facts, "hosts_toml"),
     )
 
 

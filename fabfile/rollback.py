@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fabric import Connection
 
-from . import daemon_config, docker, helm, lock, nginx, remote
+from . import daemon_config, docker, helm, lock, nginx, nodes, remote
 from .inventory import Host
 from .results import Change, Result, succeeded
 from .session import Run, host_task, step
@@ -30,7 +30,7 @@ def restore_site(conn: Connection, host: Host, contexts: dict[str, dict]) -> Res
 @step("rollback.docker")
 def restore_daemon_json(conn: Connection, host: Host) -> Result | Change:
     """Put the newest backup of daemon.json back and restart docker on it."""
-    state = docker.observe(conn, host)
+    state = nodes.observe(conn, host)
     found = newest_backup(conn, host, daemon_config.PATH)
     if not found:
         return Result.skipped("no backup of daemon.json to restore")
@@ -38,7 +38,7 @@ def restore_daemon_json(conn: Connection, host: Host) -> Result | Change:
     if found[1] == state.text:
         return Result.ok(f"daemon.json already equals {found[0]}")
     plan = docker.Plan(state.text, found[1], True, state.manager, "restart")
-    return docker.converge(conn, host, {host.name: plan})
+    return nodes.converge(conn, host, {host.name: plan})
 
 
 def roll_back(run: Run) -> None:
@@ -48,7 +48,7 @@ def roll_back(run: Run) -> None:
     facts = nginx.cluster_facts_of(run, restore_site).get(run.control_plane()[0].name)
     contexts = {h.name: nginx.site_context(run, h, facts) for h in run.hosts("proxy")}
     if succeeded(run.each(run.hosts("proxy"), restore_site, contexts=contexts)):
-        run.serially(run.hosts("node"), restore_daemon_json)
+        run.in_batches(run.hosts("node"), 1, restore_daemon_json)
 
 
 @host_task("rollback", name="rollback", needs=("public_url", "proxy_url"),

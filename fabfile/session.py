@@ -218,19 +218,23 @@ class Run:
         facts.failures = [out for out in outcomes if isinstance(out, Result)]
         return facts
 
-    def serially(self, hosts: Sequence[Host], fn: Callable[..., Result | Change], **kwargs: Any) -> list[Result]:
-        """Run a step host after host; after a failure the remaining hosts are skipped."""
+    def in_batches(self, hosts: Sequence[Host], size: int, fn: Callable[..., Result | Change],
+                   **kwargs: Any) -> list[Result]:
+        """Run a step on `size` hosts at a time, in host order: the hosts of a batch in parallel
+        (at most --parallel at once), each result reported as it comes, and the next batch only
+        once the whole batch has finished. After a batch in which a host failed or was
+        unreachable, the remaining hosts are skipped, not touched."""
         results: list[Result] = []
-        stopped_by = None
-        for host in hosts:
-            if stopped_by:
-                result = Result(host.name, fn.label, Status.SKIPPED,
-                                f"not touched: rollout stopped after {stopped_by} failed")
-            else:
-                result = self._parallel([host], fn.label, fn, kwargs)[0]
-                if result.status in (Status.FAILED, Status.UNREACHABLE):
-                    stopped_by = host.name
-            results.append(self.report(result))
+        failed: list[str] = []
+        for start in range(0, len(hosts), size):
+            batch = hosts[start:start + size]
+            if failed:
+                why = f"not touched: rollout stopped after {', '.join(failed)} failed"
+                results += [self.report(Result(h.name, fn.label, Status.SKIPPED, why)) for h in batch]
+                continue
+            done = self.each(batch, fn, **kwargs)
+            failed = list(dict.fromkeys(r.host for r in done if r.status in (Status.FAILED, Status.UNREACHABLE)))
+            results += done
         return results
 
 

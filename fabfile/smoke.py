@@ -2,6 +2,7 @@
 server proven to work (runbook step 14)."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -9,7 +10,7 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -20,7 +21,7 @@ import paramiko
 from fabric import Connection
 from invoke import Context, Exit, task
 
-from . import kube, secretfile, settings, values
+from . import inventory, kube, secretfile, settings, values
 from .connections import ConnectError
 from .eventstream import Event, events, lines
 from .inventory import Host
@@ -163,6 +164,7 @@ class Options:
     timeout: float = 900
     silence: float = 120
     kernel_timeout: float = 60
+    ca_bundle: str | None = None   # --ca-bundle, else vars.tls_ca_bundle: verifies https (system CAs if None)
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,8 @@ def check_output(path: str | None, flag: str) -> Path | None:
     return Path(path)
 
 
-def options(repo: str, binder_url: str | None, auth: bool, timeout: str | None, silence: str | None) -> Options:
+def options(repo: str, binder_url: str | None, auth: bool, timeout: str | None, silence: str | None,
+            ca_bundle: str | None = None) -> Options:
     """The flags checked, before anything is sent (numbers as text: Invoke's own int parsing
     would end in a traceback)."""
     numbers = {}
@@ -240,8 +243,10 @@ def options(repo: str, binder_url: str | None, auth: bool, timeout: str | None, 
             numbers[flag] = -1.0
         if not 0 < numbers[flag] < float("inf"):
             raise Exit(f"{flag} {value!r}: give a number of seconds above 0")
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise Exit(f"--ca-bundle {ca_bundle}: no such file; give the CA certificate(s) in PEM")
     return Options(check_repo(repo), check_url(binder_url) if binder_url else None, auth,
-                   numbers["--timeout"], numbers["--silence"])
+                   numbers["--timeout"], numbers["--silence"], ca_bundle=ca_bundle and str(Path(ca_bundle).resolve()))
 
 
 # -- the build stream --------------------------------------------------------------------------
@@ -354,7 +359,7 @@ def check_server(http: requests.Session, url: str, token: str, kernel_timeout: f
     if not kernel.ok:
         return checks + [Check("kernel start", False, f"HTTP {kernel.status_code}")]
     kernel_id = kernel.json()["id"]
-    state = kernel_status(url, kernel_id, token, kernel_timeout)
+    state = kernel_status(url, kernel_id, token, kernel_timeout, http.verify)
     checks.append(Check("kernel idle", state == "idle", f"kernel_info answered, execution_state {state}"
                         if state == "idle" else state))
     deleted = http.delete(f"{url}api/kernels/{kernel_id}", headers=auth, timeout=30)
@@ -362,10 +367,11 @@ def check_server(http: requests.Session, url: str, token: str, kernel_timeout: f
     return checks
 
 
-def kernel_status(url: str, kernel_id: str, token: str, timeout: float) -> str:
+def kernel_status(url: str, kernel_id: str, token: str, timeout: float, verify: bool | str = True) -> str:
     """Ask the kernel for kernel_info over its websocket, as a notebook does, and return the
     execution_state it reports when done ("idle"), or what went wrong. A kernel nobody has
-    talked to stays "starting" in the REST API, so only a real round trip proves it works."""
+    talked to stays "starting" in the REST API, so only a real round trip proves it works.
+    `verify`: requests' setting (True, or a CA bundle's path)."""
     import websocket
 
     ws_url = "ws" + url[len("http"):] + f"api/kernels/{kernel_id}/channels"
@@ -375,7 +381,8 @@ def kernel_status(url: str, kernel_id: str, token: str, timeout: float) -> str:
                "parent_header": {}, "metadata": {}, "content": {}, "channel": "shell", "buffers": []}
     deadline = time.monotonic() + timeout
     try:
-        ws = websocket.create_connection(ws_url, header=[f"Authorization: token {token}"], timeout=timeout)
+        ws = websocket.create_connection(ws_url, header=[f"Authorization: token {token}"], timeout=timeout,
+                                         sslopt={"ca_certs": verify} if isinstance(verify, str) else None)
     except (OSError, websocket.WebSocketException) as exc:
         return f"websocket to the kernel failed: {exc}"
     try:
@@ -521,6 +528,9 @@ def smoke_run(reporter: Reporter, opts: Options, binder_url: str, allowed: tuple
     headers = {"Authorization": f"token {token}"} if token else {}
     reporter.masked.hide([token or ""])
     http = requests.Session()
+    if opts.ca_bundle:  # per request: a session-wide `verify` loses to $REQUESTS_CA_BUNDLE (psf/requests#3829)
+        http.verify = opts.ca_bundle
+        http.request = functools.partial(http.request, verify=opts.ca_bundle)
     event = follow(http, f"{binder_url}build/{opts.repo}", headers, report, say, opts.timeout, opts.silence)
     if event and event.phase == "ready":
         reporter.masked.hide([event.data.get("token") or ""])
@@ -652,6 +662,8 @@ def on_env(run: Run, opts: Options, report: Report, advice: str = "") -> Report:
     failure), or the one --binder-url names."""
     host = run.control_plane()[0]
     own = opts.binder_url is None
+    if opts.ca_bundle is None:
+        opts = replace(opts, ca_bundle=inventory.ca_bundle(run.env, host))
     report.binder_url = url = opts.binder_url or check_url(values.binder_url(host), "vars.public_url")
     secrets = _file_secrets(run)
     auth = auth_on(opts, own and bool(host.vars["auth"]))
@@ -661,7 +673,7 @@ def on_env(run: Run, opts: Options, report: Report, advice: str = "") -> Report:
     elif own:
         smoke_run(run.reporter, opts, url, (values.hub_url(host),), token, hub_access(run, host, secrets), report)
         if report.verdict != "passed":
-            collect_diagnostics(run, url, report)
+            collect_diagnostics(run, url, report, opts.ca_bundle)
     else:
         smoke_run(run.reporter, opts, url, (_root(url),), token, None, report)
     if own:
@@ -670,11 +682,11 @@ def on_env(run: Run, opts: Options, report: Report, advice: str = "") -> Report:
     return report
 
 
-def collect_diagnostics(run: Run, url: str, report: Report) -> None:
+def collect_diagnostics(run: Run, url: str, report: Report, ca_bundle: str | None = None) -> None:
     from . import diagnostics  # requests: imported only when a failure needs the bundle
 
     try:
-        report.diagnostics = str(diagnostics.collect(run, url))
+        report.diagnostics = str(diagnostics.collect(run, url, ca_bundle))
     except LocalFileError as exc:
         run.report(Result(STEP, "smoke.diagnostics", Status.FAILED, str(exc)))
         return
@@ -715,15 +727,18 @@ def alone(opts: Options, report: Report, reporter: Reporter) -> Report:
     "silence": "seconds the stream may stay silent (default 120)",
     "report": "write a JSON report (phases, verdict, server checks) to this file",
     "junit": "write a JUnit XML report to this file",
+    "ca_bundle": "the CA certificate(s) (PEM) that verify https in place of the system's (default: the "
+                 "inventory's vars.tls_ca_bundle)",
     **{k: READ_HELP[k] for k in ("limit", "parallel", "inventory", "accept_new_host_keys")}})
 def smoke(c: Context, env=None, repo=DEFAULT_REPO, binder_url=None, auth=False, timeout=None, silence=None,
-          report=None, junit=None, limit=None, parallel=10, inventory=None, accept_new_host_keys=False):
+          report=None, junit=None, ca_bundle=None, limit=None, parallel=10, inventory=None,
+          accept_new_host_keys=False):
     """Build a repository through BinderHub's API and prove the launched server works.
 
     With authentication on (vars.auth, --auth), it sends a user's JupyterHub API token, from
     $BHOPS_HUB_TOKEN or the secrets file's smoke_hub_token (docs/smoke.md says how to make one).
     """
-    opts = options(repo, binder_url, auth, timeout, silence)
+    opts = options(repo, binder_url, auth, timeout, silence, ca_bundle)
     json_path, junit_path = check_output(report, "--report"), check_output(junit, "--junit")
     result = Report(opts.repo, opts.binder_url or "")
     if env is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from fabric import Connection
 
-from . import docker, helm, nginx, probes, remote, values
+from . import helm, nginx, nodes, probes, remote, values
 from .inventory import Host, InventoryError
 from .results import Result, Status
 from .session import Run, host_task, step
@@ -46,7 +46,7 @@ def site_drift(conn: Connection, host: Host, run: Run, facts: probes.ClusterFact
 
 def drift(run: Run) -> None:
     """Every stage's drift, read-only."""
-    run.each(run.hosts("node"), docker.status)
+    run.each(run.hosts("node"), nodes.status)
     control_plane = run.control_plane()
     if run.secrets_path.exists():
         rendered = values.render(control_plane[0], run.env.name, run.secrets())

@@ -3,17 +3,18 @@
 # UTS and PID namespaces; lab/hosts.py starts it and has already made the
 # network (eth0 with the host's address) and the host's directory.
 #
-# Usage: host-init.sh NAME ROLE HOST_DIR TEMPLATE_DIR CLIENT_PUBKEY [KUBE_VERSION CHARTS NODE=IP...]
-#   ROLE      "node" (runs dockerd), "control-plane" (a node that also runs the lab's
+# Usage: host-init.sh NAME ROLE RUNTIME HOST_DIR TEMPLATE_DIR CLIENT_PUBKEY [KUBE_VERSION CHARTS NODE=IP...]
+#   ROLE      "node" (runs its RUNTIME), "control-plane" (a node that also runs the lab's
 #             cluster, see cluster-init.sh: Kubernetes KUBE_VERSION, the charts in CHARTS,
-#             every NODE=IP) or "proxy" (runs nginx)
+#             every NODE=IP), "proxy" (runs nginx) or "registry" (runs docker-registry)
+#   RUNTIME   a node's: "docker" (dockerd) or "containerd" (containerd alone); "-" elsewhere
 #   HOST_DIR  the host's state: upper/ and work/ (overlays), root/, home/,
-#             docker/ (/var/lib/docker), sshd.log
+#             docker/ (/var/lib/docker), containerd/ (/var/lib/containerd), sshd.log
 # HOST_DIR, TEMPLATE_DIR and CLIENT_PUBKEY are outside the directories the host gets
 # privately (lab.hosts.hosts_dir sees to it): an overlay's upper dir cannot be in its lower.
 set -eu
-name=$1 role=$2 dir=$3 template=$4 pubkey=$5
-shift 5
+name=$1 role=$2 runtime=$3 dir=$4 template=$5 pubkey=$6
+shift 6
 lab=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$lab")
 
@@ -46,9 +47,11 @@ mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
 mount --bind "$dir/root" /root
 mount --bind "$dir/home" /home
-# dockerd's overlay2 cannot sit on overlayfs: give it a plain directory.
-mkdir -p /var/lib/docker
+# dockerd's overlay2 and containerd's overlayfs snapshots cannot sit on overlayfs: give them
+# plain directories.
+mkdir -p /var/lib/docker /var/lib/containerd
 mount --bind "$dir/docker" /var/lib/docker
+mount --bind "$dir/containerd" /var/lib/containerd
 mkdir -p /run/lock /run/sshd
 if [ "$private_repo" = yes ]; then
 	mkdir -p "$repo"
@@ -79,14 +82,26 @@ if ! id deploy >/dev/null 2>&1; then
 	fi
 fi
 
+# A node's kubelet flags as kubeadm writes them (Kubernetes 1.24+: docker through cri-dockerd).
+if [ "$runtime" != - ]; then
+	case $runtime in
+	containerd) endpoint=unix:///run/containerd/containerd.sock ;;
+	*) endpoint=unix:///var/run/cri-dockerd.sock ;;
+	esac
+	mkdir -p /var/lib/kubelet
+	echo "KUBELET_KUBEADM_ARGS=\"--container-runtime-endpoint=$endpoint --pod-infra-container-image=registry.k8s.io/pause:3.9\"" \
+		>/var/lib/kubelet/kubeadm-flags.env
+fi
+
 /usr/sbin/sshd -E "$dir/sshd.log"
 case $role in
-node) service docker start ;;
+node) service "$runtime" start ;;
 control-plane)
-	service docker start
+	service "$runtime" start
 	sh "$lab/cluster-init.sh" "$(dirname "$lab")" "$(ip -4 -o addr show eth0 | awk '{split($4, a, "/"); print a[1]}')" "$@"
 	;;
 proxy) service nginx start ;;
+registry) service docker-registry start ;;
 esac
 
 # Stay up as tini's child; tini reaps the daemons' orphans.

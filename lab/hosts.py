@@ -3,11 +3,13 @@
 A host is a network namespace ``bhlab-NAME`` on the bridge ``bhlab0`` (10.77.0.1/24,
 no default route) plus its own mount, UTS and PID namespaces, with tini as PID 1
 running ``lab/host-init.sh``. That script gives the host its private files, the users
-root and deploy, sshd, and dockerd (nodes) or nginx (the proxy). This module is the
-root-namespace side: keys, the shared template layer, the network, starting and
-killing hosts by their recorded PID, the control plane's cluster settings (its Kubernetes
-version, the charts its repository serves: see ``lab.charts``), and the client files in the state
-directory (``ssh_config``, ``known_hosts``, ``hosts.yaml``). The hosts' own files (overlay upper and
+root and deploy, sshd, and the host's service: dockerd or containerd (nodes, by the lab's
+runtime), nginx (the proxy) or the registry (``lab.registry``). This module is the
+root-namespace side: keys, the lab CA (``lab.ca``) and the hosts' certificates, the shared template
+layer, the network, starting and killing hosts by their recorded PID, the control plane's cluster
+settings (its Kubernetes version, the charts its repository serves: see ``lab.charts``), the nodes'
+runtime, and the client files in the state directory (``ssh_config``, ``known_hosts``,
+``hosts.yaml``, ``ca.crt``). The hosts' own files (overlay upper and
 work dirs, the template layer) sit in the state directory too, unless it is under a directory
 hosts get privately: then in a root-only ``/srv/bhops-lab/<hash>``, since an overlay cannot
 keep its upper dir inside its lower dir. One lab per machine (the bridge and subnet are
@@ -16,12 +18,14 @@ needs root.
 """
 from __future__ import annotations
 
+import grp
 import hashlib
 import os
 import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from lab import charts
+from lab import ca, charts
 
 LAB_FILES = Path(__file__).resolve().parent  # this package: host-init.sh, template/, ...
 REPO = LAB_FILES.parent  # the checkout: .venv, .tools, hosts.yaml, the default state dir .lab/
@@ -39,6 +43,10 @@ MAX_NODES = 50
 CONTROL_PLANE = "node1"  # also runs the lab's cluster: API emulator :6443, chart repository :8879
 KUBE_VERSIONS = ("1.24", "1.32")  # what the API emulator can be (`lab.cluster serve --kube-version`)
 DEFAULT_KUBE_VERSION = "1.32"
+RUNTIMES = ("docker", "containerd", "mixed")  # mixed: lab-node1 and odd nodes docker, even nodes containerd
+DEFAULT_RUNTIME = "docker"
+REGISTRY = "registry"  # lab-registry, 10.77.0.6: the nodes' mirror (lab.registry); not in the inventory
+REGISTRY_PORT = 5000  # https
 HELM = REPO / ".tools" / "bin" / "helm"  # for `helm pull` of the charts (scripts/install-k8s-tools)
 TIMEOUT = 60.0
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -61,6 +69,9 @@ PREREQUISITES = {  # binary: Debian package
     "docker": "docker.io",
     "iptables": "iptables",
     "nginx": "nginx",
+    "containerd": "containerd",
+    "ctr": "containerd",
+    "docker-registry": "docker-registry",
 }
 
 # Leaders (the `unshare` parent of a host's PID 1) started by this process, by PID 1;
@@ -74,8 +85,9 @@ class LabError(Exception):
 
 @dataclass(frozen=True)
 class HostInfo:
-    """One lab host: running (its PID 1 is alive), ssh_ok (sshd accepts a TCP connection)
-    and service_ok (dockerd answers on a node, nginx on the proxy)."""
+    """One lab host: running (its PID 1 is alive), ssh_ok (sshd accepts a TCP connection),
+    service_ok (its runtime answers on a node, nginx on the proxy, https on the registry) and, for a
+    running node, its runtime."""
 
     name: str
     address: str
@@ -83,6 +95,7 @@ class HostInfo:
     running: bool
     ssh_ok: bool
     service_ok: bool
+    runtime: str | None = None
 
     @property
     def alias(self) -> str:
@@ -110,32 +123,57 @@ def host_dir(name: str, state: Path | None = None) -> Path:
 
 
 def up(nodes: int = 3, state: Path | None = None, kube_version: str | None = None,
-       charts_dir: Path | None = None) -> list[HostInfo]:
-    """Run the proxy and `nodes` nodes; keep running hosts, start or remove the others. The cluster
-    is Kubernetes `kube_version` (default: the lab's current one, else DEFAULT_KUBE_VERSION) and its
-    repository serves the real charts (from `charts_dir`, else as `lab.charts.archives` finds them).
-    When the nodes, the version or the charts change, the control plane restarts so that its
-    cluster has them (and starts empty)."""
-    if not 1 <= nodes <= MAX_NODES:
-        raise LabError(f"the number of nodes must be between 1 and {MAX_NODES}, not {nodes}")
-    if kube_version is not None and kube_version not in KUBE_VERSIONS:
-        raise LabError(f"unknown Kubernetes version {kube_version!r}: the lab's cluster can be "
-                       f"{' or '.join(KUBE_VERSIONS)}")
+       charts_dir: Path | None = None, runtime: str | None = None) -> list[HostInfo]:
+    """Run the proxy, the registry and `nodes` nodes; keep running hosts, start or remove the others.
+    The cluster is Kubernetes `kube_version` (default: the lab's current one, else
+    DEFAULT_KUBE_VERSION) and its repository serves the real charts (from `charts_dir`, else as
+    `lab.charts.archives` finds them). When the nodes, the version or the charts change, the control
+    plane restarts so that its cluster has them (and starts empty). The nodes run `runtime` (one of
+    RUNTIMES; default: the lab's current one, else DEFAULT_RUNTIME): a node whose runtime changes
+    restarts (the control plane too, when it is one of them). The registry gets the lab's images."""
+    check_arguments(nodes, kube_version, runtime)
     state = _prepare(state)
     charts_changed = _stage_charts(state, charts_dir)
     _kube_version_file(state).write_text(f"{kube_version or cluster_kube_version(state) or DEFAULT_KUBE_VERSION}\n")
-    wanted = [f"node{i}" for i in range(1, nodes + 1)] + ["proxy"]
+    _runtime_file(state).write_text(f"{runtime or lab_runtime(state) or DEFAULT_RUNTIME}\n")
+    wanted = [f"node{i}" for i in range(1, nodes + 1)] + ["proxy", REGISTRY]
     _remove(state, [name for name in _names(state) if name not in wanted])
     _plumb(wanted)
     OWNER.write_text(f"{state}\n")
     for name in wanted:  # every host's directory first: the control plane is told of all nodes
         if not _host_dir(state, name).exists():
-            _make_host_dir(_host_dir(state, name), name)
+            _make_host_dir(state, name)
     if (pid := _pid(state, CONTROL_PLANE)) and (charts_changed or _started_with(pid) != _cluster_args(state)):
         _kill(state, [CONTROL_PLANE])  # its cluster has other nodes, version or charts: restart it (empty)
+    _kill(state, [name for name in wanted if _runtime_changed(state, name)])  # restarted with the new one
     _wait(state, {name: _start(state, name) for name in wanted if not _pid(state, name)})
+    from lab import registry  # it builds on this module
+    registry.publish(state)
     _write_client_files(state, wanted)
     return status(state)
+
+
+def check_arguments(nodes: int, kube_version: str | None, runtime: str | None) -> None:
+    """Refuse, before anything is made, a number of nodes, a Kubernetes version or a runtime the lab has not."""
+    if not 1 <= nodes <= MAX_NODES:
+        raise LabError(f"the number of nodes must be between 1 and {MAX_NODES}, not {nodes}")
+    if kube_version is not None and kube_version not in KUBE_VERSIONS:
+        raise LabError(f"unknown Kubernetes version {kube_version!r}: the lab's cluster can be "
+                       f"{' or '.join(KUBE_VERSIONS)}")
+    if runtime is not None and runtime not in RUNTIMES:
+        raise LabError(f"unknown runtime {runtime!r}: the lab's nodes can run {', '.join(RUNTIMES[:-1])} "
+                       f"or {RUNTIMES[-1]} (lab-node1 and odd nodes docker, even nodes containerd)")
+
+
+def node_runtime(name: str, runtime: str | None) -> str | None:
+    """What runs a host's containers under the lab's `runtime`: docker or containerd for a node, None
+    for the proxy and the registry. mixed: lab-node1 and odd nodes docker, even nodes containerd."""
+    if not re.fullmatch(r"node[1-9]\d*", name):
+        return None
+    runtime = runtime or DEFAULT_RUNTIME
+    if runtime == "mixed":
+        return "containerd" if int(name[4:]) % 2 == 0 else "docker"
+    return runtime
 
 
 def down(state: Path | None = None) -> None:
@@ -151,7 +189,8 @@ def down(state: Path | None = None) -> None:
     _unmount_under(root)
     for path in [root] if root != state else [root / "hosts", root / "template", _served_charts(root)]:
         shutil.rmtree(path, ignore_errors=True)
-    for name in ("client.pub", "ssh_config", "known_hosts", "hosts.yaml", _kube_version_file(state).name):
+    for name in ("client.pub", "ssh_config", "known_hosts", "hosts.yaml", _kube_version_file(state).name,
+                 _runtime_file(state).name):
         (state / name).unlink(missing_ok=True)
     OWNER.unlink(missing_ok=True)
 
@@ -168,6 +207,27 @@ def cluster_kube_version(state: Path | None = None) -> str | None:
         return _kube_version_file(Path(state or state_dir())).read_text().strip() or None
     except FileNotFoundError:
         return None
+
+
+def lab_runtime(state: Path | None = None) -> str | None:
+    """What the lab's nodes run, one of RUNTIMES (None when the lab is down)."""
+    try:
+        return _runtime_file(Path(state or state_dir())).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def run_in(name: str, argv: list[str], state: Path | None = None) -> str:
+    """Run a command as root inside a running lab host (its mount, UTS, network and PID namespaces);
+    return its output, or raise LabError with it when it fails."""
+    _check_root()
+    if not (pid := _pid(Path(state or state_dir()), name)):
+        raise LabError(f"lab host {name} is not running; run `invoke lab.up` first")
+    result = subprocess.run(["nsenter", "-t", str(pid), "-m", "-u", "-n", "-p", "--", *argv],
+                            capture_output=True, text=True, env=ENV, stdin=subprocess.DEVNULL)
+    if result.returncode:
+        raise LabError(f"`{' '.join(argv)}` failed on lab-{name}: {(result.stdout + result.stderr).strip()}")
+    return result.stdout
 
 
 def stop_host(name: str, state: Path | None = None) -> None:
@@ -191,23 +251,29 @@ def start_host(name: str, state: Path | None = None) -> None:
 # Hosts: names, addresses, roles, directories.
 
 def _address(name: str) -> str:
-    return f"{SUBNET}.5" if name == "proxy" else f"{SUBNET}.{10 + int(name[4:])}"
+    return {"proxy": f"{SUBNET}.5", REGISTRY: f"{SUBNET}.6"}.get(name) or f"{SUBNET}.{10 + int(name[4:])}"
 
 
 def _roles(name: str) -> tuple[str, ...]:
-    return {"proxy": ("proxy",), CONTROL_PLANE: ("node", "control-plane")}.get(name, ("node",))
+    return {"proxy": ("proxy",), REGISTRY: ("registry",),
+            CONTROL_PLANE: ("node", "control-plane")}.get(name, ("node",))
 
 
 def _init_role(name: str) -> str:
-    """What host-init.sh runs on the host: node, control-plane or proxy."""
+    """What host-init.sh runs on the host: node, control-plane, proxy or registry."""
     return _roles(name)[-1]
 
 
 def _names(state: Path) -> list[str]:
-    """Hosts that have a directory in the state dir: nodes by number, then the proxy."""
+    """Hosts that have a directory in the state dir: nodes by number, then the proxy, the registry."""
+    others = ("proxy", REGISTRY)
     names = [p.name for p in (hosts_dir(state) / "hosts").glob("*")
-             if re.fullmatch(r"node[1-9]\d*|proxy", p.name)]
-    return sorted(names, key=lambda n: (n == "proxy", int(n[4:]) if n != "proxy" else 0))
+             if re.fullmatch(r"node[1-9]\d*", p.name) or p.name in others]
+    return sorted(names, key=lambda n: (others.index(n) + 1, 0) if n in others else (0, int(n[4:])))
+
+
+def _is_node(name: str) -> bool:
+    return "node" in _roles(name)
 
 
 def _host_dir(state: Path, name: str) -> Path:
@@ -216,6 +282,10 @@ def _host_dir(state: Path, name: str) -> Path:
 
 def _kube_version_file(state: Path) -> Path:
     return state / "kube-version"
+
+
+def _runtime_file(state: Path) -> Path:
+    return state / "runtime"
 
 
 def _served_charts(root: Path) -> Path:
@@ -244,7 +314,8 @@ def _check_prerequisites() -> None:
 
 def _prepare(state: Path | None) -> Path:
     """Check prerequisites and that no other state dir's lab runs; make the state dir, client
-    key, hosts' dir and template layer."""
+    key, lab CA, hosts' dir and template layer (anew, with every host restarted, when lab/template
+    or the CA changed since it was made)."""
     _check_prerequisites()
     state = Path(state or state_dir()).resolve()
     _check_owner(state)
@@ -257,9 +328,25 @@ def _prepare(state: Path | None) -> Path:
     if not (state / "id_ed25519").exists():
         _keygen(state / "id_ed25519", "bhops-lab-client")
     shutil.copyfile(state / "id_ed25519.pub", root / "client.pub")  # where the hosts can read it
-    if not (root / "template").exists():
-        _make_template(root / "template")
+    ca.ensure(state)
+    template, stamp = root / "template", _template_stamp(state)
+    made_from = (template / "stamp").read_text() if (template / "stamp").is_file() else None
+    if template.exists() and made_from != stamp:
+        _kill(state, _names(state))  # hosts see the template as their lower layer: restart them on the new one
+        shutil.rmtree(template, ignore_errors=True)
+    if not template.exists():
+        _make_template(template, state)
+        (template / "stamp").write_text(stamp)
     return state
+
+
+def _template_stamp(state: Path) -> str:
+    """What the template layer is made from: lab/template's files and the lab CA."""
+    digest = hashlib.sha256(ca.cert_path(state).read_bytes())
+    for path in sorted((LAB_FILES / "template").rglob("*")):
+        if path.is_file():
+            digest.update(f"{path.relative_to(LAB_FILES)} {path.stat().st_mode:o}\n".encode() + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _stage_charts(state: Path, directory: Path | None) -> bool:
@@ -307,15 +394,19 @@ def _keygen(path: Path, comment: str) -> None:
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)])
 
 
-def _make_template(template: Path) -> None:
+def _make_template(template: Path, state: Path) -> None:
     """Build the layer shared by all hosts above the machine's /etc, /var, /usr, /opt:
-    lab/template, a softened /etc/init.d/docker and an empty /usr/local."""
+    lab/template, the machine's CA bundle plus the lab CA, a softened /etc/init.d/docker and an
+    empty /usr/local."""
     new = template.with_name("template.new")
     shutil.rmtree(new, ignore_errors=True)
     shutil.copytree(LAB_FILES / "template", new)
     for d in OVERLAID:
         (new / d).mkdir(exist_ok=True)
     (new / "etc/sudoers.d/bhlab-deploy").chmod(0o440)
+    # Trusted system-wide: Go (dockerd, containerd, the registry), curl and OpenSSL read this file.
+    (new / "etc/ssl/certs").mkdir(parents=True)
+    (new / "etc/ssl/certs/ca-certificates.crt").write_bytes(ca.bundle(state))
     # Debian's /etc/init.d/docker raises ulimits under `set -e`; that fails without
     # CAP_SYS_RESOURCE, so the hosts get a copy where a failed `ulimit` is ignored.
     script = Path("/etc/init.d/docker").read_text()
@@ -361,18 +452,17 @@ def _plumb(names: list[str]) -> None:
 # Starting, finding and killing hosts.
 
 def _start(state: Path, name: str) -> int:
-    """Start a host (making its directory the first time); return and record its PID 1."""
+    """Start a host (making its files the first time); return and record its PID 1."""
     host = _host_dir(state, name)
-    if not host.exists():
-        _make_host_dir(host, name)
+    _make_host_dir(state, name)
     # Only its own address: not those MetalLB's speaker added while it last ran.
     _ip_batch(["addr flush dev eth0", f"addr add {_address(name)}/24 dev eth0"], netns=f"bhlab-{name}")
     argv = ["nsenter", f"--net=/run/netns/bhlab-{name}", "--",
             "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc",
             "--propagation", "private",
             "tini", "-s", "--", "/bin/sh", str(LAB_FILES / "host-init.sh"),
-            name, _init_role(name), str(host), str(hosts_dir(state) / "template"),
-            str(hosts_dir(state) / "client.pub"),
+            name, _init_role(name), node_runtime(name, lab_runtime(state)) or "-", str(host),
+            str(hosts_dir(state) / "template"), str(hosts_dir(state) / "client.pub"),
             *(_cluster_args(state) if name == CONTROL_PLANE else [])]
     with open(host / "init.log", "ab") as log:
         leader = subprocess.Popen(
@@ -393,26 +483,63 @@ def _cluster_args(state: Path) -> list[str]:
     """What the control plane's cluster is (fixed at its start), as host-init.sh takes it:
     KUBE_VERSION CHARTS_DIR NODE=IP..."""
     return [cluster_kube_version(state) or DEFAULT_KUBE_VERSION, str(_served_charts(hosts_dir(state))),
-            *(f"lab-{n}={_address(n)}" for n in _names(state) if n != "proxy")]
+            *(f"lab-{n}={_address(n)}" for n in _names(state) if _is_node(n))]
+
+
+def _init_args(pid: int) -> list[str]:
+    """The arguments a running host's host-init.sh was started with: NAME ROLE RUNTIME ..."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    script = str(LAB_FILES / "host-init.sh")
+    return argv[argv.index(script) + 1:] if script in argv else []
 
 
 def _started_with(pid: int) -> list[str]:
     """The cluster arguments a running control plane was started with (see _cluster_args)."""
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
-    script = str(LAB_FILES / "host-init.sh")
-    return argv[argv.index(script) + 6:] if script in argv else []
+    return _init_args(pid)[6:]
 
 
-def _make_host_dir(host: Path, name: str) -> None:
-    """Make a new host's directories and its own ssh host key (in its /etc/ssh)."""
+def _running_runtime(pid: int) -> str | None:
+    """What a running host was started to run its containers with (see node_runtime)."""
+    args = _init_args(pid)
+    return args[2] if len(args) > 2 and args[2] != "-" else None
+
+
+def _runtime_changed(state: Path, name: str) -> bool:
+    """Whether a running host was started with another runtime than the lab's now gives it."""
+    pid = _pid(state, name)
+    return bool(pid) and _running_runtime(pid) != node_runtime(name, lab_runtime(state))
+
+
+def _make_host_dir(state: Path, name: str) -> None:
+    """Make what a stopped host lacks of its directories, its own ssh host key (in its /etc/ssh) and,
+    on the proxy and the registry, its TLS certificate and key from the lab CA."""
+    host = _host_dir(state, name)
     for d in OVERLAID:
-        (host / "upper" / d).mkdir(parents=True)
-        (host / "work" / d).mkdir(parents=True)
-    for d in ("docker", "home"):
-        (host / d).mkdir()
-    (host / "root").mkdir(mode=0o700)
-    (host / "upper/etc/ssh").mkdir()
-    _keygen(host / "upper/etc/ssh/ssh_host_ed25519_key", f"root@{name}")
+        (host / "upper" / d).mkdir(parents=True, exist_ok=True)
+        (host / "work" / d).mkdir(parents=True, exist_ok=True)
+    for d in ("docker", "containerd", "home"):
+        (host / d).mkdir(exist_ok=True)
+    (host / "root").mkdir(mode=0o700, exist_ok=True)
+    (host / "upper/etc/ssh").mkdir(exist_ok=True)
+    if not (host / "upper/etc/ssh/ssh_host_ed25519_key").exists():
+        _keygen(host / "upper/etc/ssh/ssh_host_ed25519_key", f"root@{name}")
+    if name in ("proxy", REGISTRY):
+        _issue_tls(state, name)
+
+
+def _issue_tls(state: Path, name: str) -> None:
+    """Give the proxy (nginx: /etc/ssl/bhlab/proxy.crt and .key) or the registry (/etc/docker/registry/
+    registry.crt and .key, which its user docker-registry reads) a certificate from the lab CA, unless it has
+    one from this CA (its chain ends with it)."""
+    path = _host_dir(state, name) / "upper" / ("etc/ssl/bhlab/proxy" if name == "proxy"
+                                               else "etc/docker/registry/registry")
+    if path.with_suffix(".crt").exists() and path.with_suffix(".crt").read_bytes().endswith(
+            ca.cert_path(state).read_bytes()):
+        return
+    chain, key = ca.issue(state, f"lab-{name}", ips=(_address(name),), dns=(f"lab-{name}",))
+    gid = grp.getgrnam("docker-registry").gr_gid if name == REGISTRY else 0
+    ca.write_private(path.with_suffix(".key"), key, gid=gid, mode=0o640 if gid else 0o600)
+    path.with_suffix(".crt").write_bytes(chain)
 
 
 def _pid(state: Path, name: str) -> int | None:
@@ -471,7 +598,7 @@ def _unmount_under(state: Path) -> None:
 # Readiness and status probes.
 
 def _wait(state: Path, pids: dict[str, int]) -> None:
-    """Wait until each started host's sshd and service (dockerd or nginx) answer."""
+    """Wait until each started host's sshd and service (its runtime, nginx or the registry) answer."""
     deadline = time.monotonic() + TIMEOUT
     pending = dict(pids)
     while pending:
@@ -481,9 +608,8 @@ def _wait(state: Path, pids: dict[str, int]) -> None:
                 raise LabError(f"lab host {name} exited while starting: {logs}")
             if not _tcp_ok(_address(name), 22):
                 waiting = "sshd"
-            elif not _service_ok(name, pid):
-                waiting = {"proxy": "nginx", CONTROL_PLANE: "dockerd or the cluster (logs: upper/var/log/"
-                           "docker.log, labcluster.log)"}.get(name, "dockerd (log: upper/var/log/docker.log)")
+            elif not _service_ok(state, name, pid):
+                waiting = _service_name(name, pid)
             else:
                 del pending[name]
                 continue
@@ -514,27 +640,66 @@ def _docker_ok(pid: int) -> bool:
         return False
 
 
-def _service_ok(name: str, pid: int) -> bool:
-    """Whether the host's services answer: nginx on :80 (proxy), dockerd (nodes), and on
-    the control plane the API emulator (:6443) and the chart repository (:8879)."""
+def _containerd_ok(pid: int) -> bool:
+    """Whether the host's containerd accepts connections on its socket (gRPC: no cheap request)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(1)
+            sock.connect(f"/proc/{pid}/root/run/containerd/containerd.sock")
+            return True
+    except OSError:
+        return False
+
+
+def _https_ok(state: Path, address: str, port: int) -> bool:
+    """Whether a TLS server there, with a certificate the lab CA signed for `address`, answers `GET /v2/` with 200."""
+    context = ssl.create_default_context(cafile=str(ca.cert_path(state)))
+    try:
+        with socket.create_connection((address, port), timeout=1) as raw, \
+                context.wrap_socket(raw, server_hostname=address) as sock:
+            sock.sendall(f"GET /v2/ HTTP/1.0\r\nHost: {address}:{port}\r\n\r\n".encode())
+            return sock.recv(16).split()[1:2] == [b"200"]
+    except OSError:
+        return False
+
+
+def _service_ok(state: Path, name: str, pid: int) -> bool:
+    """Whether the host's services answer: nginx on :80 (proxy), the registry over https on :5000,
+    dockerd or containerd (nodes, by the runtime they were started with), and on the control plane
+    the API emulator (:6443) and the chart repository (:8879)."""
     if name == "proxy":
         return _tcp_ok(_address(name), 80)
+    if name == REGISTRY:
+        return _https_ok(state, _address(name), REGISTRY_PORT)
     cluster = name != CONTROL_PLANE or (_tcp_ok(_address(name), 6443) and _tcp_ok(_address(name), 8879))
-    return _docker_ok(pid) and cluster
+    runtime_ok = _containerd_ok(pid) if _running_runtime(pid) == "containerd" else _docker_ok(pid)
+    return runtime_ok and cluster
+
+
+def _service_name(name: str, pid: int) -> str:
+    """What _service_ok waits for on the host, with where its logs are."""
+    if name in ("proxy", REGISTRY):
+        return {"proxy": "nginx", REGISTRY: "the registry (log: upper/var/log/docker-registry.log)"}[name]
+    runtime = ("containerd (log: upper/var/log/containerd.log)" if _running_runtime(pid) == "containerd"
+               else "dockerd (log: upper/var/log/docker.log)")
+    return f"{runtime} or the cluster (log: upper/var/log/labcluster.log)" if name == CONTROL_PLANE else runtime
 
 
 def _info(state: Path, name: str) -> HostInfo:
     pid, address = _pid(state, name), _address(name)
     return HostInfo(name, address, _roles(name), running=bool(pid),
                     ssh_ok=bool(pid) and _tcp_ok(address, 22),
-                    service_ok=bool(pid) and _service_ok(name, pid))
+                    service_ok=bool(pid) and _service_ok(state, name, pid),
+                    runtime=_running_runtime(pid) if pid else None)
 
 
 # Client side files.
 
 def _write_client_files(state: Path, names: list[str]) -> None:
     """Write ssh_config, known_hosts and hosts.yaml: the committed inventory's `lab`
-    environment with exactly these hosts, so the lab's settings live in one place."""
+    environment with exactly these hosts but the registry (not a host the runbook manages), so the
+    lab's settings live in one place; its files beside the committed inventory
+    (`metallb_manifest`) and the lab CA (`tls_ca_bundle`) where they are."""
     config, known, hosts = [], [], {}
     for name in names:
         alias, address = f"lab-{name}", _address(name)
@@ -544,7 +709,8 @@ def _write_client_files(state: Path, names: list[str]) -> None:
             "    StrictHostKeyChecking yes\n    IdentitiesOnly yes\n")
         key = (_host_dir(state, name) / "upper/etc/ssh/ssh_host_ed25519_key.pub").read_text()
         known.append(f"{alias},{address} {' '.join(key.split()[:2])}\n")
-        hosts[alias] = {"roles": list(_roles(name))}
+        if name != REGISTRY:
+            hosts[alias] = {"roles": list(_roles(name))}
     (state / "ssh_config").write_text("\n".join(config))
     (state / "known_hosts").write_text("".join(known))
     committed = yaml.safe_load((REPO / "hosts.yaml").read_text())
@@ -552,6 +718,8 @@ def _write_client_files(state: Path, names: list[str]) -> None:
     manifest = lab.get("vars", {}).get("metallb_manifest")
     if manifest and "://" not in manifest:  # a file beside the committed inventory
         lab["vars"] = {**lab["vars"], "metallb_manifest": str(REPO / manifest)}
+    if lab.get("vars", {}).get("tls_ca_bundle"):  # the committed one names .lab/ca.crt: this lab's CA
+        lab["vars"] = {**lab["vars"], "tls_ca_bundle": str(ca.cert_path(state))}
     (state / "hosts.yaml").write_text("# generated by `invoke lab.up` from hosts.yaml; do not edit\n" + yaml.safe_dump(
         {"defaults": committed.get("defaults", {}), "environments": {"lab": lab}}, sort_keys=False))
 

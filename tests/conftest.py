@@ -291,6 +291,11 @@ def forget_hub_database(restart: bool = True) -> None:
                      + (" && kubectl delete pod -n binder -l component=hub --wait=false >/dev/null" if restart else ""))
 
 
+def lab_ca() -> str:
+    """The lab CA's certificate (its proxy's and registry's issuer), for clients outside the lab."""
+    return str(labhosts.state_dir() / "ca.crt")
+
+
 def lab_inventory(directory: Path, hosts: dict | None = None, **variables) -> Path:
     """A copy of the lab's inventory in `directory`, with other hosts/roles or variables."""
     data = yaml.safe_load((labhosts.state_dir() / "hosts.yaml").read_text())
@@ -301,7 +306,7 @@ def lab_inventory(directory: Path, hosts: dict | None = None, **variables) -> Pa
     if hosts is not None:
         lab["hosts"] = hosts
     path = directory / "hosts.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 

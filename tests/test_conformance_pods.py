@@ -123,8 +123,8 @@ def test_helm_upgrade_atomic_with_an_unpullable_image_rolls_back(lab, tmp_path):
     lab.helm("install", "atomic", str(chart), "-n", "pods", "--wait", "--timeout", "30s")
     started = time.monotonic()
     upgrade = lab.helm("upgrade", "atomic", str(chart), "-n", "pods", "--set", "image=example.invalid/nope:1",
-                       "--atomic", "--timeout", "20s", check=False)
-    assert upgrade.returncode == 1 and time.monotonic() - started >= 20
+                       "--atomic", "--timeout", "5s", check=False)
+    assert upgrade.returncode == 1 and time.monotonic() - started >= 5
     assert "has been rolled back due to atomic being set" in upgrade.stderr
     history = json.loads(lab.helm("history", "atomic", "-n", "pods", "-o", "json").stdout)
     assert [(h["revision"], h["status"]) for h in history][-1] == (3, "deployed")
@@ -292,7 +292,7 @@ def test_an_eviction_a_budget_forbids_is_429(lab):
     # kubectl drain retries a 429 every 5 s until its --timeout (k8s.io/kubectl/pkg/drain/drain.go evictPods).
     node = pod["spec"]["nodeName"]
     try:
-        drain = lab.kubectl("drain", node, "--pod-selector", "app=guarded", "--timeout", "8s", check=False)
+        drain = lab.kubectl("drain", node, "--pod-selector", "app=guarded", "--timeout", "2s", check=False)
         assert drain.returncode != 0
         assert (f'error when evicting pods/"{name}" -n "pods" (will retry after 5s): Cannot evict pod as it would '
                 "violate the pod's disruption budget.") in drain.stderr

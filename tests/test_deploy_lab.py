@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from lab import hosts as labhosts
-from tests.conftest import REPO, lab_inventory, ssh
+from tests.conftest import REPO, lab_ca, lab_inventory, ssh
 from tests.test_cluster_lab import _put_release_in_pending_upgrade
 
 pytestmark = pytest.mark.lab
@@ -49,7 +49,7 @@ def test_an_unreachable_node_stops_the_deploy_with_the_resume_command(env_secret
     finally:
         labhosts.start_host("node3")
     assert code == 1
-    assert re.search(r"lab-node3 \| docker.mirror \| unreachable \| cannot reach deploy@10.77.0.13", out)
+    assert re.search(r"lab-node3 \| nodes.mirror \| unreachable \| cannot reach deploy@10.77.0.13", out)
     assert stages(out) == {"nodes": "failed", "secrets": "not run", "cluster": "not run", "metallb": "not run",
                            "proxy": "not run"}
     assert "resume with: invoke deploy --env lab --from nodes" in out
@@ -60,7 +60,7 @@ def test_an_unreachable_node_stops_the_deploy_with_the_resume_command(env_secret
     assert data["stages"]["nodes"] == "failed" and data["stages"]["cluster"] == "not run"
     node3 = [r for r in data["results"] if r["host"] == "lab-node3"]
     assert node3 and node3[0]["status"] == "unreachable" and node3[0]["stage"] == "nodes"
-    assert "docker.mirror" in open(paths.group(1)).read()
+    assert "nodes.mirror" in open(paths.group(1)).read()
 
 
 def test_a_release_left_pending_is_recovered_by_the_next_deploy(env_secrets, cli):
@@ -143,7 +143,7 @@ def test_ctrl_c_lets_the_step_under_way_finish_and_releases_the_lock(env_secrets
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if "docker.mirror" in line:  # the first node is done: interrupt during the second
+        if "nodes.mirror" in line:  # the first node is done: interrupt during the second
             proc.send_signal(signal.SIGINT)
             break
     out = "".join(lines) + proc.stdout.read()
@@ -172,7 +172,7 @@ def test_binder_down_at_smoke_time_fails_the_smoke_stage_with_diagnostics(deploy
     ssh(CP, "kubectl delete deployment binder -n binder >/dev/null")
     try:
         for _ in range(50):  # the lab's runner stops the binder process within a few seconds
-            if requests.get("http://10.77.0.5/binderhub/versions", timeout=5).status_code == 502:
+            if requests.get("https://10.77.0.5/binderhub/versions", timeout=5, verify=lab_ca()).status_code == 502:
                 break
             time.sleep(0.2)
         else:
@@ -192,7 +192,7 @@ def test_rollback_puts_back_the_release_the_site_and_daemon_json(deployed, cli, 
               "site": ssh("lab-proxy", "sudo sha256sum /etc/nginx/sites-available/binderhub"),
               "daemon": {n: json.loads(ssh(n, "sudo cat /etc/docker/daemon.json")) for n in NODES}}
     changed = lab_inventory(tmp_path, image_prefix="lab/changed-", nginx_log_dir="/var/log",
-                            docker_mirrors=["https://mirror.example.org"])
+                            docker_mirrors=["https://mirror.example.org"], mirror_check_image=None)
     code, out = cli("deploy", "--env", "lab", "--skip-smoke", "--inventory", str(changed))
     assert code == 0, out
     assert json.loads(ssh(CP, "helm get values binder -n binder -o json")) != before["values"]
@@ -219,15 +219,15 @@ def test_a_node_going_down_mid_rollout_is_reported_and_the_others_converge(env_s
     try:
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith("lab-node1 | docker.mirror | changed"):  # its connection is already open
+            if line.startswith("lab-node1 | nodes.mirror | changed"):  # its connection is already open
                 labhosts.stop_host("node3")
                 break
         out = "".join(lines) + proc.stdout.read()
         assert proc.wait(timeout=120) == 1, out
     finally:
         labhosts.start_host("node3")
-    assert "lab-node2 | docker.mirror | changed" in out
-    assert re.search(r"lab-node3 \| docker.mirror \| unreachable \| connection lost", out), out
+    assert "lab-node2 | nodes.mirror | changed" in out
+    assert re.search(r"lab-node3 \| nodes.mirror \| unreachable \| connection lost", out), out
     assert "resume with: invoke deploy --env lab --from nodes" in out and not lock_exists()
     json.loads(ssh("lab-node3", "sudo cat /etc/docker/daemon.json"))  # its file is whole, old or new
 
@@ -286,5 +286,5 @@ def test_status_without_a_secrets_file_says_so_and_checks_the_rest(deployed, cli
     code, out = cli("status", "--env", "lab")
     assert code == 1
     assert "local | status.release | failed | no secrets file for lab" in out
-    assert "lab-proxy | status.site | ok" in out and "lab-node2 | docker.status | ok" in out, out
+    assert "lab-proxy | status.site | ok" in out and "lab-node2 | nodes.status | ok" in out, out
     assert not (tmp_path / "none").exists(), "status made a secrets file"

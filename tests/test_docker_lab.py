@@ -1,4 +1,5 @@
-"""docker.mirror and docker.status against the lab's nodes over real SSH, real sudo and real dockerd."""
+"""nodes.mirror and nodes.status (and their aliases docker.mirror, docker.status) on docker nodes, against the
+lab's nodes over real SSH, real sudo and real dockerd."""
 from __future__ import annotations
 
 import json
@@ -10,17 +11,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from lab import hosts as labhosts
+from lab import registry
 from tests.conftest import ssh
 
 pytestmark = pytest.mark.lab
 
 NODES = ["lab-node1", "lab-node2", "lab-node3"]
-MIRROR = "https://dockerhub.stfc.ac.uk"
+MIRROR = registry.URL  # the lab inventory's mirror
 LAB_DEFAULT = {"log-driver": "json-file", "log-opts": {"max-size": "10m"}}
 MIRRORS_CMD = "sudo docker info --format '{{json .RegistryConfig.Mirrors}}'"
 RESET = """set -e
 want='""" + json.dumps(LAB_DEFAULT) + """'
-rm -f /var/lib/kubelet/kubeadm-flags.env /etc/docker/daemon.json.bhops-*.bak
+rm -f /etc/docker/daemon.json.bhops-*.bak
 if [ "$(cat /etc/docker/daemon.json)" = "$want" ] && \\
    [ "$(docker info --format '{{json .RegistryConfig.Mirrors}}' 2>/dev/null)" = "[]" ]; then exit 0; fi
 printf '%s\\n' "$want" > /etc/docker/daemon.json
@@ -53,8 +55,8 @@ def fresh(lab):
     on_nodes(lambda n: ssh(n, f"sudo sh -c {shlex.quote(RESET)}"))
 
 
-def lines(out, status):
-    return [l for l in out.splitlines() if re.match(rf"^\S+ \| docker\.\w+ \| {status}\b", l)]
+def lines(out, status, step="nodes.mirror"):
+    return [l for l in out.splitlines() if re.match(rf"^\S+ \| {re.escape(step)} \| {status}\b", l)]
 
 
 def recap_row(out, host):
@@ -63,7 +65,7 @@ def recap_row(out, host):
 
 
 def test_converge_then_rerun_changes_nothing(fresh, cli):
-    code, out = cli("docker.mirror", "--env", "lab")
+    code, out = cli("nodes.mirror", "--env", "lab")
     assert code == 0, out
     assert len(lines(out, "changed")) == 3
     for node, text in on_nodes(daemon_json).items():
@@ -71,7 +73,7 @@ def test_converge_then_rerun_changes_nothing(fresh, cli):
         assert data["registry-mirrors"] == [MIRROR]
         assert data["log-driver"] == "json-file" and data["log-opts"] == {"max-size": "10m"}, node
     assert all(m == [MIRROR + "/"] for m in on_nodes(mirrors).values())
-    assert "RECAP docker.mirror (lab)" in out and recap_row(out, "lab-node2")["changed"] == 1
+    assert "RECAP nodes.mirror (lab)" in out and recap_row(out, "lab-node2")["changed"] == 1
 
     pids = on_nodes(docker_pid)
     code, out = cli("docker.mirror", "--env", "lab")
@@ -96,7 +98,7 @@ def test_invalid_json_is_left_untouched_and_the_others_converge(fresh, cli):
     ssh("lab-node2", "echo '{\"log-driver\": broken' | sudo tee /etc/docker/daemon.json >/dev/null")
     code, out = cli("docker.mirror", "--env", "lab")
     assert code == 1
-    assert re.search(r"lab-node2 \| docker.mirror \| failed \| /etc/docker/daemon.json is not valid JSON", out)
+    assert re.search(r"lab-node2 \| nodes.mirror \| failed \| /etc/docker/daemon.json is not valid JSON", out)
     assert daemon_json("lab-node2") == '{"log-driver": broken\n'
     assert mirrors("lab-node1") == mirrors("lab-node3") == [MIRROR + "/"]
     assert recap_row(out, "lab-node2")["failed"] == 1
@@ -109,7 +111,7 @@ def test_a_stopped_host_is_unreachable_while_the_others_converge(fresh, cli):
     finally:
         labhosts.start_host("node3")
     assert code == 1
-    assert re.search(r"lab-node3 \| docker.mirror \| unreachable \| cannot reach deploy@10.77.0.13", out)
+    assert re.search(r"lab-node3 \| nodes.mirror \| unreachable \| cannot reach deploy@10.77.0.13", out)
     assert len(lines(out, "changed")) == 2
     assert recap_row(out, "lab-node3")["unreachable"] == 1
     assert mirrors("lab-node1") == [MIRROR + "/"]
@@ -125,10 +127,10 @@ def test_docker_failing_on_the_new_file_is_rolled_back_and_stops_the_rollout(fre
     before, pids = on_nodes(daemon_json), on_nodes(docker_pid)
     code, out = cli("docker.mirror", "--env", "lab", "--inventory", str(inv))
     assert code == 1
-    assert re.search(r"lab-node1 \| docker.mirror \| failed \| .*restored the previous daemon.json "
+    assert re.search(r"lab-node1 \| nodes.mirror \| failed \| .*restored the previous daemon.json "
                      r"from /etc/docker/daemon.json.bhops-\S+\.bak; docker runs again on it", out), out
     assert lines(out, "skipped") == [
-        f"{n} | docker.mirror | skipped | not touched: rollout stopped after lab-node1 failed"
+        f"{n} | nodes.mirror | skipped | not touched: rollout stopped after lab-node1 failed"
         for n in ("lab-node2", "lab-node3")]
     after = on_nodes(daemon_json)
     assert json.loads(after["lab-node1"]) == json.loads(before["lab-node1"])
@@ -137,26 +139,16 @@ def test_docker_failing_on_the_new_file_is_rolled_back_and_stops_the_rollout(fre
     assert on_nodes(docker_pid)["lab-node2"] == pids["lab-node2"]
 
 
-def test_a_containerd_node_is_skipped_and_left_alone(fresh, cli):
-    ssh("lab-node3", "sudo mkdir -p /var/lib/kubelet && echo 'KUBELET_KUBEADM_ARGS=\""
-        "--container-runtime-endpoint=unix:///run/containerd/containerd.sock\"' "
-        "| sudo tee /var/lib/kubelet/kubeadm-flags.env >/dev/null")
-    before = daemon_json("lab-node3")
-    code, out = cli("docker.mirror", "--env", "lab")
-    assert code == 0, out
-    assert ("lab-node3 | docker.mirror | skipped | kubelet uses containerd "
-            "(unix:///run/containerd/containerd.sock)") in out
-    assert daemon_json("lab-node3") == before
-
-
 def test_status_reports_mirrors_and_drift(fresh, cli):
     code, out = cli("docker.status", "--env", "lab")
     assert code == 1
-    assert len(lines(out, "failed")) == 3 and "drift: docker reports no mirror; daemon.json differs" in out
+    assert len(lines(out, "failed", "nodes.status")) == 3
+    assert "drift: docker reports no mirror; daemon.json differs" in out
     assert cli("docker.mirror", "--env", "lab")[0] == 0
     code, out = cli("docker.status", "--env", "lab", "--limit", "lab-node1,lab-node2")
     assert code == 0, out
-    assert sorted(lines(out, "ok")) == [f"{n} | docker.status | ok | docker uses {MIRROR}" for n in NODES[:2]]
+    assert sorted(lines(out, "ok", "nodes.status")) == [
+        f"{n} | nodes.status | ok | docker uses {MIRROR}" for n in NODES[:2]]
 
 
 def test_one_connection_per_host_per_run(fresh, cli):
@@ -180,7 +172,7 @@ def test_unknown_host_keys_are_refused_unless_accepted(lab, cli, tmp_path):
     code, out = cli("docker.status", "--env", "lab", "--inventory", str(inv))
     assert code == 1 and "unknown host key for deploy@10.77.0.11" in out and "--accept-new-host-keys" in out
     code, out = cli("docker.status", "--env", "lab", "--inventory", str(inv), "--accept-new-host-keys")
-    assert "unknown host key" not in out and "lab-node1 | docker.status |" in out
+    assert "unknown host key" not in out and "lab-node1 | nodes.status |" in out
 
 
 def test_invokes_own_dry_is_refused(cli):
@@ -239,7 +231,7 @@ def test_drain_moves_pods_off_each_node_while_its_docker_restarts(spread, cli):
     code, out = cli("docker.mirror", "--env", "lab", "--drain")
     assert code == 0, out
     for node in NODES:
-        assert f"drained {node}, docker restarted" in out and f"uncordoned {node}" in out
+        assert f"drained {node}, wrote daemon.json, docker restarted" in out and f"uncordoned {node}" in out
     nodes = ssh("lab-node1", "kubectl get nodes --no-headers")
     assert "SchedulingDisabled" not in nodes and nodes.count(" Ready ") == 3
     after = pods_on("lab-node2")
@@ -266,7 +258,7 @@ def test_a_disruption_budget_that_blocks_the_drain_stops_the_rollout_with_the_bu
     code, out = cli("docker.mirror", "--env", "lab", "--drain", "--drain-timeout", "3")
     assert code == 1, out
     failed = lines(out, "failed")
-    assert len(failed) == 1 and failed[0].startswith("lab-node1 | docker.mirror | failed | cannot drain lab-node1: "
+    assert len(failed) == 1 and failed[0].startswith("lab-node1 | nodes.mirror | failed | cannot drain lab-node1: "
                                                      f"pod {spread}/spread-"), out
     assert (f"is protected by PodDisruptionBudget {spread}/keep-all (0 disruptions allowed); wait until the budget "
             "allows a disruption") in failed[0]
@@ -279,3 +271,10 @@ def test_a_disruption_budget_that_blocks_the_drain_stops_the_rollout_with_the_bu
 def test_a_drain_timeout_that_is_not_a_positive_number_is_refused(cli):
     assert cli("docker.mirror", "--env", "lab", "--drain", "--drain-timeout", "0")[1].strip() == \
         "--drain-timeout must be at least 1 second, not 0"
+
+
+@pytest.mark.parametrize("value", ["0", "ten", "150%", "-1"])
+def test_a_batch_that_is_not_a_count_or_a_percentage_is_refused(cli, value):
+    out = cli("nodes.mirror", "--env", "lab", "--batch", value)[1].strip()
+    assert out == ("--batch takes a whole number of nodes from 1 (e.g. 3) or a percentage of the nodes from 1% to "
+                   f"100% (e.g. 25%), not {value!r}")

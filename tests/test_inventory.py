@@ -363,3 +363,19 @@ def test_the_cli_exits_with_the_one_line_error_and_no_traceback(tmp_path, cli, t
     assert code == 1
     assert "Traceback" not in out and message in out and str(path) in out
     assert len(out.strip().splitlines()) == 1, out
+
+
+@pytest.mark.parametrize("value", [0, -1, "0%", "101%", "x%", "1.5", 1.5, True])
+def test_max_unavailable_is_a_positive_count_or_a_percentage(tmp_path, value):
+    message = refusal(tmp_path, with_vars(f"max_unavailable: {value!r}" if isinstance(value, str)
+                                          else f"max_unavailable: {str(value).lower()}"))
+    assert message.startswith("environments.prod.vars.max_unavailable: ") and "or a percentage" in message
+
+
+def test_the_ca_bundle_is_found_beside_the_inventory_or_refused_with_the_fix(tmp_path):
+    env = inventory.load("prod", write(tmp_path, with_vars("tls_ca_bundle: certs/ca.pem")))
+    with pytest.raises(InventoryError, match=r"tls_ca_bundle: .*certs/ca.pem does not exist; give the CA"):
+        inventory.ca_bundle(env, env.hosts[0])
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    assert inventory.ca_bundle(env, env.hosts[0]) == str(tmp_path / "certs" / "ca.pem")

@@ -122,3 +122,82 @@ def test_the_repository_serves_both_real_charts_indexed_by_helm(real_charts, tmp
         (v, f"http://10.77.0.11:8879/binderhub-{v}.tgz",
          hashlib.sha256((real_charts / labcharts.archive_name(v)).read_bytes()).hexdigest())
         for v in labcharts.VERSIONS}
+
+
+# Runtimes, the lab CA, the registry's image and the client files (lab.hosts, lab.ca, lab.images).
+
+def test_each_runtime_gives_each_host_its_runtime():
+    names = ["node1", "node2", "node3", "node4", "proxy", labhosts.REGISTRY]
+    assert {runtime: [labhosts.node_runtime(n, runtime) for n in names] for runtime in (None, *labhosts.RUNTIMES)} == {
+        None: ["docker"] * 4 + [None, None],
+        "docker": ["docker"] * 4 + [None, None],
+        "containerd": ["containerd"] * 4 + [None, None],
+        "mixed": ["docker", "containerd", "docker", "containerd", None, None]}
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"runtime": "cri-o"}, r"unknown runtime 'cri-o': the lab's nodes can run docker, containerd or mixed "
+                           r"\(lab-node1 and odd nodes docker, even nodes containerd\)"),
+    ({"nodes": 0}, r"the number of nodes must be between 1 and 50, not 0"),
+])
+def test_a_bad_argument_is_refused_in_one_line_before_anything_is_made(tmp_path, arguments, message):
+    with pytest.raises(labhosts.LabError, match=rf"^{message}$"):
+        labhosts.up(state=tmp_path / ".lab", **arguments)
+    assert not (tmp_path / ".lab").exists()
+
+
+def test_the_lab_ca_is_made_once_and_signs_server_certificates_for_their_addresses(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from lab import ca
+    cert = ca.ensure(tmp_path)
+    made = cert.read_bytes(), (tmp_path / "ca.key").read_bytes()
+    assert ca.ensure(tmp_path) == cert and (cert.read_bytes(), (tmp_path / "ca.key").read_bytes()) == made
+    assert (tmp_path / "ca.key").stat().st_mode & 0o777 == 0o600
+    chain, key = ca.issue(tmp_path, "lab-proxy", ips=("10.77.0.5",), dns=("lab-proxy",))
+    leaf, root = x509.load_pem_x509_certificates(chain)
+    assert root == x509.load_pem_x509_certificate(cert.read_bytes())
+    root.public_key().verify(leaf.signature, leaf.tbs_certificate_bytes, ec.ECDSA(leaf.signature_hash_algorithm))
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["10.77.0.5"]
+    assert names.get_values_for_type(x509.DNSName) == ["lab-proxy"]
+    assert b"PRIVATE KEY" in key and key not in chain
+    assert ca.bundle(tmp_path).endswith(cert.read_bytes())
+
+
+def test_the_registrys_image_is_the_same_on_every_build_and_its_manifest_names_its_blobs():
+    import gzip
+    import json
+
+    from lab import images
+    image = images.hello_world()
+    assert image == images.hello_world() and image.repository == "library/hello-world" and image.tag == "latest"
+    assert all(images.digest(blob) == digest for digest, blob in image.blobs.items())
+    manifest = json.loads(image.manifest)
+    assert manifest["mediaType"] == images.MANIFEST_TYPE
+    layer = image.blobs[manifest["layers"][0]["digest"]]
+    config = json.loads(image.blobs[manifest["config"]["digest"]])
+    assert config["rootfs"]["diff_ids"] == [images.digest(gzip.decompress(layer))]
+
+
+def test_the_client_files_name_the_registry_for_ssh_only_and_the_inventory_gets_this_labs_ca(tmp_path, monkeypatch):
+    """The committed inventory names `.lab/ca.crt` relative to itself; the generated one names the state dir's."""
+    repo, state = tmp_path / "repo", tmp_path / "state"
+    repo.mkdir()
+    (repo / "hosts.yaml").write_text(yaml.safe_dump({"environments": {"lab": {
+        "ssh_config": ".lab/ssh_config", "vars": {"tls_ca_bundle": ".lab/ca.crt"}, "hosts": {}}}}))
+    monkeypatch.setattr(labhosts, "REPO", repo)
+    monkeypatch.setattr(labhosts, "hosts_dir", lambda state=None: tmp_path / "hostfiles")
+    names = ["node1", "proxy", labhosts.REGISTRY]
+    for name in names:
+        key = labhosts.host_dir(name, state) / "upper/etc/ssh/ssh_host_ed25519_key.pub"
+        key.parent.mkdir(parents=True)
+        key.write_text(f"ssh-ed25519 KEY{name} root@{name}\n")
+    state.mkdir()
+    labhosts._write_client_files(state, names)
+    lab = yaml.safe_load((state / "hosts.yaml").read_text())["environments"]["lab"]
+    assert list(lab["hosts"]) == ["lab-node1", "lab-proxy"]
+    assert lab["vars"]["tls_ca_bundle"] == str(state / "ca.crt")
+    assert "Host lab-registry\n    HostName 10.77.0.6\n" in (state / "ssh_config").read_text()
+    assert "lab-registry,10.77.0.6 ssh-ed25519 KEYregistry\n" in (state / "known_hosts").read_text()

@@ -1,5 +1,6 @@
 """The lab's hosts themselves: one lab per machine, a cluster that knows every node, of the Kubernetes
-version asked for, and a chart repository serving the real charts."""
+version asked for, a chart repository serving the real charts, a registry over TLS from the lab CA, and
+nodes running docker or containerd."""
 from __future__ import annotations
 
 import hashlib
@@ -7,13 +8,16 @@ import json
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
+import requests
 import yaml
 
 from lab import charts as labcharts
 from lab import hosts as labhosts
+from lab import images, registry
 from tests.conftest import REPO, lab_inventory, ssh
 from tests.test_cluster_lab import cluster, line  # noqa: F401 (a fixture)
 
@@ -31,7 +35,7 @@ def test_another_state_dirs_lab_up_or_down_is_refused_and_this_lab_keeps_running
             action(state=other)
     assert not other.exists() and not labhosts.hosts_dir(other).exists()
     hosts = labhosts.status()
-    assert [h.alias for h in hosts] == ["lab-node1", "lab-node2", "lab-node3", "lab-proxy"]
+    assert [h.alias for h in hosts] == ["lab-node1", "lab-node2", "lab-node3", "lab-proxy", "lab-registry"]
     assert all(h.running and h.ssh_ok for h in hosts)
 
 
@@ -97,3 +101,60 @@ def _invoke(*args: str) -> str:
 def _server_version() -> str:
     version = json.loads(ssh("lab-node1", "kubectl version -o json"))["serverVersion"]
     return f"{version['major']}.{version['minor']}"
+
+
+def test_the_registry_serves_the_labs_image_over_tls_the_hosts_and_the_client_trust(lab):
+    """curl on a node (the hosts' system bundle) and requests here (`<state>/ca.crt`) get the image's manifest;
+    a stopped registry refuses connections and answers again after."""
+    image, accept = images.hello_world(), f"Accept: {images.MANIFEST_TYPE}"
+    manifest = f"{registry.URL}/v2/library/hello-world/manifests/latest"
+    assert ssh("lab-node2", f"curl -sSf -H '{accept}' {manifest} | sha256sum").split()[0] == image.digest[7:]
+    assert requests.get(f"{registry.URL}/v2/_catalog", verify=lab / "ca.crt", timeout=5).json() == {
+        "repositories": ["library/hello-world"]}
+    assert ssh("lab-proxy", "sudo openssl verify -CAfile /etc/ssl/certs/ca-certificates.crt /etc/ssl/bhlab/proxy.crt "
+                            "&& sudo stat -c %a /etc/ssl/bhlab/proxy.key") == "/etc/ssl/bhlab/proxy.crt: OK\n600\n"
+    with registry.stopped():
+        assert "curl: (7) Failed to connect" in ssh("lab-node2", f"curl -sS {registry.URL}/v2/ 2>&1", check=False)
+    assert registry.answers(lab)
+
+
+def test_runtime_mixed_runs_containerd_on_even_nodes_which_pull_through_hosts_toml_and_docker_restores(lab):
+    """Only lab-node2 restarts each way (not the control plane); on it no dockerd runs, and `ctr images pull
+    --hosts-dir` reaches the registry only once hosts.toml names it (the registry's access log shows the pull)."""
+    control_plane = labhosts._pid(lab, labhosts.CONTROL_PLANE)
+    pull = ("sudo ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d docker.io/library/hello-world:latest"
+            " >/dev/null 2>&1 && echo pulled || echo failed")
+    hosts_toml = ('server = "https://registry-1.docker.io"\n[host."https://10.77.0.6:5000"]\n'
+                  '  capabilities = ["pull", "resolve"]\n')
+    try:
+        labhosts.up(nodes=3, runtime="mixed")
+        assert [(h.alias, h.runtime, h.service_ok) for h in labhosts.status()[:3]] == [
+            ("lab-node1", "docker", True), ("lab-node2", "containerd", True), ("lab-node3", "docker", True)]
+        assert ssh("lab-node2", "pgrep -x dockerd; cat /var/lib/kubelet/kubeadm-flags.env") == (
+            'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///run/containerd/containerd.sock '
+            '--pod-infra-container-image=registry.k8s.io/pause:3.9"\n')
+        ssh("lab-node2", "sudo rm -rf /etc/containerd/certs.d")  # as another test may have left it
+        assert ssh("lab-node2", pull) == "failed\n"
+        ssh("lab-node2", "sudo mkdir -p /etc/containerd/certs.d/docker.io && sudo tee "
+                         f"/etc/containerd/certs.d/docker.io/hosts.toml >/dev/null <<'EOF'\n{hosts_toml}EOF")
+        seen = len(registry.access_log())
+        assert ssh("lab-node2", pull) == "pulled\n"
+        assert _logged(r'^10\.77\.0\.12 - - .* "HEAD /v2/library/hello-world/manifests/latest\?ns=docker\.io '
+                       r'HTTP/1\.1" 200 .*"containerd/1\.6', seen)
+    finally:
+        if labhosts.node_runtime("node2", labhosts.lab_runtime()) == "containerd":
+            ssh("lab-node2", "sudo rm -rf /etc/containerd/certs.d && sudo ctr -n k8s.io images rm "
+                             "docker.io/library/hello-world:latest >/dev/null", check=False)
+        labhosts.up(nodes=3, runtime="docker")
+    assert [h.runtime for h in labhosts.status()] == ["docker"] * 3 + [None, None]
+    assert all(h.service_ok for h in labhosts.status())
+    assert labhosts._pid(lab, labhosts.CONTROL_PLANE) == control_plane
+
+
+def _logged(pattern: str, seen: int) -> bool:
+    """Whether the registry's access log gets a line matching `pattern` past its first `seen` characters
+    (it writes a request's line once the answer has gone out: allow it a moment)."""
+    deadline = time.monotonic() + 3
+    while not (found := re.search(pattern, registry.access_log()[seen:], re.M)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return bool(found)

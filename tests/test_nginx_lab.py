@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from fabfile import nginx
-from tests.conftest import lab_inventory, ssh
+from tests.conftest import lab_ca, lab_inventory, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -23,7 +23,7 @@ OLD_SITE = """server {
 
 
 def fetch(path: str) -> tuple[int, str]:
-    """GET through the proxy host from outside, as a user would."""
+    """GET through the proxy host's plain-http old site from outside, as a user would."""
     response = requests.get(f"http://10.77.0.5{path}", timeout=10)
     return response.status_code, response.text.strip()
 
@@ -97,7 +97,29 @@ def test_check_names_each_mismatch_with_its_fix(old_site, cli, tmp_path, monkeyp
     assert "the site has no `location /jupyterhub/` (base URLs changed?): run nginx.reload" in failures
 
 
-def test_the_site_converges_and_routes_both_paths_through_the_proxy(deployed, cli):
+def test_a_certificate_clients_would_not_trust_fails_the_probe_and_restores_the_old_site(old_site, cli, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setattr(nginx, "UPSTREAM_SECONDS", 3)  # no release here: not 30 s waiting for its upstreams
+    # A certificate the lab CA never signed: nginx -t accepts it, browsers (and the proxy host's curl) do not.
+    ssh(PROXY, "sudo openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=10.77.0.5 "
+               "-addext subjectAltName=IP:10.77.0.5 -keyout /etc/ssl/bhlab/self.key -out /etc/ssl/bhlab/self.crt "
+               "2>/dev/null")
+    try:
+        self_signed = lab_inventory(tmp_path, tls_certificate="/etc/ssl/bhlab/self.crt",
+                                    tls_certificate_key="/etc/ssl/bhlab/self.key")
+        code, out = cli("nginx.reload", "--env", "lab", "--inventory", str(self_signed))
+    finally:
+        ssh(PROXY, "sudo rm -f /etc/ssl/bhlab/self.key /etc/ssl/bhlab/self.crt")
+    assert code == 1
+    line = next(l for l in out.splitlines() if l.startswith("lab-proxy | nginx.reload |"))
+    assert "failed | probe through the proxy failed (/binderhub/versions -> curl: (60) SSL certificate problem: " \
+           "self-signed certificate" in line, line
+    assert f"restored the previous site from {SITE}.bhops-" in line
+    assert ssh(PROXY, f"sudo sha256sum {SITE}") == old_site
+    assert fetch("/old/") == (200, "old site")
+
+
+def test_the_site_converges_and_serves_both_paths_over_https(deployed, cli):
     ssh(PROXY, f"sudo rm -f {SITE} /etc/nginx/sites-enabled/binderhub && sudo service nginx reload >/dev/null")
     code, out = cli("nginx.reload", "--env", "lab")
     assert code == 0, out
@@ -106,9 +128,14 @@ def test_the_site_converges_and_routes_both_paths_through_the_proxy(deployed, cl
     code, out = cli("nginx.reload", "--env", "lab")
     assert code == 0 and "lab-proxy | nginx.reload | ok | /etc/nginx/sites-available/binderhub is current" in out
 
-    versions = requests.get("http://10.77.0.5/binderhub/versions", timeout=10)
+    # The lab CA's certificate, checked as a browser checks it; plain http is sent to https.
+    versions = requests.get("https://10.77.0.5/binderhub/versions", timeout=10, verify=lab_ca())
     assert versions.status_code == 200 and "binderhub" in versions.json()
-    assert requests.get("http://10.77.0.5/jupyterhub/hub/health", timeout=10).status_code == 200
+    assert requests.get("https://10.77.0.5/jupyterhub/hub/health", timeout=10, verify=lab_ca()).status_code == 200
+    moved = requests.get("http://10.77.0.5/binderhub/versions", timeout=10, allow_redirects=False)
+    assert (moved.status_code, moved.headers["Location"]) == (301, "https://10.77.0.5/binderhub/versions")
+    with pytest.raises(requests.exceptions.SSLError):  # a client without the lab CA refuses the proxy
+        requests.get("https://10.77.0.5/binderhub/versions", timeout=10)
     hub = requests.get("http://10.77.0.240/jupyterhub/hub/api/", timeout=10)  # the floating IP itself
     assert hub.status_code == 200 and "version" in hub.json()
     code, out = cli("nginx.check", "--env", "lab")

@@ -407,3 +407,8 @@ def test_the_bench_overhead_is_smokes_wall_beyond_its_stream_and_the_server_chec
     assert "time to ready, smoke:               median 5.20 s (min 5.10, max 5.30); smoke - curl: +0.10 s" in text
     assert "client overhead (smoke wall - its time to ready - server checks and stop): median 0.45 s" in text
     assert "target < 0.5 s: met" in text
+
+
+def test_a_missing_ca_bundle_is_one_line_and_nothing_is_sent(cli, tmp_path):
+    code, out = cli("smoke", "--binder-url", "https://127.0.0.1:9/", "--ca-bundle", str(tmp_path / "ca.pem"))
+    assert code == 1 and out == f"--ca-bundle {tmp_path / 'ca.pem'}: no such file; give the CA certificate(s) in PEM\n"

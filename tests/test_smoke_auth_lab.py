@@ -17,11 +17,11 @@ import requests
 
 from fabfile import secretfile
 from lab import hosts as labhosts
-from tests.conftest import forget_hub_database, lab_inventory, run_task, stop
+from tests.conftest import forget_hub_database, lab_ca, lab_inventory, run_task, stop
 
 pytestmark = pytest.mark.lab
 
-HUB = "http://10.77.0.5/jupyterhub/"
+HUB = "https://10.77.0.5/jupyterhub/"
 IDP = "http://10.77.0.1:8880"  # the lab bridge's address: every lab host reaches it
 CLIENT_ID = "binderhub-lab"
 USERS = {"alice": secrets.token_urlsafe(12), "bob": secrets.token_urlsafe(12)}
@@ -92,6 +92,7 @@ def wait_for(ready, what: str, timeout: float = 90) -> None:
 def log_in(user: str) -> requests.Session | None:
     """A browser logged in to the hub through the IdP's form (None if the hub did not take it)."""
     browser = requests.Session()
+    browser.verify = lab_ca()
     authorize = browser.get(f"{HUB}hub/oauth_login", allow_redirects=False, timeout=10).headers.get("Location")
     if not authorize:  # the hub is (re)starting: the proxy host answers 502
         return None
@@ -115,7 +116,8 @@ def hub_token(user: str, scopes: list[str]) -> str:
 def hub_users(lab_secrets) -> dict[str, dict]:
     """The hub's users and their servers, asked as the binder service."""
     token = secretfile.load(lab_secrets / "lab.yaml")["binder_api_token"].reveal()
-    users = requests.get(f"{HUB}hub/api/users", headers={"Authorization": f"token {token}"}, timeout=10)
+    users = requests.get(f"{HUB}hub/api/users", headers={"Authorization": f"token {token}"}, timeout=10,
+                         verify=lab_ca())
     return {u["name"]: u.get("servers") or {} for u in users.json()}
 
 
@@ -166,11 +168,12 @@ def test_without_a_token_smoke_says_which_token_to_make(auth_inventory, lab_secr
 def test_binderhub_answers_a_request_without_token_with_403_forbidden(auth_inventory, cli, monkeypatch, tmp_path):
     monkeypatch.setenv("BHOPS_INVENTORY", str(tmp_path / "none.yaml"))  # --binder-url needs no inventory
     monkeypatch.delenv("BHOPS_HUB_TOKEN", raising=False)
-    code, out = cli("smoke", "--binder-url", "http://10.77.0.5/binderhub/")
+    code, out = cli("smoke", "--binder-url", "https://10.77.0.5/binderhub/", "--ca-bundle", lab_ca())
     assert code == 1
     assert "smoke | smoke | failed | failed in phase request (403): Forbidden; hint: no token, or one the hub " \
            "does not know: authentication is on: set $BHOPS_HUB_TOKEN" in out
-    code, out = cli("smoke", "--binder-url", "http://10.77.0.5/binderhub/", "--auth")  # nothing sent
+    code, out = cli("smoke", "--binder-url", "https://10.77.0.5/binderhub/", "--ca-bundle", lab_ca(),
+                    "--auth")  # nothing sent
     assert code == 1 and "smoke | smoke | failed | authentication is on" in out and "(403)" not in out
 
 

@@ -16,12 +16,12 @@ import pytest
 import requests
 
 from fabfile import secretfile
-from tests.conftest import lab_inventory, run_task, runner_status, ssh
+from tests.conftest import lab_ca, lab_inventory, run_task, runner_status, ssh
 
 pytestmark = pytest.mark.lab
 
-HUB = "http://10.77.0.5/jupyterhub/"
-BINDER = "http://10.77.0.5/binderhub/"
+HUB = "https://10.77.0.5/jupyterhub/"
+BINDER = "https://10.77.0.5/binderhub/"
 CP = "lab-node1"
 
 
@@ -76,7 +76,7 @@ def rate_limited(tmp_path) -> Iterator[None]:
     """A limit of one build request an hour, which this client has used already (on a ref that
     resolves to nothing, so that no server is launched)."""
     with redeployed(tmp_path, rate_limit=1):
-        with requests.get(f"{BINDER}build/gh/lab-tests/rate/does-not-exist", stream=True, timeout=30,
+        with requests.get(f"{BINDER}build/gh/lab-tests/rate/does-not-exist", stream=True, timeout=30, verify=lab_ca(),
                           headers={"Accept": "text/event-stream"}) as first:
             event = next(line for line in first.iter_lines(decode_unicode=True) if line.startswith("data:"))
         assert '"phase": "failed"' in event
@@ -121,7 +121,7 @@ def hub_unreachable(tmp_path) -> Iterator[None]:
         kubectl("scale deployment/hub -n binder --replicas=1 >/dev/null")
         rolled_out("hub")
         deadline = time.monotonic() + 60  # the new hub has given the proxy its routes again
-        while requests.get(f"{HUB}hub/health", timeout=10).status_code != 200:
+        while requests.get(f"{HUB}hub/health", timeout=10, verify=lab_ca()).status_code != 200:
             assert time.monotonic() < deadline, "the hub is not back behind the proxy"
             time.sleep(0.5)
 
@@ -135,7 +135,8 @@ def smoke(deployed, cli):
 def running_servers(secrets) -> list[str]:
     """Users with a server the hub sees as ready, asked as the binder service."""
     token = secretfile.load(secrets / "lab.yaml")["binder_api_token"].reveal()
-    users = requests.get(f"{HUB}hub/api/users", headers={"Authorization": f"token {token}"}, timeout=10).json()
+    users = requests.get(f"{HUB}hub/api/users", headers={"Authorization": f"token {token}"}, timeout=10,
+                         verify=lab_ca()).json()
     return [u["name"] for u in users for s in (u.get("servers") or {}).values() if s.get("ready")]
 
 
@@ -160,7 +161,7 @@ def test_a_full_smoke_passes_and_the_server_is_gone_afterwards(smoke, deployed, 
     # The binder service's token stopped the server through the hub Service, over SSH: never on
     # the public URL (nor anywhere requests went).
     binder_token = secretfile.load(deployed / "lab.yaml")["binder_api_token"].reveal()
-    assert sent and all(r.split()[1].startswith("http://10.77.0.5/") for r in sent)
+    assert sent and all(r.split()[1].startswith("https://10.77.0.5/") for r in sent)
     assert not [r for r in sent if binder_token in r]
     assert re.search(r"^smoke \| smoke.server-stop \| ok \| hub: HTTP 20[24], gone from the hub after", out, re.M)
     assert running_servers(deployed) == []
@@ -226,10 +227,11 @@ def test_binder_url_alone_needs_no_inventory_and_keeps_no_verdict(smoke, deploye
     monkeypatch.setenv("BHOPS_INVENTORY", str(tmp_path / "no-such-inventory.yaml"))
     monkeypatch.delenv("BHOPS_HUB_TOKEN", raising=False)
     before = running_servers(deployed)
-    code, out = cli("smoke", "--binder-url", "http://10.77.0.5/binderhub/", "--repo", "gh/lab-tests/alone/HEAD")
+    code, out = cli("smoke", "--binder-url", "https://10.77.0.5/binderhub/", "--ca-bundle", lab_ca(),
+                    "--repo", "gh/lab-tests/alone/HEAD")
     assert code == 0, out
     assert re.search(r"^smoke \| smoke.server-stop \| ok \| server: HTTP 200, stopped after", out, re.M)
-    assert "RECAP smoke (http://10.77.0.5/binderhub/)" in out
+    assert "RECAP smoke (https://10.77.0.5/binderhub/)" in out
     assert not (tmp_path / "logs").exists()
     # Stopped through its own API, the server leaves the hub's list when the hub next polls it.
     deadline = time.monotonic() + 60
