@@ -16,19 +16,6 @@ from .results import Result
 
 CONTAINERD_WAIT = 60  # seconds containerd may take to answer after a restart
 
-_WAIT = r'''i=0
-while [ "$i" -lt "$1" ]; do
-    if ctr --connect-timeout 1s version >/dev/null 2>&1; then exit 0; fi
-    if [ "$i" -ge 4 ] && ! pidof containerd >/dev/null 2>&1; then
-        echo "containerd exited instead of starting" >&2
-        [ -r /var/log/containerd.log ] && tail -n 1 /var/log/containerd.log >&2
-        exit 1
-    fi
-    sleep 0.5; i=$((i + 1))
-done
-echo "containerd did not answer 'ctr version' within $(($1 / 2)) s" >&2; exit 1
-'''
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -114,10 +101,8 @@ class Plan:
 
 def _wait(conn: Connection, host: Host) -> None:
     """Return once containerd answers `ctr version`; raise RemoteError with why it does not."""
-    done = remote.run(conn, host, remote.script(_WAIT, str(CONTAINERD_WAIT * 2)), check=False,
-                      timeout=CONTAINERD_WAIT + 30)
-    if done.failed:
-        raise RemoteError(remote.tail(done.stderr))
+    remote.await_daemon(conn, host, "containerd", "/var/log/containerd.log",
+                        ["ctr", "--connect-timeout", "1s", "version"], CONTAINERD_WAIT)
 
 
 def paths(host: Host) -> tuple[str, str]:

@@ -15,19 +15,6 @@ from .results import Result
 
 DOCKER_WAIT = 60  # seconds docker may take to answer after a start or restart
 
-_WAIT = r'''i=0
-while [ "$i" -lt "$1" ]; do
-    if m=$(docker info --format '{{json .RegistryConfig.Mirrors}}' 2>/dev/null); then echo "$m"; exit 0; fi
-    if [ "$i" -ge 4 ] && ! pidof dockerd >/dev/null 2>&1; then
-        echo "dockerd exited instead of starting" >&2
-        [ -r /var/log/docker.log ] && tail -n 1 /var/log/docker.log >&2
-        exit 1
-    fi
-    sleep 0.5; i=$((i + 1))
-done
-echo "docker did not answer 'docker info' within $(($1 / 2)) s" >&2; exit 1
-'''
-
 _VALIDATE = r'''if dockerd --help 2>&1 | grep -q -- --validate; then exec dockerd --validate --config-file "$1"; fi'''
 
 
@@ -94,10 +81,9 @@ class Plan:
 
 def _wait(conn: Connection, host: Host) -> list[str]:
     """docker's mirrors once it answers `docker info`."""
-    done = remote.run(conn, host, remote.script(_WAIT, str(DOCKER_WAIT * 2)), check=False, timeout=DOCKER_WAIT + 30)
-    if done.failed:
-        raise RemoteError(remote.tail(done.stderr))
-    return json.loads(done.stdout.strip().splitlines()[-1]) or []
+    out = remote.await_daemon(conn, host, "dockerd", "/var/log/docker.log",
+                              ["docker", "info", "--format", "{{json .RegistryConfig.Mirrors}}"], DOCKER_WAIT)
+    return json.loads(out.strip().splitlines()[-1]) or []
 
 
 def decide(host: Host, state: NodeState) -> Plan | Result:

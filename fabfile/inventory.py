@@ -576,29 +576,30 @@ def in_pool(pool: Sequence[str], ip: str) -> bool:
     return False
 
 
+def local_file(env: Environment, host: Host, var: str, fix: str) -> str:
+    """The file a variable names on the operator's side, relative to the inventory; refused with
+    `fix` when it does not exist."""
+    path = (env.source.parent / host.vars[var]).resolve()
+    if not path.is_file():
+        raise InventoryError(f"host {host.name}: vars.{var}: {path} does not exist; {fix}")
+    return str(path)
+
+
 def metallb_manifest(env: Environment, host: Host) -> str:
     """The MetalLB manifest to apply: a URL, or a file (relative to the inventory) that must exist."""
     manifest = host.vars["metallb_manifest"]
     if re.match(r"https?://", manifest):
         return manifest
-    path = (env.source.parent / manifest).resolve()
-    if not path.is_file():
-        raise InventoryError(f"host {host.name}: vars.metallb_manifest: {path} does not exist; give a path "
-                             "relative to the inventory, or the manifest's URL")
-    return str(path)
+    return local_file(env, host, "metallb_manifest", "give a path relative to the inventory, or the manifest's URL")
 
 
 def ca_bundle(env: Environment, host: Host) -> str | None:
     """The CA bundle (a file on the operator's side, relative to the inventory) that verifies
     public_url's certificate in place of the system's; None: the system's."""
-    bundle = host.vars["tls_ca_bundle"]
-    if bundle is None:
+    if host.vars["tls_ca_bundle"] is None:
         return None
-    path = (env.source.parent / bundle).resolve()
-    if not path.is_file():
-        raise InventoryError(f"host {host.name}: vars.tls_ca_bundle: {path} does not exist; give the CA "
-                             "certificate(s) in PEM, as a path relative to the inventory")
-    return str(path)
+    return local_file(env, host, "tls_ca_bundle", "give the CA certificate(s) in PEM, as a path relative to the "
+                      "inventory")
 
 
 def tls(host: Host) -> dict[str, str] | None:

@@ -68,6 +68,30 @@ def service(conn: Connection, host: Host, manager: str, name: str, action: str) 
     run(conn, host, ["systemctl", action, name] if manager == "systemd" else ["service", name, action])
 
 
+_AWAIT = r'''tries=$1 daemon=$2 log=$3; shift 3
+i=0
+while [ "$i" -lt "$tries" ]; do
+    if out=$("$@" 2>/dev/null); then printf '%s\n' "$out"; exit 0; fi
+    if [ "$i" -ge 4 ] && ! pidof "$daemon" >/dev/null 2>&1; then
+        echo "$daemon exited instead of starting" >&2
+        [ -r "$log" ] && tail -n 1 "$log" >&2
+        exit 1
+    fi
+    sleep 0.5; i=$((i + 1))
+done
+echo "$daemon did not answer '$*' within $((tries / 2)) s" >&2; exit 1
+'''
+
+
+def await_daemon(conn: Connection, host: Host, daemon: str, log: str, argv: Sequence[str], seconds: int) -> str:
+    """`argv`'s output once it succeeds (tried every 0.5 s for `seconds`, while the process `daemon`
+    runs); RemoteError with why not: the daemon exited (the last line of `log`) or never answered."""
+    done = run(conn, host, script(_AWAIT, str(seconds * 2), daemon, log, *argv), check=False, timeout=seconds + 30)
+    if done.failed:
+        raise RemoteError(tail(done.stderr))
+    return done.stdout
+
+
 def tail(text: str, lines: int = 3) -> str:
     """The last lines of command output, joined on one line."""
     return " / ".join(text.strip().splitlines()[-lines:]) or "(no output)"

@@ -24,7 +24,8 @@ OLD_SITE = """server {
 
 def fetch(path: str) -> tuple[int, str]:
     """GET through the proxy host's plain-http old site from outside, as a user would."""
-    response = requests.get(f"http://10.77.0.5{path}", timeout=10)
+    # not following a redirect: an https site the reload replaces may still answer for a moment
+    response = requests.get(f"http://10.77.0.5{path}", timeout=10, allow_redirects=False)
     return response.status_code, response.text.strip()
 
 

@@ -93,6 +93,7 @@ def log_in(user: str) -> requests.Session | None:
     """A browser logged in to the hub through the IdP's form (None if the hub did not take it)."""
     browser = requests.Session()
     browser.verify = lab_ca()
+    browser.trust_env = False  # else $REQUESTS_CA_BUNDLE wins over `verify` (psf/requests#3829)
     authorize = browser.get(f"{HUB}hub/oauth_login", allow_redirects=False, timeout=10).headers.get("Location")
     if not authorize:  # the hub is (re)starting: the proxy host answers 502
         return None
