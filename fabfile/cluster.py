@@ -32,8 +32,9 @@ def namespace(conn: Connection, host: Host) -> Result | Change:
 @step("cluster.wait")
 def wait(conn: Connection, host: Host, timeout: int = ROLLOUT_TIMEOUT) -> list[Result]:
     """`kubectl rollout status` on every workload (deployment, daemonset, statefulset) of the
-    release; one that does not complete in time is reported with its pod's reason and, for a
-    volume claim its pods wait for, why the claim stays Pending and the fix."""
+    release; one that does not complete in time is reported with its pod's reason and latest warning
+    event (a FailedMount's text) and, for a volume claim its pods wait for, why the claim stays Pending
+    and the fix."""
     found, missing = probes.workloads(conn, host)
     results = [Result.failed(f"{name} is in the release but not in the cluster; `helm rollback "
                              f"{host.vars['release']} -n {host.vars['namespace']}` to the current revision "

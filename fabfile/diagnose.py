@@ -1,4 +1,5 @@
-"""The diagnostics bundle on demand: health, pods, events, logs, helm and nginx, secrets masked."""
+"""The diagnostics bundle on demand: health, pods, events, logs, helm, nginx and each node's build path,
+secrets masked."""
 from __future__ import annotations
 
 from . import inventory, secrets, values
@@ -21,8 +22,8 @@ STEP = "diagnose"
 
 @host_task(STEP, name="diagnose", changes=False, needs=("public_url",))
 def diagnose(run: Run):
-    """Gather the diagnostics bundle (health, pods, events, logs, helm, nginx), secrets masked;
-    exit 1 when a host could not be reached."""
+    """Gather the diagnostics bundle (health, pods, events, logs, helm, nginx, build path), secrets
+    masked; exit 1 when a host could not be reached."""
     from . import diagnostics  # requests: imported only by the task that uses it
 
     _hide_secrets(run)

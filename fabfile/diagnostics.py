@@ -7,8 +7,9 @@ import tarfile
 import time
 from pathlib import Path
 
-from . import kube, localfiles, remote
+from . import buildcheck, buildpath, kube, localfiles, remote
 from .connections import ConnectError
+from .inventory import InventoryError
 from .remote import RemoteError
 from .session import Run
 from .values import hub_url
@@ -34,6 +35,15 @@ def _remote(run: Run, role: str, commands: dict[str, list[str]], sudo: bool) -> 
             for name, o in out.items()}
 
 
+def _build_path(run: Run) -> str:
+    """Every node's build path (buildcheck), or why the image builder cannot be chosen."""
+    try:
+        builder = buildpath.for_run(run)
+    except InventoryError as exc:
+        return f"no image builder: {exc}\n"
+    return buildcheck.describe(run, builder, of="diagnose")
+
+
 def collect(run: Run, binder_url: str, ca_bundle: str | None = None) -> Path:
     """Gather the bundle into the diagnostics directory; return the tarball's path (0600, in a
     0700 directory: it may still hold what masking cannot recognise; localfiles.LocalFileError
@@ -56,6 +66,7 @@ def collect(run: Run, binder_url: str, ca_bundle: str | None = None) -> Path:
             "logs-hub.txt": kube.kubectl(control_plane, "logs", "deployment/hub", "-n", namespace, "--tail=200"),
             "helm-status.txt": kube.helm(control_plane, "status", release, "-n", namespace),
         }, sudo=False),
+        "build-path.txt": _build_path(run),
         **_remote(run, "proxy", {
             "nginx-binderhub-error.log": ["tail", "-n", "100", f"{logs}/binderhub-error.log"],
             "nginx-jupyterhub-error.log": ["tail", "-n", "100", f"{logs}/jupyterhub-error.log"],

@@ -9,7 +9,7 @@ import yaml
 from fabric import Connection
 from invoke import Exit
 
-from . import immutable, kube, lock, manifests, openapi, probes, remote, settings, values
+from . import buildpath, immutable, kube, lock, manifests, openapi, probes, remote, settings, values
 from .inventory import Host
 from .results import Change, Result, Status, succeeded
 from .session import Run, host_task, step
@@ -224,7 +224,8 @@ def release_stage(run: Run, recreate: bool = False) -> list[Result]:
     `recreate`, objects whose immutable fields change are deleted first). A release already
     current needs no repository: it is not consulted."""
     host = run.control_plane()
-    rendered = values.render(host[0], run.env.name, run.secrets())
+    builder = buildpath.for_run(run)  # a build path that cannot work is refused before anything else
+    rendered = values.render(host[0], run.env.name, run.secrets(), builder)
     releases = run.gather(host, probes.release_state, of=upgrade)
     if not releases:
         return releases.failures
@@ -273,7 +274,8 @@ def upgrade_task(run: Run, break_lock=False, recreate=False):
 def values_task(run: Run):
     """Show the rendered chart values, secrets masked, and their diff against the release."""
     host = run.control_plane()
-    run.each(host, show_values, rendered=values.render(host[0], run.env.name, run.secrets()))
+    builder = buildpath.for_run(run)
+    run.each(host, show_values, rendered=values.render(host[0], run.env.name, run.secrets(), builder))
 
 
 def revision_number(text: str | None) -> int | None:

@@ -262,6 +262,8 @@ VARS: Mapping[str, tuple[Any, Callable[[Any, str], Any]]] = MappingProxyType({
     "hub_base_url": ("/jupyterhub/", _url_path),
     "binder_node_port": (32574, _node_port),
     "use_registry": (True, _flag),
+    # BinderHub's image builder (fabfile/buildpath.py): auto follows the nodes' runtimes.
+    "image_builder": ("auto", _choice("auto", "host", "dind", "pink")),
     "rate_limit": (None, _optional(_count)),
     "launch_retries": (None, _optional(_count)),
     "launch_retry_delay": (None, _optional(_count)),

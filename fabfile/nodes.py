@@ -1,5 +1,6 @@
 """The Kubernetes nodes' container runtimes: the Docker Hub mirror for docker or containerd, whichever
-the kubelet uses (runbook steps 1-2), proven by a pull."""
+the kubelet uses (runbook steps 1-2), proven by a pull; and the repair of a build socket path that
+became a directory."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,7 @@ import dataclasses
 from fabric import Connection
 from invoke import Exit
 
-from . import containerd, daemon_config, docker, probes, remote, rollout
+from . import buildcheck, containerd, daemon_config, docker, probes, remote, rollout
 from .connections import ConnectError
 from .drain import DRAIN_TIMEOUT, Drain, DrainError
 from .inventory import Host
@@ -187,3 +188,13 @@ def status_task(run: Run, pull=None):
     run.each(nodes, status)
     if image:
         run.each(nodes, check_pull, image=image)
+
+
+@host_task(buildcheck.FIX_STEP, name="fix-build-socket", help={
+    "timeout": f"seconds a node may take to show its socket and a ready builder pod again "
+               f"(default {buildcheck.FIX_TIMEOUT})"})
+def fix_build_socket(run: Run, timeout=buildcheck.FIX_TIMEOUT):
+    """Remove a build socket path that became an empty directory, and recreate the socket, node by node."""
+    if timeout < 1:
+        raise Exit(f"--timeout must be at least 1 second, not {timeout}")
+    buildcheck.fix(run, timeout)

@@ -241,8 +241,9 @@ DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 
 def stuck(conn: Connection, host: Host, workload: str) -> Stuck:
     """Why a workload's rollout does not complete, as the cluster tells it: its first pod that is
-    not ready and why (the kubelet's or the scheduler's reason), else the workload's last warning
-    event (a pod that could not even be created); and the claims its pods use that are not bound."""
+    not ready and why (the kubelet's or the scheduler's reason, and the pod's latest warning event:
+    the kubelet's FailedMount of a pod in ContainerCreating), else the workload's last warning event
+    (a pod that could not even be created); and the claims its pods use that are not bound."""
     namespace = host.vars["namespace"]
     spec = kube.read_json(conn, host, kube.kubectl(host, "get", workload, "-n", namespace, "-o", "json"))["spec"]
     selector = ",".join(f"{k}={v}" for k, v in (spec.get("selector", {}).get("matchLabels") or {}).items())
@@ -252,12 +253,14 @@ def stuck(conn: Connection, host: Host, workload: str) -> Stuck:
     names = list(dict.fromkeys(v["persistentVolumeClaim"]["claimName"] for v in volumes
                                if (v.get("persistentVolumeClaim") or {}).get("claimName")))
     claims = tuple(unbound_claims(conn, host, namespace, names)) if names else ()
+    events = kube.read_json(conn, host, kube.kubectl(host, "get", "events", "-n", namespace,
+                                                     "--field-selector", "type=Warning", "-o", "json"))["items"]
     for pod in pods:
         reason = pod_reason(pod)
         if reason:
-            return Stuck(f"pod {pod['metadata']['name']}: {reason}", claims)
-    events = kube.read_json(conn, host, kube.kubectl(host, "get", "events", "-n", namespace,
-                                                     "--field-selector", "type=Warning", "-o", "json"))["items"]
+            warned = latest_warning(events, pod)  # e.g. the kubelet's FailedMount of a ContainerCreating pod
+            said = f"; {warned}" if warned and warned.partition(": ")[2] not in reason else ""
+            return Stuck(f"pod {pod['metadata']['name']}: {reason}{said}", claims)
     name = workload.split("/")[-1]
     mine = [e for e in events if e.get("involvedObject", {}).get("name", "").startswith(name)]
     return Stuck(f"{mine[-1].get('reason')}: {mine[-1].get('message', '').strip()}" if mine else "", claims)
@@ -539,3 +542,113 @@ def nginx(conn: Connection, host: Host, site_path: str) -> NginxState:
     facts, text = key_values(remote.run(conn, host, remote.script(NGINX_PROBE, site_path)).stdout)
     return NginxState(facts["manager"], facts["nginx"] == "yes", text)
 
+
+# -- the build path: the builder's socket on a node, its DaemonSets' pods ---------------------------
+
+#: $1 the socket path. What is there (socket, directory with its entry count, other, missing), and
+#: the node's service manager (a repair restarts docker through it).
+SOCKET_PROBE = r'''path=$1
+if [ -d /run/systemd/system ]; then echo manager=systemd; else echo manager=sysvinit; fi
+if [ -S "$path" ]; then echo kind=socket
+elif [ -d "$path" ]; then echo kind=directory; echo "entries=$(ls -A -- "$path" | wc -l)"
+elif [ -e "$path" ] || [ -L "$path" ]; then echo kind=other
+else echo kind=missing; fi
+'''
+
+
+@dataclass(frozen=True)
+class SocketPath:
+    """What a node has at a socket path: `socket`, `directory` (with `entries`), `other` or `missing`."""
+
+    path: str
+    kind: str
+    entries: int = 0
+    manager: str = "systemd"
+
+    def describe(self) -> str:
+        if self.kind == "directory":
+            return f"{self.path} is a directory ({self.entries} entries)" if self.entries else \
+                f"{self.path} is an empty directory"
+        return {"socket": f"{self.path} is a socket", "missing": f"{self.path} is missing",
+                "other": f"{self.path} is not a socket (a file?)"}[self.kind]
+
+
+def parse_socket_path(path: str, out: str, manager: str = "auto") -> SocketPath:
+    """SOCKET_PROBE's output; `manager`: the inventory's docker_service (auto: the probed one)."""
+    facts, _ = key_values(out)
+    return SocketPath(path, facts["kind"], int(facts.get("entries") or 0),
+                      facts["manager"] if manager == "auto" else manager)
+
+
+def socket_path(conn: Connection, host: Host, path: str) -> SocketPath:
+    """What the node has at `path`, in one command."""
+    return parse_socket_path(path, remote.run(conn, host, remote.script(SOCKET_PROBE, path)).stdout,
+                             host.vars["docker_service"])
+
+
+@dataclass(frozen=True)
+class BuilderPods:
+    """The builder's DaemonSets as the control plane sees them: whether the release is installed,
+    the DaemonSets found (by name), their pods, the nodes' labels, and the Warning events of pods."""
+
+    installed: bool
+    daemonsets: dict[str, dict]
+    pods: dict[str, list[dict]]  # DaemonSet name: its pods
+    node_labels: dict[str, dict]  # Kubernetes node name: its labels
+    events: list[dict]
+
+
+def _owner(pod: dict) -> str | None:
+    return next((o.get("name") for o in (pod.get("metadata") or {}).get("ownerReferences") or []
+                 if o.get("kind") == "DaemonSet"), None)
+
+
+def builder_pods(conn: Connection, host: Host, daemonsets: tuple[str, ...]) -> BuilderPods:
+    """The release, these DaemonSets, their pods (by the DaemonSet's selector and owner), the nodes
+    and the namespace's Warning events of pods: two round trips of kubectl/helm reads."""
+    ns = host.vars["namespace"]
+    out = kube.probe(conn, host, {
+        "release": _list_release(host),
+        "daemonsets": kube.kubectl(host, "get", *(f"daemonset/{d}" for d in daemonsets), "-n", ns,
+                                   "--ignore-not-found", "-o", "json"),
+        "nodes": kube.kubectl(host, "get", "nodes", "-o", "json"),
+        "events": kube.kubectl(host, "get", "events", "-n", ns, "--field-selector",
+                               "type=Warning,involvedObject.kind=Pod", "-o", "json")})
+    for key in ("release", "daemonsets", "nodes"):
+        if not out[key].ok:
+            raise kube.unreachable(host, out[key])
+    found = {d["metadata"]["name"]: d for d in items(out["daemonsets"].stdout)}
+    selectors = {name: ",".join(f"{k}={v}" for k, v in ((d.get("spec") or {}).get("selector") or {})
+                                .get("matchLabels", {}).items()) for name, d in found.items()}
+    listed = kube.probe(conn, host, {name: kube.kubectl(host, "get", "pods", "-n", ns, "-l", selector, "-o", "json")
+                                     for name, selector in selectors.items() if selector}) if found else {}
+    pods = {name: [p for p in items(got.stdout) if _owner(p) == name] if got.ok else []
+            for name, got in listed.items()}
+    return BuilderPods(
+        installed=_named(host, json.loads(out["release"].stdout or "[]")) is not None,
+        daemonsets=found, pods=pods,
+        node_labels={n["metadata"]["name"]: n["metadata"].get("labels") or {}
+                     for n in json.loads(out["nodes"].stdout)["items"]},
+        events=json.loads(out["events"].stdout)["items"] if out["events"].ok else [])
+
+
+def last_log_line(conn: Connection, host: Host, pod: str, container: str) -> str:
+    """The last line a pod's container wrote ('' when there is none to read)."""
+    got = kube.read(conn, host, kube.kubectl(host, "logs", pod, "-c", container, "-n", host.vars["namespace"],
+                                             "--tail=1"))
+    return got.stdout.strip().splitlines()[-1] if got.ok and got.stdout.strip() else ""
+
+
+def _when(event: dict) -> str:
+    return (event.get("lastTimestamp") or (event.get("series") or {}).get("lastObservedTime")
+            or event.get("eventTime") or (event.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+def latest_warning(events: list[dict], pod: dict) -> str:
+    """The pod's latest Warning event among `events`, as `Reason: message` ('' when none)."""
+    meta = pod.get("metadata") or {}
+    mine = [e for e in events if e.get("type") == "Warning"
+            and (e.get("involvedObject") or {}).get("name") == meta.get("name")
+            and (e.get("involvedObject") or {}).get("uid") in (None, meta.get("uid"))]
+    last = max(mine, key=_when, default=None)
+    return f"{last.get('reason')}: {(last.get('message') or '').strip()}" if last else ""

@@ -1,9 +1,10 @@
-"""Drift across every stage, read-only: daemon.json, the release, the nginx site, the last smoke test."""
+"""Drift across every stage, read-only: daemon.json, the build path, the release, the nginx site, the last
+smoke test."""
 from __future__ import annotations
 
 from fabric import Connection
 
-from . import helm, nginx, nodes, probes, remote, values
+from . import buildcheck, buildpath, helm, nginx, nodes, probes, remote, values
 from .inventory import Host, InventoryError
 from .results import Result, Status
 from .session import Run, host_task, step
@@ -11,8 +12,11 @@ from .smoke import last_verdict
 
 
 @step("status.release")
-def release_drift(conn: Connection, host: Host, rendered: values.Values) -> Result:
-    """The release runs the pinned chart with the rendered values, and proxy-public the IP."""
+def release_drift(conn: Connection, host: Host, rendered: values.Values | None, why: str = "") -> Result:
+    """The release runs the pinned chart with the rendered values, and proxy-public the IP (no
+    values: failed, saying `why`)."""
+    if rendered is None:
+        return Result.failed(why)
     state = probes.release_state(conn, host)
     if not helm.current(host, state, rendered):
         same = "match" if state.values == rendered.merged() else "differ"
@@ -48,13 +52,20 @@ def drift(run: Run) -> None:
     """Every stage's drift, read-only."""
     run.each(run.hosts("node"), nodes.status)
     control_plane = run.control_plane()
-    if run.secrets_path.exists():
-        rendered = values.render(control_plane[0], run.env.name, run.secrets())
-        run.each(control_plane, release_drift, rendered=rendered)
-    else:
+    try:
+        builder = buildpath.for_run(run)
+        buildcheck.check(run, builder)
+    except InventoryError as exc:
+        builder = None
+        run.report(Result("local", buildcheck.STEP, Status.FAILED, str(exc)))
+    if not run.secrets_path.exists():
         run.report(Result("local", release_drift.label, Status.FAILED,
                                  f"no secrets file for {run.env.name}, so no values to compare with the release: "
                                  "restore it, or run secrets.init (it recovers the secrets from the release)"))
+    else:
+        rendered = values.render(control_plane[0], run.env.name, run.secrets(), builder) if builder else None
+        run.each(control_plane, release_drift, rendered=rendered,
+                 why=f"no image builder (see {buildcheck.STEP}), so no values to compare with the release")
     facts = nginx.cluster_facts_of(run, site_drift).get(control_plane[0].name)
     run.each(run.hosts("proxy"), site_drift, run=run, facts=facts)
     verdict = last_verdict(run)

@@ -9,6 +9,7 @@ from typing import Mapping
 import yaml
 
 from . import eras, inventory
+from .buildpath import Builder
 from .inventory import Host, InventoryError
 from .secretfile import MASK, Secret
 
@@ -44,8 +45,9 @@ def needed_secrets(host: Host) -> list[str]:
             + (["oauth_client_secret"] if host.vars["auth"] else []))
 
 
-def render(host: Host, env: str, secrets: Mapping[str, Secret]) -> Values:
-    """Render both files for the control-plane `host` of environment `env`, as its `chart_version` reads them."""
+def render(host: Host, env: str, secrets: Mapping[str, Secret], builder: Builder) -> Values:
+    """Render both files for the control-plane `host` of environment `env`, as its `chart_version`
+    reads them, with the image `builder` (buildpath.for_run)."""
     from .rendering import render as render_template  # jinja2: imported only by the tasks that render
 
     missing = [n for n in ("binder_api_token", "proxy_secret_token", *needed_secrets(host)) if n not in secrets]
@@ -54,7 +56,8 @@ def render(host: Host, env: str, secrets: Mapping[str, Secret]) -> Values:
                              f"run `invoke secrets.init --env {env}`")
     era = eras.era_of(host.vars["chart_version"], f"host {host.name}: vars.chart_version")
     context = {"env": env, "v": host.vars, "era": era.name, "hub_url": hub_url(host),
-               "public_url": inventory.public_url(host) + "/", "floating_ip": host.vars["floating_ip"]}
+               "public_url": inventory.public_url(host) + "/", "floating_ip": host.vars["floating_ip"],
+               "builder": builder}
     revealed = {k: v.reveal() for k, v in secrets.items()}
     return Values(render_template("config.yaml.j2", **context),
                   render_template("secret.yaml.j2", **context, s=revealed))

@@ -3,13 +3,15 @@
 # UTS and PID namespaces; lab/hosts.py starts it and has already made the
 # network (eth0 with the host's address) and the host's directory.
 #
-# Usage: host-init.sh NAME ROLE RUNTIME HOST_DIR TEMPLATE_DIR CLIENT_PUBKEY [KUBE_VERSION CHARTS NODE=IP...]
-#   ROLE      "node" (runs its RUNTIME), "control-plane" (a node that also runs the lab's
+# Usage: host-init.sh NAME ROLE RUNTIME HOST_DIR TEMPLATE_DIR CLIENT_PUBKEY [KUBE_VERSION CHARTS NODE=IP... | API_ADDRESS]
+#   ROLE      "node" (runs its RUNTIME and the node agent, which talks to the control plane's
+#             API at API_ADDRESS:6443), "control-plane" (a node that also runs the lab's
 #             cluster, see cluster-init.sh: Kubernetes KUBE_VERSION, the charts in CHARTS,
 #             every NODE=IP), "proxy" (runs nginx) or "registry" (runs docker-registry)
 #   RUNTIME   a node's: "docker" (dockerd) or "containerd" (containerd alone); "-" elsewhere
 #   HOST_DIR  the host's state: upper/ and work/ (overlays), root/, home/,
-#             docker/ (/var/lib/docker), containerd/ (/var/lib/containerd), sshd.log
+#             docker/ (/var/lib/docker), containerd/ (/var/lib/containerd), dind/ (/var/lib/dind),
+#             pink/ (/var/lib/pink), sshd.log
 # HOST_DIR, TEMPLATE_DIR and CLIENT_PUBKEY are outside the directories the host gets
 # privately (lab.hosts.hosts_dir sees to it): an overlay's upper dir cannot be in its lower.
 set -eu
@@ -48,10 +50,18 @@ mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
 mount --bind "$dir/root" /root
 mount --bind "$dir/home" /home
 # dockerd's overlay2 and containerd's overlayfs snapshots cannot sit on overlayfs: give them
-# plain directories.
-mkdir -p /var/lib/docker /var/lib/containerd
+# plain directories (/var/lib/dind and /var/lib/pink: the charts' docker-in-docker and podman).
+mkdir -p /var/lib/docker /var/lib/containerd /var/lib/dind /var/lib/pink
 mount --bind "$dir/docker" /var/lib/docker
 mount --bind "$dir/containerd" /var/lib/containerd
+mount --bind "$dir/dind" /var/lib/dind
+mount --bind "$dir/pink" /var/lib/pink
+# The pods' logs, one directory every node shares (beside the template layer), where the
+# control plane's `kubectl logs` reads what each node's pods wrote.
+if [ "$role" = node ] || [ "$role" = control-plane ]; then
+	mkdir -p /var/lib/labcluster/pod-logs
+	mount --bind "$(dirname "$template")/pod-logs" /var/lib/labcluster/pod-logs
+fi
 mkdir -p /run/lock /run/sshd
 if [ "$private_repo" = yes ]; then
 	mkdir -p "$repo"
@@ -93,12 +103,24 @@ if [ "$runtime" != - ]; then
 		>/var/lib/kubelet/kubeadm-flags.env
 fi
 
+# The node agent (lab/apps/nodeagent.py): hostPath checks on this node's files, and the pods it
+# plays here (docker-in-docker, BinderHub's build pods).
+node_agent() {
+	PYTHONPATH=$repo setsid "$repo/.venv/bin/python" -m lab.apps.nodeagent --api "http://$1:6443" \
+		--node "lab-$name" --pod-logs /var/lib/labcluster/pod-logs </dev/null >>/var/log/labnode.log 2>&1 &
+}
+
 /usr/sbin/sshd -E "$dir/sshd.log"
 case $role in
-node) service "$runtime" start ;;
+node)
+	service "$runtime" start
+	node_agent "$1"
+	;;
 control-plane)
 	service "$runtime" start
-	sh "$lab/cluster-init.sh" "$(dirname "$lab")" "$(ip -4 -o addr show eth0 | awk '{split($4, a, "/"); print a[1]}')" "$@"
+	address=$(ip -4 -o addr show eth0 | awk '{split($4, a, "/"); print a[1]}')
+	sh "$lab/cluster-init.sh" "$(dirname "$lab")" "$address" "$@"
+	node_agent "$address"
 	;;
 proxy) service nginx start ;;
 registry) service docker-registry start ;;

@@ -3,8 +3,8 @@
 A host is a network namespace ``bhlab-NAME`` on the bridge ``bhlab0`` (10.77.0.1/24,
 no default route) plus its own mount, UTS and PID namespaces, with tini as PID 1
 running ``lab/host-init.sh``. That script gives the host its private files, the users
-root and deploy, sshd, and the host's service: dockerd or containerd (nodes, by the lab's
-runtime), nginx (the proxy) or the registry (``lab.registry``). This module is the
+root and deploy, sshd, and the host's service: dockerd or containerd and the node agent (nodes, by
+the lab's runtime; ``lab.apps.nodeagent``), nginx (the proxy) or the registry (``lab.registry``). This module is the
 root-namespace side: keys, the lab CA (``lab.ca``) and the hosts' certificates, the shared template
 layer, the network, starting and killing hosts by their recorded PID, the control plane's cluster
 settings (its Kubernetes version, the charts its repository serves: see ``lab.charts``), the nodes'
@@ -145,7 +145,8 @@ def up(nodes: int = 3, state: Path | None = None, kube_version: str | None = Non
             _make_host_dir(state, name)
     if (pid := _pid(state, CONTROL_PLANE)) and (charts_changed or _started_with(pid) != _cluster_args(state)):
         _kill(state, [CONTROL_PLANE])  # its cluster has other nodes, version or charts: restart it (empty)
-    _kill(state, [name for name in wanted if _runtime_changed(state, name)])  # restarted with the new one
+    # restarted with the new runtime, or with a node agent
+    _kill(state, [name for name in wanted if _runtime_changed(state, name) or _agentless(state, name)])
     _wait(state, {name: _start(state, name) for name in wanted if not _pid(state, name)})
     from lab import registry  # it builds on this module
     registry.publish(state)
@@ -187,7 +188,8 @@ def down(state: Path | None = None) -> None:
     _ip_batch([f"link del {link}" for link in links] + [f"netns del {ns}" for ns in netns])
     root = hosts_dir(state)
     _unmount_under(root)
-    for path in [root] if root != state else [root / "hosts", root / "template", _served_charts(root)]:
+    for path in [root] if root != state else [root / "hosts", root / "template", root / "pod-logs",
+                                              _served_charts(root)]:
         shutil.rmtree(path, ignore_errors=True)
     for name in ("client.pub", "ssh_config", "known_hosts", "hosts.yaml", _kube_version_file(state).name,
                  _runtime_file(state).name):
@@ -325,6 +327,7 @@ def _prepare(state: Path | None) -> Path:
         HOSTS_ROOT.mkdir(mode=0o700, parents=True, exist_ok=True)
         HOSTS_ROOT.chmod(0o700)  # the hosts' keys and files: root only
     (root / "hosts").mkdir(parents=True, exist_ok=True)
+    (root / "pod-logs").mkdir(exist_ok=True)  # every node's pods' logs (host-init.sh), read by `kubectl logs`
     if not (state / "id_ed25519").exists():
         _keygen(state / "id_ed25519", "bhops-lab-client")
     shutil.copyfile(state / "id_ed25519.pub", root / "client.pub")  # where the hosts can read it
@@ -463,7 +466,7 @@ def _start(state: Path, name: str) -> int:
             "tini", "-s", "--", "/bin/sh", str(LAB_FILES / "host-init.sh"),
             name, _init_role(name), node_runtime(name, lab_runtime(state)) or "-", str(host),
             str(hosts_dir(state) / "template"), str(hosts_dir(state) / "client.pub"),
-            *(_cluster_args(state) if name == CONTROL_PLANE else [])]
+            *(_cluster_args(state) if name == CONTROL_PLANE else _node_args(name))]
     with open(host / "init.log", "ab") as log:
         leader = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
@@ -493,8 +496,21 @@ def _init_args(pid: int) -> list[str]:
     return argv[argv.index(script) + 1:] if script in argv else []
 
 
+def _node_args(name: str) -> list[str]:
+    """What host-init.sh takes after CLIENT_PUBKEY on a node but the control plane: the API's
+    address, for its node agent; nothing on the proxy and the registry."""
+    return [_address(CONTROL_PLANE)] if _is_node(name) else []
+
+
+def _agentless(state: Path, name: str) -> bool:
+    """Whether a running node (not the control plane) was started without its node agent's
+    arguments (by a checkout from before the agent): restarted so that it runs one."""
+    pid = _pid(state, name)
+    return bool(pid) and name != CONTROL_PLANE and _started_with(pid) != _node_args(name)
+
+
 def _started_with(pid: int) -> list[str]:
-    """The cluster arguments a running control plane was started with (see _cluster_args)."""
+    """The arguments after CLIENT_PUBKEY a running host was started with (see _cluster_args, _node_args)."""
     return _init_args(pid)[6:]
 
 
@@ -517,7 +533,7 @@ def _make_host_dir(state: Path, name: str) -> None:
     for d in OVERLAID:
         (host / "upper" / d).mkdir(parents=True, exist_ok=True)
         (host / "work" / d).mkdir(parents=True, exist_ok=True)
-    for d in ("docker", "containerd", "home"):
+    for d in ("docker", "containerd", "dind", "pink", "home"):
         (host / d).mkdir(exist_ok=True)
     (host / "root").mkdir(mode=0o700, exist_ok=True)
     (host / "upper/etc/ssh").mkdir(exist_ok=True)

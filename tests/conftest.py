@@ -310,6 +310,18 @@ def lab_inventory(directory: Path, hosts: dict | None = None, **variables) -> Pa
     return path
 
 
+def registry_inventory(directory: Path, cli, monkeypatch, **variables) -> Path:
+    """The lab's inventory with builds pushed to a registry (what dind and pink need: the kubelet cannot
+    run what they build in their own engine), its password made part of the secrets file by secrets.init.
+    The lab's BinderHub stands in for the push (lab.apps.labbinder): the lab's registry only names it."""
+    monkeypatch.setenv("BHOPS_REGISTRY_PASSWORD", "lab-registry-password")
+    path = lab_inventory(directory, use_registry=True, registry_url="https://10.77.0.6:5000",
+                         registry_username="lab", **variables)
+    code, out = cli("secrets.init", "--env", "lab", "--inventory", str(path))
+    assert code == 0, out
+    return path
+
+
 @pytest.fixture
 def commands(monkeypatch):
     """Every command line the tasks send to a host during the test."""

@@ -166,6 +166,10 @@ def test_deploy_runs_the_whole_runbook_and_a_rerun_changes_nothing(deployed, cli
     code, out = cli("status", "--env", "lab")
     assert code == 0, out
     assert "smoke | status.smoke | ok | last smoke: passed at" in out
+    # every lab node runs docker: builds keep the node's own docker (the charts' default), no dind
+    daemonsets = ssh(CP, "kubectl get daemonsets -n binder -o name").split()
+    assert daemonsets == ["daemonset.apps/binder-image-cleaner"]
+    assert "local | values.builder | ok | image builder host: every node runs dockerd" in out
 
 
 def test_binder_down_at_smoke_time_fails_the_smoke_stage_with_diagnostics(deployed, cli):

@@ -12,7 +12,7 @@ import pytest
 
 from lab import hosts as labhosts
 from lab import registry
-from tests.conftest import ssh
+from tests.conftest import lab_inventory, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -231,3 +231,15 @@ def test_the_kubelets_config_yaml_names_the_runtime_when_kubeadm_flags_do_not(mi
                          "/var/lib/kubelet/kubeadm-flags.env")
     assert code == 1
     assert "lab-node3 | nodes.status | failed | drift: containerd is not answering;" in out, out
+
+
+@pytest.mark.parametrize("version", ["0.2.0-n600.h36369a7", "1.0.0-0.dev.git.2227.hb9fad995"])
+def test_mixed_runtimes_build_with_dind_which_needs_a_registry_and_host_is_refused(mixed, cli, tmp_path, version):
+    code, out = cli("helm.values", "--env", "lab", "--inventory", str(lab_inventory(tmp_path, chart_version=version)))
+    assert code == 1
+    assert ("vars.use_registry: false works with the host builder only (image builder dind: lab-node2 runs "
+            "containerd, without a docker socket)") in out, out
+    forced = lab_inventory(tmp_path, chart_version=version, image_builder="host")
+    code, out = cli("helm.values", "--env", "lab", "--inventory", str(forced))
+    assert code == 1
+    assert "vars.image_builder: host builds through each node's /var/run/docker.sock, which lab-node2 lacks" in out

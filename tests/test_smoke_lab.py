@@ -31,13 +31,16 @@ def kubectl(args: str) -> str:
 
 @contextmanager
 def lab_build(**patterns: str) -> Iterator[None]:
-    """Tell the lab's build (lab.apps.labbuild) to `fail` or `stall` for the specs matching."""
+    """Tell the lab's build (lab.apps.labbuild) to `fail` or `stall` for the specs matching; the
+    build pods are deleted at the end."""
     literals = " ".join(shlex.quote(f"--from-literal={key}={value}") for key, value in patterns.items())
     kubectl(f"create configmap lab-build -n kube-system {literals} >/dev/null")
     try:
         yield
     finally:
         kubectl("delete configmap lab-build -n kube-system --ignore-not-found >/dev/null")
+        # A stalled build's pod runs on its node until deleted (BinderHub's cleaner: after 4 hours).
+        kubectl("delete pods -n binder -l component=binderhub-build --ignore-not-found >/dev/null")
 
 
 def rolled_out(deployment: str) -> None:

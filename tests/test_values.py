@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fabfile import eras, inventory, secretfile, values
+from fabfile import buildpath, eras, inventory, secretfile, values
 from fabfile.inventory import InventoryError
 from fabfile.secretfile import Secret, SecretsError
 
 HELM = Path(__file__).resolve().parent.parent / ".tools" / "bin" / "helm"
 MARKER = "SECRET-MARKER-7f3a"
 VERSIONS = [v for era in eras.ERAS for v in era.chart_versions]
+HOST_BUILDER = buildpath.Builder("host", "every node runs dockerd")
 
 INVENTORY = """
 environments:
@@ -90,7 +91,7 @@ def secrets(**extra):
 
 
 def test_runbook_keys_are_rendered_and_urls_agree(tmp_path):
-    merged = values.render(host(tmp_path), "prod", secrets()).merged()
+    merged = values.render(host(tmp_path), "prod", secrets(), HOST_BUILDER).merged()
     hub = merged["config"]["BinderHub"]
     assert hub == {"base_url": "/binderhub/", "hub_url": "https://binder.example.org/jupyterhub/",
                    "use_registry": True, "image_prefix": "srcdev/binder-dev-"}
@@ -105,13 +106,13 @@ def test_runbook_keys_are_rendered_and_urls_agree(tmp_path):
                              "annotations": {"metallb.universe.tf/loadBalancerIPs": "10.77.0.240"}}
     old = INVENTORY.replace("floating_ip: 10.77.0.240",
                             "floating_ip: 10.77.0.240\n      floating_ip_request: loadBalancerIP")
-    merged = values.render(host(tmp_path, "prod", old), "prod", secrets()).merged()
+    merged = values.render(host(tmp_path, "prod", old), "prod", secrets(), HOST_BUILDER).merged()
     assert merged["jupyterhub"]["proxy"]["service"] == {"type": "LoadBalancer", "loadBalancerIP": "10.77.0.240"}
 
 
 @pytest.mark.parametrize("env", ["prod", "full", "open"])
 def test_secrets_stay_out_of_config_and_repr(tmp_path, env):
-    rendered = values.render(host(tmp_path, env), env, secrets())
+    rendered = values.render(host(tmp_path, env), env, secrets(), HOST_BUILDER)
     assert MARKER not in rendered.config and MARKER not in repr(rendered)
     assert MARKER in rendered.secret
     assert MARKER not in repr(secrets()) and MARKER not in str(secrets()["binder_api_token"])
@@ -122,11 +123,11 @@ def test_an_unknown_chart_version_is_refused_with_the_known_ones(tmp_path):
              r"z2jh-4 \(z2jh 4\.2\.0, .*\): 1\.0\.0-0\.dev\.git\.2227\.hb9fad995\); set chart_version to one of them$")
     with pytest.raises(InventoryError, match=r"vars.chart_version: chart version '0.2.0-n601.hdeadbee' is not one "
                                              r"the values templates know " + known):
-        values.render(host(tmp_path, version="0.2.0-n601.hdeadbee"), "prod", secrets())
+        values.render(host(tmp_path, version="0.2.0-n601.hdeadbee"), "prod", secrets(), HOST_BUILDER)
     with pytest.raises(InventoryError, match=r"^x.chart_version: chart version '1.0.0' "):
         eras.era_of("1.0.0", "x.chart_version")
     assert [eras.era_of(v).name for v in VERSIONS] == ["z2jh-0.11", "z2jh-4"]
-    assert values.render(host(tmp_path), "prod", secrets()).config.startswith(
+    assert values.render(host(tmp_path), "prod", secrets(), HOST_BUILDER).config.startswith(
         "# BinderHub chart values for prod (z2jh-0.11 chart)")  # the default is the runbook's pin
 
 
@@ -195,7 +196,8 @@ def test_the_real_chart_takes_the_values_and_its_pods_read_what_the_operator_set
         tmp_path, real_charts, helm, version, env):
     h = host(tmp_path, env, version=version)
     era, auth, opts = eras.era_of(version).name, h.vars["auth"], h.vars
-    objects = helm_template(helm, real_charts / f"binderhub-{version}.tgz", values.render(h, env, secrets()), tmp_path)
+    objects = helm_template(helm, real_charts / f"binderhub-{version}.tgz",
+                            values.render(h, env, secrets(), HOST_BUILDER), tmp_path)
     binder, hub = values_read_by(objects, "binder"), values_read_by(objects, "hub")
 
     assert binder["config"]["BinderHub"] == {
@@ -323,7 +325,7 @@ def paths(data: dict, prefix: str = ""):
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("env", ["prod", "full", "open"])
 def test_every_key_rendered_is_one_the_chart_has(tmp_path, real_charts, version, env):
-    rendered = values.render(host(tmp_path, env, version=version), env, secrets()).merged()
+    rendered = values.render(host(tmp_path, env, version=version), env, secrets(), HOST_BUILDER).merged()
     known = set(paths(chart_defaults(real_charts / f"binderhub-{version}.tgz")))
     passed_on = tuple(f"{p}." for p in PASSED_ON if p in known)  # only where this chart has the mapping
     unknown = [p for p in paths(rendered) if p not in known and not p.startswith(passed_on)]
@@ -333,9 +335,10 @@ def test_every_key_rendered_is_one_the_chart_has(tmp_path, real_charts, version,
 def test_missing_public_url_or_secrets_are_refused(tmp_path):
     bare = host(tmp_path, "x", "environments: {x: {hosts: {h: {roles: [control-plane]}}}}")
     with pytest.raises(InventoryError, match="vars.public_url is not set"):
-        values.render(bare, "x", secrets())
+        values.render(bare, "x", secrets(), HOST_BUILDER)
     with pytest.raises(InventoryError, match="lacks registry_password; run `invoke secrets.init --env prod`"):
-        values.render(host(tmp_path), "prod", {k: v for k, v in secrets().items() if k != "registry_password"})
+        values.render(host(tmp_path), "prod", {k: v for k, v in secrets().items() if k != "registry_password"},
+                      HOST_BUILDER)
 
 
 def test_bad_option_shapes_are_refused(tmp_path):
@@ -387,7 +390,7 @@ def test_unsafe_or_broken_secrets_files_are_refused_and_kept(tmp_path):
 
 
 def test_values_diff_masks_secrets_old_and_new(tmp_path):
-    wanted = values.render(host(tmp_path), "prod", secrets()).merged()
+    wanted = values.render(host(tmp_path), "prod", secrets(), HOST_BUILDER).merged()
     deployed = values.deep_merge(wanted, {"jupyterhub": {"proxy": {"secretToken": "OLD-" + MARKER}},
                                           "config": {"BinderHub": {"base_url": "/old/"}}})
     patch = values.diff(deployed, wanted)
@@ -416,3 +419,40 @@ def test_a_missing_secrets_file_says_how_to_make_it(tmp_path):
     with pytest.raises(SecretsError,
                        match=r"prod.yaml does not exist; create it with `invoke secrets.init --env prod`"):
         secretfile.load(tmp_path / "prod.yaml")
+
+
+def pod_templates(objects: list[dict]) -> dict[str, dict]:
+    """kind/name: the pod spec of every workload."""
+    return {f"{o['kind']}/{o['metadata']['name']}": o["spec"]["template"]["spec"] for o in objects
+            if o["kind"] in ("Deployment", "DaemonSet", "StatefulSet")}
+
+
+@pytest.mark.parametrize("version,name", [(v, b) for v in VERSIONS for b in ("host", "dind", "pink")
+                                          if not (b == "pink" and eras.era_of(v).name == "z2jh-0.11")])
+def test_the_chosen_builder_is_the_only_socket_the_release_mounts(tmp_path, real_charts, helm, version, name):
+    """On a containerd node a hostPath of type Socket that no daemon serves keeps its pod in ContainerCreating:
+    with dind or pink, nothing of the release may mount the node's docker socket so."""
+    builder = buildpath.Builder(name, "test")
+    objects = helm_template(helm, real_charts / f"binderhub-{version}.tgz",
+                            values.render(host(tmp_path, "full", version=version), "full", secrets(), builder),
+                            tmp_path)
+    templates = pod_templates(objects)
+    sockets = {v["hostPath"]["path"] for spec in templates.values() for v in spec.get("volumes") or []
+               if (v.get("hostPath") or {}).get("type") == "Socket"}
+    daemons = {w for w in templates if w.startswith("DaemonSet/")}
+    assert daemons == {"DaemonSet/binder-image-cleaner", *(() if name == "host" else (f"DaemonSet/binder-{name}",))}
+    cleaner = templates["DaemonSet/binder-image-cleaner"]
+    mounted = {v["hostPath"]["path"] for v in cleaner["volumes"] if "hostPath" in v}
+    if eras.era_of(version).name == "z2jh-0.11":
+        assert sockets == {builder.socket}  # the cleaner mounts the socket itself, typed
+    else:  # the current chart's cleaner mounts the socket's directory
+        assert sockets == set() and str(Path(builder.socket).parent) in mounted
+    if name != "host":
+        args = " ".join(templates[f"DaemonSet/binder-{name}"]["containers"][0]["args"])
+        assert f"unix://{builder.socket}" in args
+        assert "/var/run/docker.sock" not in mounted
+    # with a registry (env full) the binder pod does not mount the node's docker socket either
+    binder = templates["Deployment/binder"]
+    assert all((v.get("hostPath") or {}).get("path") != "/var/run/docker.sock" for v in binder["volumes"])
+    chart_values = values_read_by(objects, "binder")  # binderhub_config.py sets build_docker_host from these
+    assert (chart_values.get("imageBuilderType") or ("dind" if chart_values["dind"].get("enabled") else "host")) == name

@@ -12,7 +12,12 @@ would on a cluster:
 - `images`: which images the lab runs and how (the real BinderHub through `labbinder`,
   the chart's JupyterHub with KubeSpawner, configurable-http-proxy, Jupyter servers);
   `hubimage`: what the hub images ship that the lab's venv lacks.
-- `labbinder`, `labbuild`: the real BinderHub with the lab's build, registry and providers.
+- `labbinder`, `labbuild`: the real BinderHub with the lab's build, registry and providers;
+  `labr2d`: the lab's repo2docker in BinderHub's build pods (a FROM scratch image built through the
+  socket the pod mounts).
+- `nodeagent`: what each node's kubelet does on the node itself: hostPath type checks, and the pods
+  of the builder DaemonSets (a real dockerd for dind) and the build pods; `lifecycle`: the
+  container restarts, back-off and status both it and `runner` report.
 - `idp`: an OAuth2 identity provider, playing the site's IAM when the release turns
   authentication on (GenericOAuthenticator logs users in against it).
 

@@ -3,15 +3,16 @@
 `python -m lab.apps.labbinder ARGS...` is `python3 -m binderhub ARGS...` (the image's entrypoint;
 the chart's args are `--config /etc/binderhub/config/binderhub_config.py`): BinderHub's own
 `launch_instance`, which loads the chart's config file unchanged. Then, and only then, `OVERLAY`
-replaces what the lab lacks (it has no image builder, no registry and no internet):
+replaces what the lab lacks (it has no registry for builds and no internet):
 
-- `BinderHub.build_class` = lab.apps.labbuild.LabBuild instead of KubernetesBuildExecutor, which
-  would start repo2docker pods (the lab's kubelet cannot run them, nor build images).
+- `BinderHub.build_class` = lab.apps.labbuild.LabBuild: BinderHub's own KubernetesBuildExecutor
+  (the real build pod through the configured docker socket, played on its node by the lab's node
+  agent with the lab's repo2docker) plus the lab's fail/stall switch and its list of built images.
 - `BinderHub.registry_class` = upstream's `FakeRegistry` (it holds no image: every launch builds),
   used only with `use_registry: true`, where BinderHub would ask the registry of the values,
   which the lab cannot reach. With `use_registry: false` (the lab's values) BinderHub asks no
-  registry but the node's docker daemon (the socket the chart mounts from the node): the lab's
-  nodes run dockerd, the lab builds nothing into it, so there every launch builds too.
+  registry but the docker daemon of its node (the socket the chart mounts from the node), which
+  has an image once a build through that daemon made it.
 - `BinderHub.repo_providers` = `gh`, `gist`, `gl`, `git`: BinderHub's own provider classes
   (spec parsing, URLs, build slugs, banned/allowed specs and their config sections unchanged)
   except `get_resolved_ref`, which asks no forge (`offline_ref`): a ref that is a 40-hex commit

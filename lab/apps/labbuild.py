@@ -1,41 +1,43 @@
-"""The lab's image build: a BinderHub build executor that builds nothing (the lab cannot build images).
+"""The lab's image build: BinderHub's own `KubernetesBuildExecutor`, with the lab's outcome switch and
+image list.
 
-`LabBuild` stands where BinderHub's `KubernetesBuildExecutor` runs repo2docker in a build pod. It
-keeps that class's traits (so BinderHub's `/versions` `builder_info` and its Kubernetes `/health`
-pod quota check are its own) and works like upstream's `FakeBuild`: `submit` reports the build
-running, `stream_logs` sends repo2docker's `--json-logs` lines in its phases (`fetching`,
-`building`, `pushing` when repo2docker would push: `--push` in `get_r2d_cmd_options`), then:
+`LabBuild.submit` is upstream's: it creates the real build pod (repo2docker's image, the configured
+`docker_host` socket mounted from the node as hostPath type Socket, restartPolicy Never), watches
+it and deletes it once it ends (Succeeded: `built`; Failed: `failed`); `stream_logs` is upstream's
+too (the pod's log, followed). The lab's node agent plays the pod on its node with lab.apps.labr2d,
+the lab's repo2docker, which builds a tiny image through that socket: a build pod that cannot mount
+its socket stays ContainerCreating, and BinderHub waits (its `pending` status sends nothing), as
+for a user. What the lab adds:
 
-- success: the image reference is added to ConfigMap `kube-system/lab-images` (key `images`, one
-  a line; created if missing, merged under optimistic concurrency, retried on 409 Conflict), which
-  the lab's kubelet treats as present on every node; then the build is `built`, as the deleted
-  Succeeded build pod reports it.
-- fail: repo2docker's error lines, its `failed` log event (no status_code), then the `failed`
-  status a Failed build pod gives; BinderHub keeps the stream open (keepalives) after that.
-- stall: the first log lines, then nothing until the client goes (BinderHub's keepalives only).
-
-What it does is read at each build from ConfigMap `kube-system/lab-build`: keys `fail` and
-`stall`, one fnmatch pattern a line, matched (case-sensitively) against the request's
-`<provider>/<spec>` as in the `/build/` URL, e.g. `gh/lab/fails/*` or `gh/org/repo/HEAD`
-(BUILD_REQUEST, set by the lab's repository providers: lab.apps.labbinder). `fail` is checked first.
+- the outcome, in the pod's env (labr2d.OUTCOME_ENV, through `extra_envs`): `fail`, `stall` or
+  `succeed`, read at each build from ConfigMap `kube-system/lab-build`: keys `fail` and `stall`, one
+  fnmatch pattern a line, matched (case-sensitively) against the request's `<provider>/<spec>` as in
+  the `/build/` URL, e.g. `gh/lab/fails/*` or `gh/org/repo/HEAD` (BUILD_REQUEST, set by the lab's
+  repository providers: lab.apps.labbinder). `fail` is checked first.
+- before BinderHub hears `built` (and launches), the image reference is added to ConfigMap
+  `kube-system/lab-images` (key `images`, one a line; created if missing, merged under optimistic
+  concurrency, retried on 409 Conflict), which the lab's kubelet treats as present on every node,
+  as if pushed to a registry every node reaches.
+- `api` (when not given) takes `stream_logs`' `_request_timeout=(3, None)` (no read timeout): the
+  kubernetes client of the lab's venv (37) refuses a None in it, which the one BinderHub's image
+  pins (9.0.1, helm-chart/images/binderhub/requirements.txt) takes (`LogTimeout`).
 """
 from __future__ import annotations
 
 import contextvars
 import fnmatch
-import json
-import secrets
 
 from binderhub.build import KubernetesBuildExecutor, ProgressEvent
 from kubernetes.client.rest import ApiException
 from tornado.log import app_log
-from traitlets import Float, Unicode
+from traitlets import Unicode, default
+
+from lab.apps.labr2d import OUTCOME_ENV
 
 SWITCHES = ("kube-system", "lab-build")   # ConfigMap: keys `fail`, `stall`
 IMAGES = ("kube-system", "lab-images")    # ConfigMap: key `images`
 # `<provider>/<spec>` of the /build request being handled (a contextvar: each request is its own task).
 BUILD_REQUEST: contextvars.ContextVar[str] = contextvars.ContextVar("lab_build_request", default="")
-_PIP_INSTALL = '${KERNEL_PYTHON_PREFIX}/bin/pip install --no-cache-dir -r "requirements.txt"'
 
 
 def matches(patterns: str, request: str) -> bool:
@@ -48,37 +50,24 @@ def outcome(switches: dict[str, str], request: str) -> str:
     return next((key for key in ("fail", "stall") if matches(switches.get(key) or "", request)), "succeed")
 
 
-def log_lines(ref: str, image: str, push: bool) -> list[tuple[str, str]]:
-    """(phase, message) of a successful repo2docker build of commit `ref` into `image`."""
-    lines = [
-        ("fetching", "Picked Git content provider.\n"),
-        ("fetching", f"Cloning into '/tmp/repo2docker{secrets.token_hex(4)}'...\n"),
-        ("fetching", f"HEAD is now at {ref[:7]}\n"),
-        ("building", "Lab build: repo2docker does not run in the binderhub-ops lab; no image is built, the lab's "
-                     "kubelet runs the image with the lab's own Jupyter.\n"),
-        ("building", "Using PythonBuildPack builder\n"),
-        ("building", "Step 1/3 : FROM buildpack-deps:jammy\n"),
-        ("building", "Step 2/3 : COPY --chown=1000:1000 src/ ${REPO_DIR}/\n"),
-        ("building", f"Step 3/3 : RUN {_PIP_INSTALL}\n"),
-        ("building", f"Successfully built {secrets.token_hex(6)}\n"),
-        ("building", f"Successfully tagged {image}\n"),
-    ]
-    if push:
-        lines.append(("pushing", f"Pushing image {image}\n"))
-    return lines
+class LogTimeout:
+    """A CoreV1Api whose `read_namespaced_pod_log` takes a (connect, None) timeout as no timeout."""
 
+    def __init__(self, api):
+        self._api = api
 
-FAILURE = [
-    ("building", "ERROR: Could not find a version that satisfies the requirement lab-build-fails\n"),
-    ("failed", f"The command '/bin/sh -c {_PIP_INSTALL}' returned a non-zero code: 1\n"),
-]
-STALL_AFTER = 6  # log lines sent before a stalled build goes silent
+    def __getattr__(self, name: str):
+        return getattr(self._api, name)
+
+    def read_namespaced_pod_log(self, *args, _request_timeout=None, **kwargs):
+        if isinstance(_request_timeout, tuple) and None in _request_timeout:
+            _request_timeout = None
+        return self._api.read_namespaced_pod_log(*args, _request_timeout=_request_timeout, **kwargs)
 
 
 class LabBuild(KubernetesBuildExecutor):
-    """A build that takes `step_delay` s a log line, and fails, stalls or lists its image (module docstring)."""
+    """BinderHub's build pod, told its outcome, whose image is listed once built (module docstring)."""
 
-    step_delay = Float(0.1, config=True, help="seconds between two log lines of a lab build")
     request = Unicode(help="the /build request's `<provider>/<spec>`")
 
     def __init__(self, **kwargs):
@@ -86,30 +75,21 @@ class LabBuild(KubernetesBuildExecutor):
         kwargs.setdefault("request", BUILD_REQUEST.get())
         super().__init__(**kwargs)
 
-    def submit(self):
-        """Read what lab-build says for this request; the build is then running."""
-        self._outcome = outcome(self._read(SWITCHES) or {}, self.request)
-        app_log.info("Lab build %s of %s: %s", self.name, self.request or self.repo_url, self._outcome)
-        self.progress(ProgressEvent.Kind.BUILD_STATUS_CHANGE, ProgressEvent.BuildStatus.RUNNING)
+    @default("api")
+    def _default_api(self):
+        return LogTimeout(super()._default_api())
 
-    def stream_logs(self):
-        push = "--push" in self.get_r2d_cmd_options()
-        lines = log_lines(self.ref, self.image_name, push)
-        if self._outcome == "fail":
-            lines = lines[:STALL_AFTER] + FAILURE
-        elif self._outcome == "stall":
-            lines = lines[:STALL_AFTER]
-        for phase, message in lines:
-            if self.stop_event.wait(self.step_delay):
-                return
-            self.progress(ProgressEvent.Kind.LOG_MESSAGE, json.dumps({"phase": phase, "message": message}))
-        if self._outcome == "stall":
-            self.stop_event.wait()  # silent until BinderHub stops watching (the client went)
-        elif self._outcome == "fail":
-            self.progress(ProgressEvent.Kind.BUILD_STATUS_CHANGE, ProgressEvent.BuildStatus.FAILED)
-        else:
-            self._add_image()
-            self.progress(ProgressEvent.Kind.BUILD_STATUS_CHANGE, ProgressEvent.BuildStatus.BUILT)
+    def submit(self):
+        """Upstream's, with what lab-build says for this request in the pod's env."""
+        chosen = outcome(self._read(SWITCHES) or {}, self.request)
+        app_log.info("Lab build %s of %s: %s", self.name, self.request or self.repo_url, chosen)
+        self.extra_envs = {**self.extra_envs, OUTCOME_ENV: chosen}
+        super().submit()
+
+    def progress(self, kind: ProgressEvent.Kind, payload):
+        if payload is ProgressEvent.BuildStatus.BUILT:
+            self._add_image()  # in submit's thread, before BinderHub hears `built`
+        super().progress(kind, payload)
 
     def _read(self, where: tuple[str, str]) -> dict | None:
         """The data of ConfigMap `where` (namespace, name), None if there is none."""

@@ -23,18 +23,14 @@ ErrImagePull/ImagePullBackOff, CreateContainerConfigError or PodReadyToStartCont
   namespace, its working directory), with its env (pods.environment: service links, envFrom,
   env) plus `KUBECONFIG`: a kubeconfig for the emulator's plain-HTTP URL with the pod's token (the
   lab's stand-in for the in-cluster config; KUBERNETES_SERVICE_HOST is not set);
-- a container that exits is restarted per the pod's restartPolicy (Always; OnFailure on a
-  non-zero exit; Never) with the kubelet's back-off (backOffPeriod 10 s doubling to
-  MaxContainerBackOff 300 s, reset after 10 minutes of running, kuberuntime_manager.go doBackOff);
-- its status reported through the status subresource, as the status manager does: containers
-  `running` (`ready` from the readinessProbe, httpGet or tcpSocket, asked at the pod IP; none:
-  ready once started), `waiting` CrashLoopBackOff with the kubelet's message, `terminated` when
-  not restarted; `restartCount`, `lastState.terminated` (exit code, 128+N for signal N); phase
-  Running / Succeeded / Failed; the Ready and ContainersReady conditions;
+- a container that exits is restarted per the pod's restartPolicy with the kubelet's back-off, and
+  its status reported through the status subresource, as the status manager does (lab.apps.lifecycle),
+  `ready` from the readinessProbe (httpGet or tcpSocket, asked at the pod IP; none: ready once
+  started);
 - kube-proxy's rules (network.ServiceProxy) for the namespace's Services to the ready pods it runs.
 A pod that is deleted (gone from the API, or with a deletionTimestamp) is stopped: SIGTERM to each
 container's process group, SIGKILL after its terminationGracePeriodSeconds (capped at
-`STOP_TIMEOUT`) and to whatever is left in its network namespace; its namespace and files are
+`lifecycle.STOP_TIMEOUT`) and to whatever is left in its network namespace; its namespace and files are
 removed (the emulator deletes a pod at once, as with gracePeriodSeconds=0, so nothing is left to
 confirm). On SIGTERM or SIGINT every pod is stopped so. Logs: `<state_dir>/logs/runner.log` and
 `<state_dir>/logs/<namespace>_<pod>_<container>.log`, linked as `pod_logs/<namespace>/<workload>.log`
@@ -45,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -53,46 +48,24 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import requests
 import yaml
 
-from lab.apps import images, network, pods
+from lab.apps import images, lifecycle, network, pods
+from lab.apps.lifecycle import Container
 
 log = logging.getLogger(__name__)
 
-STOP_TIMEOUT = 10.0
-BACKOFF, MAX_BACKOFF, BACKOFF_RESET = 10.0, 300.0, 600.0
 RUNNER_CONFIGMAP = ("kube-system", "lab-runner")
-PRELUDE = Path(__file__).with_name("container.py")
-_HELD = ("ErrImagePull", "ImagePullBackOff", "CreateContainerConfigError")
-_PR_SET_PDEATHSIG = 1
 BASE_ENV = {"PATH": f"{images.VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG": "C.UTF-8", "HOME": "/root"}
 
 
-def _terminate_with_parent() -> None:
-    """In a child before exec: get SIGTERM if the runner dies (even by SIGKILL)."""
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class ApiUnavailable(Exception):
     """The API emulator could not be read."""
-
-
-def _stamp() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _go_duration(seconds: float) -> str:
-    """Go's time.Duration String() for whole seconds: 10s, 1m20s, 5m0s."""
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
 
 
 def _redacted(argv: list[str]) -> list[str]:
@@ -175,29 +148,6 @@ class Api:
 
 
 @dataclasses.dataclass
-class Container:
-    """One container of a played pod, and its process when it runs."""
-
-    spec: dict
-    argv: list[str]
-    env: dict[str, str] = dataclasses.field(repr=False)  # tokens: never in a repr
-    spec_file: Path
-    process: subprocess.Popen | None = None
-    started: float = 0.0
-    started_at: str = ""
-    restarts: int = 0
-    backoff: float = 0.0
-    not_before: float = 0.0
-    last_exit: dict | None = None
-    finished: bool = False  # exited and not to be restarted (restartPolicy)
-    ready: bool = False
-
-    @property
-    def name(self) -> str:
-        return self.spec["name"]
-
-
-@dataclasses.dataclass
 class PodRun:
     """A pod this runner plays."""
 
@@ -262,19 +212,6 @@ class Runner:
     def _plays(self, pod: dict, built: frozenset[str]) -> bool:
         return all(images.find(image, built) for image in self._images(pod))
 
-    @staticmethod
-    def _held(pod: dict) -> str | None:
-        """Why the emulator's kubelet holds the pod (its containers' waiting reason), else None."""
-        status = pod.get("status") or {}
-        for condition in status.get("conditions") or []:
-            if condition.get("type") == "PodReadyToStartContainers" and condition.get("status") == "False":
-                return "its volumes are not ready (see its events)"
-        for container in status.get("containerStatuses") or []:
-            reason = ((container.get("state") or {}).get("waiting") or {}).get("reason")
-            if reason in _HELD:
-                return reason
-        return None
-
     # -- reconcile -----------------------------------------------------------------------------
 
     def reconcile(self) -> None:
@@ -300,7 +237,7 @@ class Runner:
                     or not (pod.get("status") or {}).get("podIP"):
                 self.waiting.pop(meta["name"], None)
                 continue
-            if meta["uid"] not in self.pods and (held := self._held(pod)):
+            if meta["uid"] not in self.pods and (held := lifecycle.held(pod)):
                 self._wait(meta["name"], f"held by the node's kubelet: {held}")
                 continue
             wanted[meta["uid"]] = pod
@@ -393,7 +330,7 @@ class Runner:
         inits = len(spec.get("initContainers") or [])
         run = PodRun(pod, directory, containers[inits:])
         for init in containers[:inits]:
-            code = self._run_init(run, init)
+            code = lifecycle.run_init(lifecycle.spawn(init, self._log_file(run, init)))
             if code:
                 self._stop_pod(run, f"init container {init.name} exited with {code}")
                 self._wait(meta["name"], f"Init:Error: init container {init.name} exited with {code}")
@@ -433,24 +370,8 @@ class Runner:
     def _log_file(self, run: PodRun, container: Container) -> Path:
         return self.state_dir / "logs" / f"{run.pod['metadata']['namespace']}_{run.name}_{container.name}.log"
 
-    def _popen(self, run: PodRun, container: Container) -> subprocess.Popen:
-        with self._log_file(run, container).open("a") as out:
-            return subprocess.Popen([sys.executable, str(PRELUDE), str(container.spec_file), *container.argv],
-                                    env=container.env, cwd="/", stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=_terminate_with_parent)
-
-    def _run_init(self, run: PodRun, container: Container) -> int:
-        process = self._popen(run, container)
-        try:
-            return process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            return process.wait()
-
     def _start(self, run: PodRun, container: Container) -> None:
-        container.process = self._popen(run, container)
-        container.started, container.started_at, container.ready = time.monotonic(), _stamp(), False
+        container.started_now(lifecycle.spawn(container, self._log_file(run, container)))
         if self.pod_logs and container is run.containers[0]:
             link = self.pod_logs / run.pod["metadata"]["namespace"] / f"{_workload(run.pod)}.log"
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -463,45 +384,22 @@ class Runner:
         """Restart exited containers as restartPolicy and the back-off say."""
         policy = run.pod["spec"].get("restartPolicy") or "Always"
         for container in run.containers:
-            process = container.process
-            if process is not None and process.poll() is not None:
-                code, ran = process.returncode, time.monotonic() - container.started
-                container.last_exit = {"exitCode": code if code >= 0 else 128 - code,
-                                       "reason": "Error" if code else "Completed",
-                                       "startedAt": container.started_at, "finishedAt": _stamp(),
-                                       "containerID": self._container_id(run, container)}
-                container.process, container.ready = None, False
-                if policy == "Never" or (policy == "OnFailure" and code == 0):
-                    container.finished = True
-                    log.info("pod %s: container %s exited with %s (not restarted)", run.name, container.name, code)
-                    continue
-                container.backoff = 0.0 if ran >= BACKOFF_RESET or not container.restarts else \
-                    min(MAX_BACKOFF, container.backoff * 2 or BACKOFF)
-                container.not_before = time.monotonic() + container.backoff
-                log.warning("pod %s: container %s exited with %s after %.1fs; restarting in %.0fs (see %s)", run.name,
-                            container.name, code, ran, container.backoff, self._log_file(run, container))
-            if container.process is None and not container.finished and time.monotonic() >= container.not_before \
-                    and container.last_exit is not None:
+            code = lifecycle.exited(run.uid, container, policy)
+            if code is not None and container.finished:
+                log.info("pod %s: container %s exited with %s (not restarted)", run.name, container.name, code)
+            elif code is not None:
+                log.warning("pod %s: container %s exited with %s; restarting in %.0fs (see %s)", run.name,
+                            container.name, code, container.backoff, self._log_file(run, container))
+            if lifecycle.due(container):
                 container.restarts += 1
                 self._start(run, container)
 
     # -- stopping a pod ----------------------------------------------------------------------------
 
     def _stop_pod(self, run: PodRun, why: str) -> None:
-        grace = min(STOP_TIMEOUT, float(run.pod["spec"].get("terminationGracePeriodSeconds", 30)))
-        alive = [c.process for c in run.containers if c.process and c.process.poll() is None]
-        for process in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for process in alive:
-            try:
-                process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("pod %s: pid %d ignored SIGTERM for %.0fs: killing it", run.name, process.pid, grace)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        grace = float(run.pod["spec"].get("terminationGracePeriodSeconds", 30))
+        for pid in lifecycle.stop([c.process for c in run.containers if c.process], grace):
+            log.warning("pod %s: pid %d ignored SIGTERM: killed", run.name, pid)
         name = network.netns_name(run.uid)
         left = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
         for pid in left:  # whatever else ran in the pod (e.g. kernels in sessions of their own)
@@ -575,53 +473,16 @@ class Runner:
             return False
         return True
 
-    def _container_id(self, run: PodRun, container: Container) -> str:
-        pid = container.process.pid if container.process else 0
-        return "containerd://" + hashlib.sha256(f"{run.uid}/{container.name}/{pid}".encode()).hexdigest()
-
-    def _container_status(self, run: PodRun, container: Container) -> dict:
-        status = {"name": container.name, "image": container.spec.get("image", ""), "imageID": "",
-                  "restartCount": container.restarts}
-        if container.last_exit and (container.restarts or container.process is None):
-            status["lastState"] = {"terminated": container.last_exit}
-        if container.process is not None:
-            container.ready = self._probe(run, container)
-            return {**status, "state": {"running": {"startedAt": container.started_at}}, "started": True,
-                    "ready": container.ready, "containerID": self._container_id(run, container)}
-        if container.finished:
-            return {**status, "state": {"terminated": container.last_exit}, "started": False, "ready": False}
-        meta = run.pod["metadata"]
-        message = (f"back-off {_go_duration(container.backoff)} restarting failed container={container.name} "
-                   f"pod={meta['name']}_{meta['namespace']}({meta['uid']})")
-        return {**status, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": message}},
-                "started": False, "ready": False}
-
     def _report(self, run: PodRun) -> None:
-        status = run.pod.get("status") or {}
-        statuses = [self._container_status(run, c) for c in run.containers]
-        unready = [s["name"] for s in statuses if not s["ready"]]
-        if all(c.finished for c in run.containers):
-            phase = "Succeeded" if all((c.last_exit or {}).get("exitCode") == 0 for c in run.containers) else "Failed"
-        else:
-            phase = "Running"
-        conditions = []
-        for kind in ("Ready", "ContainersReady"):
-            before = next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
-            value = "False" if unready else "True"
-            why = f"containers with unready status: [{' '.join(unready)}]" if unready else None
-            conditions.append({"type": kind, "status": value, "lastProbeTime": None,
-                               "lastTransitionTime": before.get("lastTransitionTime")
-                               if before.get("status") == value else _stamp(),
-                               "reason": "ContainersNotReady" if unready else None,
-                               "message": why})
-        old = [{key: c.get(key) for key in conditions[0]} for c in status.get("conditions") or []
-               if c.get("type") in ("Ready", "ContainersReady")]
-        if statuses == status.get("containerStatuses") and phase == status.get("phase") and \
-                sorted(conditions, key=lambda c: c["type"]) == sorted(old, key=lambda c: c["type"]):
+        statuses = [lifecycle.container_status(run.pod, c, c.process is not None and self._probe(run, c))
+                    for c in run.containers]
+        patch = lifecycle.pod_status(run.pod, run.containers, statuses)
+        if patch is None:
             return
-        self.api.patch_pod_status(run.name, {"phase": phase, "containerStatuses": statuses, "conditions": conditions})
-        run.pod["status"] = {**status, "phase": phase, "containerStatuses": statuses}
-        log.info("pod %s: %s, %s", run.name, phase, "ready" if not unready else f"not ready: {', '.join(unready)}")
+        self.api.patch_pod_status(run.name, patch)
+        run.pod["status"] = {**(run.pod.get("status") or {}), "phase": patch["phase"], "containerStatuses": statuses}
+        unready = [s["name"] for s in statuses if not s["ready"]]
+        log.info("pod %s: %s, %s", run.name, patch["phase"], f"not ready: {', '.join(unready)}" if unready else "ready")
 
     def _write_status(self) -> None:
         running = {f"{run.name}/{c.name}": {"pid": c.process.pid, "argv": _redacted(c.argv), "ip": run.ip,

@@ -57,6 +57,7 @@ from lab.cluster.workloads import WorkloadController
 
 log = logging.getLogger("lab.cluster")
 KEPT_REQUESTS = 1000
+FOLLOW_EVERY = 0.05  # seconds between two reads of a followed log
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
 
 
@@ -141,6 +142,18 @@ def _review(resource: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
     else:  # the SubjectAccessReviews
         review["status"] = {"allowed": True}
     return review
+
+
+def _read_log(path: Path | None, offset: int = 0) -> bytes:
+    """A log file's bytes from `offset` on; none when there is no file."""
+    if path is None:
+        return b""
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read()
+    except FileNotFoundError:
+        return b""
 
 
 def _workload_of(cluster: Cluster, pod: dict[str, Any]) -> str:
@@ -256,7 +269,7 @@ class LabCluster(kmock.KubernetesEmulator):
         if target.namespace is not None and not resource.namespaced:
             raise errors.resource_not_found(path)
         if (resource.group, resource.plural, target.subresource, request.method) == ("", "pods", "log", "GET"):
-            return self._pod_log(request, target.namespace, target.name)
+            return await self._pod_log(request, target.namespace, target.name)
         if target.subresource and target.subresource not in resource.subresources & {"status", "scale", "eviction",
                                                                                       "token"}:
             raise errors.resource_not_found(path)
@@ -425,11 +438,13 @@ class LabCluster(kmock.KubernetesEmulator):
             raise errors.method_not_allowed()
         return _json(_scale_of(obj))
 
-    def _pod_log(self, request: kmock.Request, namespace: str, name: str) -> aiohttp.web.Response:
-        """A pod's log, as the kubelet serves it: the file `pod_logs/NAMESPACE/OWNER.log`, OWNER the
-        pod's Deployment (or DaemonSet, or the pod itself), written by whatever plays its containers
-        (lab.apps' runner); empty when there is none. `tailLines` and `limitBytes` apply; `follow`
-        returns what there is now."""
+    async def _pod_log(self, request: kmock.Request, namespace: str, name: str) -> aiohttp.web.StreamResponse:
+        """A pod's log, as the kubelet serves it: the file `pod_logs/NAMESPACE/POD.log` (written by the
+        node agent that plays the pod), else `pod_logs/NAMESPACE/OWNER.log`, OWNER the pod's Deployment
+        (or DaemonSet, or the pod itself; written by lab.apps' runner); empty when there is none.
+        `tailLines` and `limitBytes` apply. `follow` while the container runs: what is there, then what
+        it writes as it comes (the file read every FOLLOW_EVERY s) until it no longer runs (what it
+        wrote last included), the pod is gone or the client goes; else what there is now."""
         pod = self.cluster.get(self.cluster.core("pods"), namespace, name)
         containers = [c.get("name") for c in pod["spec"].get("containers") or []]
         container = request.params.get("container")
@@ -438,17 +453,47 @@ class LabCluster(kmock.KubernetesEmulator):
         if not container and len(containers) > 1:
             raise errors.bad_request(f"a container name must be specified for pod {name}, choose one of: "
                                      f"[{' '.join(containers)}]")
-        path = self.pod_logs / namespace / f"{_workload_of(self.cluster, pod)}.log" if self.pod_logs else None
-        try:
-            text = path.read_bytes() if path else b""
-        except FileNotFoundError:
-            text = b""
+        path = None
+        if self.pod_logs:
+            own = self.pod_logs / namespace / f"{name}.log"  # a node agent's (a DaemonSet has a pod per node)
+            path = own if own.exists() else self.pod_logs / namespace / f"{_workload_of(self.cluster, pod)}.log"
+        text = _read_log(path)
+        offset = len(text)
         tail = int(request.params.get("tailLines") or -1)
         if tail >= 0:
             text = b"".join(text.splitlines(keepends=True)[-tail:]) if tail else b""
-        if request.params.get("limitBytes"):
-            text = text[:int(request.params["limitBytes"])]
-        return aiohttp.web.Response(body=text, content_type="text/plain")
+        limit = int(request.params["limitBytes"]) if request.params.get("limitBytes") else None
+        running = query_bool(request.params.get("follow")) and self._running(namespace, name, container)
+        if not running:
+            return aiohttp.web.Response(body=text[:limit], content_type="text/plain")
+        raw = request._raw_request
+        stream = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
+        try:
+            await stream.prepare(raw)
+            sent = 0
+            while True:
+                text = text if limit is None else text[:limit - sent]
+                if text:
+                    await stream.write(text)
+                    sent += len(text)
+                gone = raw.transport is None or raw.transport.is_closing()
+                if not running or gone or limit is not None and sent >= limit:
+                    break
+                await asyncio.sleep(FOLLOW_EVERY)
+                running = self._running(namespace, name, container)  # then read: its last words are sent
+                text = _read_log(path, offset)
+                offset += len(text)
+            await stream.write_eof()
+        except ConnectionError:
+            pass  # the client went away
+        return stream
+
+    def _running(self, namespace: str, name: str, container: str | None) -> bool:
+        """Whether the pod exists and its container (None: its only one) is running."""
+        pod = self.cluster.store.get(self.cluster.core("pods"), namespace, name)
+        statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or []
+        return any((container is None or s.get("name") == container) and "running" in (s.get("state") or {})
+                   for s in statuses)
 
     @staticmethod
     def _delete_options(request: kmock.Request) -> dict[str, Any]:

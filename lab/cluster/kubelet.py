@@ -3,6 +3,13 @@
 pkg/kubelet/kubelet_pods.go, pkg/kubelet/kuberuntime/kuberuntime_container.go). No container runs.
 
 In the kubelet's order, the first failure wins and the pod stays `Pending`, not Ready:
+- hostPath volumes, on a node whose node agent (lab.apps.nodeagent, which sees the node's own files)
+  reports in ConfigMap `kube-system/lab-node-<node>` (key `mounts`: JSON {pod uid: "" when each
+  hostPath volume passes the kubelet's type check there, else the kubelet's message}): the pod's
+  containers wait `ContainerCreating` (PodReadyToStartContainers False) until its uid is there; a
+  message keeps them so, with Event FailedMount carrying it, repeated at each sync as the kubelet
+  retries the mount (pkg/volume/hostpath/host_path.go checkType). On a node without that
+  ConfigMap (the emulator alone, as in the emulator-only tests) hostPath volumes are not checked.
 - Volumes: a configMap/secret volume (also in `projected`) whose object is missing and not
   `optional` is not mounted: containers wait `ContainerCreating`, Event FailedMount
   `MountVolume.SetUp failed for volume "V" : configmap "N" not found`. (A pod whose claim is not
@@ -19,11 +26,13 @@ In the kubelet's order, the first failure wins and the pod stays `Pending`, not 
 Otherwise every container is running and ready and the pod `Running`, except in the pods of
 the pods a runner plays (lab.apps' runner runs their containers; it names the images it runs in
 ConfigMap `kube-system/lab-runner`, key `images`, fnmatch patterns one a line, as kubeadm keeps the
-kubelets' configuration in `kube-system/kubelet-config`; a pod is played when each of its images
-matches one, or is one the lab built): there the container waits
-`ContainerCreating` until the runner reports it through the pod's status subresource (`state`
-running, terminated or `CrashLoopBackOff`, `ready` from its readiness probe, `restartCount`, `lastState`), and
-what the runner reported is kept. The phase and the Ready/ContainersReady conditions follow the
+kubelets' configuration in `kube-system/kubelet-config`; the node agent of the pod's node names the
+images it plays on that node in its ConfigMap's key `images` the same way, matched against the
+reference as containerd resolves it; a pod is played when each of its images matches one of those,
+or is one the lab built): there the container waits `ContainerCreating` until the runner (or the
+agent) reports it through the pod's status subresource (`state` running, terminated or
+`CrashLoopBackOff`, `ready` from its readiness probe, `restartCount`, `lastState`), and what it
+reported is kept. The phase and the Ready/ContainersReady conditions follow the
 containers as the kubelet's getPhase and generateContainersReadyCondition derive them
 (pkg/kubelet/kubelet_pods.go, pkg/kubelet/status/generate.go): `Pending` while a container has
 never started, `Running` once each has (also while one is backing off). `sync` is called again
@@ -32,11 +41,13 @@ while the pod is not ready (its controller resyncs), so a pod starts once what i
 from __future__ import annotations
 
 import fnmatch
+import json
 from typing import Any
 
 from lab.cluster import scheduling
 from lab.cluster.cluster import Cluster, random_suffix
 from lab.cluster.store import now
+from lab.imageref import normalise
 
 # The images the lab's nodes have (see the module docstring). tests/test_conformance_pods.py
 # checks that every image in both real charts' values is here.
@@ -59,19 +70,11 @@ NODE_IMAGES = frozenset({
     # the lab's own workloads: MetalLB (lab/metallb) and the test workloads
     "docker.io/metallb/controller:v0.9.3", "docker.io/metallb/speaker:v0.9.3",
     "quay.io/metallb/controller:v0.14.8", "quay.io/metallb/speaker:v0.14.8",
+    # BinderHub's build pods (KubernetesBuildExecutor's build_image default)
+    "quay.io/jupyterhub/repo2docker:2024.07.0",
     "docker.io/library/nginx:latest", "docker.io/library/nginx:1", "docker.io/library/busybox:latest",
     "docker.io/library/web:1", "docker.io/library/web:2", "docker.io/lab/spread:1", "docker.io/lab/everywhere:1",
 })
-
-
-def normalise(image: str) -> str:
-    """A reference as containerd resolves it: docker.io and library/ filled in, tag `latest` by default."""
-    first, _, rest = image.partition("/")
-    if not rest or ("." not in first and ":" not in first and first != "localhost"):
-        image = f"docker.io/{image if rest else 'library/' + image}"
-    if "@" not in image and ":" not in image.rpartition("/")[2]:
-        image += ":latest"
-    return image
 
 
 def _pull_message(image: str) -> str:
@@ -124,6 +127,7 @@ def _config_error(cluster: Cluster, namespace: str, container: dict[str, Any]) -
 
 
 RUNNER_CONFIGMAP = ("kube-system", "lab-runner")  # key `images`: the images a runner plays (fnmatch patterns)
+NODE_AGENT_PREFIX = "lab-node-"  # kube-system/lab-node-<node>: keys `images` and `mounts` (a node agent's)
 LAB_IMAGES = ("kube-system", "lab-images")  # key `images`: the images the lab built (one reference a line)
 # The states a runner reports for a container it plays (kept by `sync`); others are the kubelet's own.
 _RUNNER_WAITING = ("CrashLoopBackOff",)
@@ -146,15 +150,34 @@ def _images(pod: dict[str, Any]) -> list[str]:
     return [c.get("image", "") for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
 
 
+def node_agent(cluster: Cluster, node: str | None) -> dict[str, str] | None:
+    """The data of the node agent's ConfigMap for `node`, None when the node has none."""
+    found = cluster.store.get(cluster.core("configmaps"), "kube-system", f"{NODE_AGENT_PREFIX}{node}") if node else None
+    return None if found is None else dict(found.get("data") or {})
+
+
+def _host_paths(agent: dict[str, str] | None, uid: str) -> tuple[bool, str]:
+    """(whether the pod's hostPath volumes are checked yet, the kubelet's message when they failed)."""
+    if agent is None:
+        return True, ""
+    try:
+        mounts = json.loads(agent.get("mounts") or "{}")
+    except ValueError:
+        mounts = {}
+    return uid in mounts, str(mounts.get(uid) or "")
+
+
 def played(cluster: Cluster, pod: dict[str, Any]) -> bool:
-    """Whether a runner plays the pod: each of its images matches one of the runner's patterns or
-    is one the lab built (see the module docstring)."""
+    """Whether a runner or the pod's node agent plays the pod: each of its images matches one of
+    their patterns or is one the lab built (see the module docstring)."""
+    agent = node_agent(cluster, pod["spec"].get("nodeName")) or {}
     patterns = _lines(cluster, RUNNER_CONFIGMAP)
-    if not patterns:
+    on_node = [line.strip() for line in (agent.get("images") or "").splitlines() if line.strip()]
+    if not patterns and not on_node:
         return False
     built = built_images(cluster)
     return all(normalise(image) in built or any(fnmatch.fnmatchcase(image, p) for p in patterns)
-               for image in _images(pod))
+               or any(fnmatch.fnmatchcase(normalise(image), p) for p in on_node) for image in _images(pod))
 
 
 def _reported(status: dict[str, Any] | None) -> bool:
@@ -180,14 +203,16 @@ def sync(cluster: Cluster, pod: dict[str, Any], host_ip: str | None, pod_ip: str
     stamp = now()
     containers = spec.get("containers") or []
     previous = {s["name"]: s for s in old.get("containerStatuses") or []}
-    unmounted = next((m for v in spec.get("volumes") or [] if (m := _missing_volume(cluster, namespace, v))), None)
+    checked, failed_mount = _host_paths(node_agent(cluster, spec.get("nodeName")), meta.get("uid", ""))
+    unmounted = failed_mount or next((m for v in spec.get("volumes") or []
+                                      if (m := _missing_volume(cluster, namespace, v))), None)
     runner = played(cluster, pod)
     built = built_images(cluster)
     statuses = []
     for container in containers:
         name, image = container.get("name"), container.get("image", "")
         state: dict[str, Any]
-        if unmounted:
+        if unmounted or not checked:
             state = {"waiting": {"reason": "ContainerCreating"}}
         elif normalise(image) not in NODE_IMAGES and normalise(image) not in built:
             attempts = ((previous.get(name) or {}).get("state") or {}).get("waiting", {}).get("reason")
@@ -234,7 +259,8 @@ def sync(cluster: Cluster, pod: dict[str, Any], host_ip: str | None, pod_ip: str
     why = ("ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]") if unready else ("", "")
     pod["status"] = {
         "phase": "Pending" if any(_never_started(s) for s in statuses) else "Running",
-        "conditions": [condition("PodReadyToStartContainers", not unmounted), condition("Initialized", True),
+        "conditions": [condition("PodReadyToStartContainers", checked and not unmounted),
+                       condition("Initialized", True),
                        condition("Ready", not unready, *why), condition("ContainersReady", not unready, *why),
                        condition("PodScheduled", True)],
         "containerStatuses": statuses, "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
