@@ -359,6 +359,10 @@ def test_without_a_registry_the_nodes_docker_has_the_image_once_built(stack):
         with build(stack.binders["current"], "gh/lab/node-docker/HEAD") as stream:
             built = stream.until("built", "failed")
         assert built["phase"] == "built" and built["message"] == message, stream.events
+        image, listed = built["imageName"], stack.configmap("lab-images")["images"].splitlines()
+        assert image in listed, message  # built, or found (listed again)
+        # as after a restart of the lab's cluster: its list is gone, the daemon keeps the image
+        stack.set_configmap("lab-images", {"images": "".join(f"{i}\n" for i in listed if i != image)})
 
 
 def test_a_spec_told_to_fail_ends_failed_as_a_failing_repo2docker(stack):
@@ -504,11 +508,11 @@ def test_concurrent_builds_each_add_their_image_to_lab_images(stack):
     from kubernetes.client import CoreV1Api
     from kubernetes.config import new_client_from_config
 
-    from lab.apps.labbuild import LabBuild
+    from lab.apps.labbuild import list_image
 
     api = CoreV1Api(new_client_from_config(str(stack.kubeconfig)))
     images = [f"lab/binder-concurrent-{i}:{i:040x}" for i in range(8)]
-    threads = [threading.Thread(target=LabBuild(image_name=image, api=api)._add_image) for image in images]
+    threads = [threading.Thread(target=list_image, args=(api, image)) for image in images]
     for thread in threads:
         thread.start()
     for thread in threads:

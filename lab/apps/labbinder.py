@@ -12,7 +12,9 @@ replaces what the lab lacks (it has no registry for builds and no internet):
   used only with `use_registry: true`, where BinderHub would ask the registry of the values,
   which the lab cannot reach. With `use_registry: false` (the lab's values) BinderHub asks no
   registry but the docker daemon of its node (the socket the chart mounts from the node), which
-  has an image once a build through that daemon made it.
+  has an image once a build through that daemon made it; an image found there is listed in
+  lab-images again (`listing_found_images`), as the kubelet would run it on that node: the list
+  is the emulator's, gone when the lab's cluster restarts, while the daemon keeps its images.
 - `BinderHub.repo_providers` = `gh`, `gist`, `gl`, `git`: BinderHub's own provider classes
   (spec parsing, URLs, build slugs, banned/allowed specs and their config sections unchanged)
   except `get_resolved_ref`, which asks no forge (`offline_ref`): a ref that is a 40-hex commit
@@ -28,11 +30,13 @@ from __future__ import annotations
 import hashlib
 import sys
 
+import kubernetes.client
 from binderhub.app import BinderHub
 from binderhub.repoproviders import GistRepoProvider, GitHubRepoProvider, GitLabRepoProvider, GitRepoProvider
+from docker.models.images import ImageCollection
 from traitlets.config import Config
 
-from lab.apps.labbuild import BUILD_REQUEST
+from lab.apps.labbuild import BUILD_REQUEST, list_image
 
 UNRESOLVABLE = "does-not-exist"  # refs named so (or starting so) exist in no repository
 
@@ -94,7 +98,17 @@ class LabBinderHub(BinderHub):
         self.update_config(OVERLAY)
 
 
+def listing_found_images(get):
+    """docker's `ImageCollection.get`, listing in lab-images each image it finds."""
+    def found(self, name, *args, **kwargs):
+        image = get(self, name, *args, **kwargs)  # docker.errors.ImageNotFound: BinderHub builds it
+        list_image(kubernetes.client.CoreV1Api(), name)
+        return image
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
+    ImageCollection.get = listing_found_images(ImageCollection.get)  # binderhub.builder's local image check
     LabBinderHub.launch_instance(argv)
 
 

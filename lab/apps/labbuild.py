@@ -88,7 +88,7 @@ class LabBuild(KubernetesBuildExecutor):
 
     def progress(self, kind: ProgressEvent.Kind, payload):
         if payload is ProgressEvent.BuildStatus.BUILT:
-            self._add_image()  # in submit's thread, before BinderHub hears `built`
+            list_image(self.api, self.image_name)  # in submit's thread, before BinderHub hears `built`
         super().progress(kind, payload)
 
     def _read(self, where: tuple[str, str]) -> dict | None:
@@ -101,29 +101,30 @@ class LabBuild(KubernetesBuildExecutor):
                 return None
             raise
 
-    def _add_image(self, attempts: int = 10) -> None:
-        """Add the image to lab-images (create it if missing; on a conflicting write, read and retry)."""
-        namespace, name = IMAGES
-        for _ in range(attempts):
-            try:
-                current = self.api.read_namespaced_config_map(name, namespace)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                current = None
-            listed = ((current.data or {}).get("images") or "") if current else ""
-            if self.image_name in listed.splitlines():
-                return
-            data = {"images": listed + ("" if not listed or listed.endswith("\n") else "\n") + self.image_name + "\n"}
-            try:
-                if current is None:
-                    self.api.create_namespaced_config_map(namespace, {"metadata": {"name": name}, "data": data})
-                else:
-                    body = {"metadata": {"name": name, "resourceVersion": current.metadata.resource_version},
-                            "data": {**(current.data or {}), **data}}
-                    self.api.replace_namespaced_config_map(name, namespace, body)
-                return
-            except ApiException as exc:
-                if exc.status != 409:  # AlreadyExists (create) or Conflict (stale resourceVersion)
-                    raise
-        raise RuntimeError(f"could not add {self.image_name} to ConfigMap {namespace}/{name}: {attempts} conflicts")
+
+def list_image(api, image: str, attempts: int = 10) -> None:
+    """Add `image` to lab-images (create it if missing; on a conflicting write, read and retry)."""
+    namespace, name = IMAGES
+    for _ in range(attempts):
+        try:
+            current = api.read_namespaced_config_map(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            current = None
+        listed = ((current.data or {}).get("images") or "") if current else ""
+        if image in listed.splitlines():
+            return
+        data = {"images": listed + ("" if not listed or listed.endswith("\n") else "\n") + image + "\n"}
+        try:
+            if current is None:
+                api.create_namespaced_config_map(namespace, {"metadata": {"name": name}, "data": data})
+            else:
+                body = {"metadata": {"name": name, "resourceVersion": current.metadata.resource_version},
+                        "data": {**(current.data or {}), **data}}
+                api.replace_namespaced_config_map(name, namespace, body)
+            return
+        except ApiException as exc:
+            if exc.status != 409:  # AlreadyExists (create) or Conflict (stale resourceVersion)
+                raise
+    raise RuntimeError(f"could not add {image} to ConfigMap {namespace}/{name}: {attempts} conflicts")
