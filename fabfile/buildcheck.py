@@ -47,11 +47,6 @@ def observe(conn: Connection, host: Host, builder: Builder) -> Cluster:
                           if (line := probes.last_log_line(conn, host, pod, container))})
 
 
-def _ready(pod: dict) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
 def _selected(daemonset: dict, labels: dict | None) -> bool:
     """Whether the DaemonSet's nodeSelector (the charts' build_node_selector) picks the node."""
     wanted = ((daemonset.get("spec") or {}).get("template") or {}).get("spec", {}).get("nodeSelector") or {}
@@ -85,7 +80,7 @@ def pod_problems(builder: Builder, cluster: Cluster, node: str, release: str) ->
             fine.append(f"{name} not meant for this node (nodeSelector)")
         elif (pod := pod_on(cluster, name, node)) is None:
             problems.append(f"DaemonSet {name} has no pod on node {node}")
-        elif not _ready(pod):
+        elif not probes.pod_ready(pod):
             problems.append(f"pod {pod['metadata']['name']} of {name} not ready: {why_not_ready(cluster, pod)}")
         else:
             fine.append(f"{name} ready")
@@ -209,7 +204,7 @@ def _restart_pod(conn: Connection, host: Host, builder: Builder, control: Contro
         return pod is not None and pod["metadata"].get("uid") != uid
 
     def repaired(socket: SocketPath, cluster: Cluster, pod: dict | None) -> bool:
-        return socket.kind == "socket" and replaced(pod) and _ready(pod)
+        return socket.kind == "socket" and replaced(pod) and probes.pod_ready(pod)
 
     socket, cluster, pod = _until(now, repaired, timeout)
     if repaired(socket, cluster, pod):

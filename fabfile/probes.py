@@ -295,6 +295,12 @@ def unbound_claims(conn: Connection, host: Host, namespace: str, names: list[str
     return found
 
 
+def pod_ready(pod: dict) -> bool:
+    """Whether the pod's Ready condition is True."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
 def pod_reason(pod: dict) -> str:
     """Why a pod is not ready ('' when it is): a container's waiting reason and message, a
     container that keeps exiting, or the scheduler's reason."""
@@ -311,8 +317,9 @@ def pod_reason(pod: dict) -> str:
     for condition in status.get("conditions") or []:
         if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
             return f"{condition.get('reason', 'Unschedulable')}: {condition.get('message', '')}".strip()
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-    return "" if ready or status.get("phase") in ("Succeeded",) else f"{status.get('phase', 'Pending')}, not ready"
+    if pod_ready(pod) or status.get("phase") == "Succeeded":
+        return ""
+    return f"{status.get('phase', 'Pending')}, not ready"
 
 
 def selects(selector: dict | None, labels: dict) -> bool:
